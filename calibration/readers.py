@@ -1,0 +1,146 @@
+"""Sample readers: a `.npz` of batched arrays keyed by input name, or a folder of `.npy`/`.npz` files.
+
+Every sample is checked against the model's input signature before any work;
+a wrong shape or dtype is an error naming the sample file and the input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+
+class CalibrationError(ValueError):
+    """Calibration or sample data cannot be used. The message names the file and the input."""
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Samples, one dict (input name -> array with batch dim 1 or the model's batch) per sample."""
+
+    samples: tuple[Mapping[str, np.ndarray], ...] = field(repr=False)
+    origin: str  # folder/file path, "bundled example samples" or "random (seed N)"
+    digest: str
+    is_random: bool = False
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[Mapping[str, np.ndarray]]:
+        return iter(self.samples)
+
+    def batched(self, limit: int | None = None) -> dict[str, np.ndarray]:
+        """All samples concatenated along the batch dimension (for verification runs)."""
+        chosen = self.samples[:limit] if limit else self.samples
+        return {name: np.concatenate([s[name] for s in chosen]) for name in chosen[0]}
+
+
+def _digest(arrays: Sequence[Mapping[str, np.ndarray]]) -> str:
+    h = hashlib.sha256()
+    for sample in arrays:
+        for name in sorted(sample):
+            h.update(name.encode())
+            h.update(str(sample[name].dtype).encode())
+            h.update(str(sample[name].shape).encode())
+            h.update(np.ascontiguousarray(sample[name]).tobytes())
+    return h.hexdigest()
+
+
+def _check(array: np.ndarray, name: str, shape: Sequence[int | str], dtype: str, where: str) -> None:
+    if array.dtype.name != dtype:
+        raise CalibrationError(f"{where}: input {name!r} is {array.dtype.name}, the model takes {dtype}")
+    if array.ndim != len(shape):
+        raise CalibrationError(
+            f"{where}: input {name!r} has shape {tuple(array.shape)}, the model takes rank {len(shape)} "
+            f"({'x'.join(map(str, shape))})"
+        )
+    for i, (have, want) in enumerate(zip(array.shape, shape)):
+        if i == 0 and isinstance(want, int):
+            continue  # batched arrays are split into samples of the model's batch below
+        if isinstance(want, int) and have != want:
+            raise CalibrationError(
+                f"{where}: input {name!r} dimension {i} is {have}, the model takes {want} "
+                f"(shape {'x'.join(map(str, shape))})"
+            )
+
+
+def _split(arrays: Mapping[str, np.ndarray], inputs, where: str) -> list[dict[str, np.ndarray]]:
+    """Split arrays with a leading sample axis into per-sample dicts of the model's batch size."""
+    counts = {len(a) for a in arrays.values()}
+    if len(counts) != 1:
+        raise CalibrationError(f"{where}: inputs hold different numbers of samples: {sorted(counts)}")
+    n = counts.pop()
+    first = inputs[0].shape[0] if inputs[0].shape else 1
+    step = first if isinstance(first, int) else 1
+    if n % step:
+        raise CalibrationError(f"{where}: {n} samples do not divide into the model's batch of {step}")
+    return [{k: v[i : i + step] for k, v in arrays.items()} for i in range(0, n, step)]
+
+
+def load_samples(path: str | Path, signature, limit: int | None = None, seed: int = 0) -> CalibrationSet:
+    """Read samples for ``signature`` (a `compiler.signature.Signature`-like object with ``inputs``).
+
+    ``path`` is a `.npz` with one array per input name (leading axis = samples), or a
+    folder of `.npz` files (same layout) and/or `.npy` files (single-input models).
+    With ``limit``, a seeded random subset of that many samples is kept.
+    """
+    path = Path(path)
+    inputs = list(signature.inputs)
+    names = [t.name for t in inputs]
+    if not path.exists():
+        raise CalibrationError(f"{path}: calibration/sample data not found (give a .npz file or a folder of .npy/.npz)")
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz"))
+    if not files:
+        raise CalibrationError(f"{path}: folder holds no .npy or .npz samples")
+    samples: list[dict[str, np.ndarray]] = []
+    for file in files:
+        try:
+            if file.suffix == ".npy":
+                if len(names) != 1:
+                    raise CalibrationError(
+                        f"{file}: a .npy sample fits only single-input models; this model takes {names}: use .npz"
+                    )
+                array = np.load(file, allow_pickle=False)
+                arrays = {names[0]: array if array.ndim == len(inputs[0].shape) else array[None]}
+            elif file.suffix == ".npz":
+                with np.load(file, allow_pickle=False) as data:
+                    missing = [n for n in names if n not in data.files]
+                    if missing:
+                        raise CalibrationError(f"{file}: no array for input(s) {missing}; it holds {data.files}")
+                    arrays = {n: data[n] for n in names}
+            else:
+                raise CalibrationError(f"{file}: not a .npy or .npz file")
+        except (ValueError, OSError, EOFError) as exc:
+            if isinstance(exc, CalibrationError):
+                raise
+            raise CalibrationError(f"{file}: cannot read sample ({exc})") from exc
+        for t in inputs:
+            _check(arrays[t.name], t.name, t.shape, t.dtype, str(file))
+        samples.extend(_split(arrays, inputs, str(file)))
+    if limit and len(samples) > limit:
+        keep = sorted(np.random.default_rng(seed).choice(len(samples), limit, replace=False))
+        samples = [samples[i] for i in keep]
+    return CalibrationSet(tuple(samples), origin=str(path), digest=_digest(samples))
+
+
+def from_arrays(arrays: Mapping[str, np.ndarray], signature, origin: str) -> CalibrationSet:
+    """Samples from in-memory arrays keyed by input name (leading axis = samples)."""
+    inputs = list(signature.inputs)
+    for t in inputs:
+        if t.name not in arrays:
+            raise CalibrationError(f"{origin}: no array for input {t.name!r}")
+        _check(arrays[t.name], t.name, t.shape, t.dtype, origin)
+    samples = _split({t.name: arrays[t.name] for t in inputs}, inputs, origin)
+    return CalibrationSet(tuple(samples), origin=origin, digest=_digest(samples))
+
+
+def random_samples(signature, count: int = 16, seed: int = 0) -> CalibrationSet:
+    """Seeded random samples, for when the user explicitly asks for ``--calibration random``."""
+    from compiler.signature import seeded_inputs
+
+    samples = [seeded_inputs(signature, seed=seed + i, symbolic_size=1) for i in range(count)]
+    return CalibrationSet(tuple(samples), origin=f"random (seed {seed})", digest=_digest(samples), is_random=True)

@@ -1,0 +1,48 @@
+"""Core ML backend: an `.mlpackage` ML program from the torch program, compute units from the target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from calibration import CalibrationSet
+from compiler.backends import BACKEND_API_VERSION, Lowered, NotRunnable, RunPlan, package_version
+from compiler.backends.coreml.options import SCHEMA
+from compiler.traced import TracedModel
+from targets.host import HostInfo
+from targets.spec import TargetSpec
+
+
+class CoreMLBackend:
+    name = "coreml"
+    api_version = BACKEND_API_VERSION
+    consumes = "torch"
+    precisions = ("fp32", "fp16")
+    symbolic_dims = False  # flexible shapes need enumerated ranges; static shapes are what the ANE runs best
+
+    def versions(self) -> dict[str, str]:
+        return {"coremltools": package_version("coremltools")}
+
+    def check_options(self, target: TargetSpec) -> None:
+        SCHEMA.resolve(target)
+
+    def lower(
+        self, model: TracedModel, target: TargetSpec, precision: str, calibration: CalibrationSet | None, workdir: Path
+    ) -> Lowered:
+        from compiler.backends.coreml import lower as _lower
+
+        return _lower.lower(model, target, precision, workdir, SCHEMA.resolve(target))
+
+    def plan_run(self, artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:
+        import platform
+
+        if platform.system() != "Darwin":
+            raise NotRunnable(
+                "Core ML runs predictions only on macOS/iOS; the saved program's structure was validated instead"
+            )
+        from compiler.backends.coreml.runner import CoreMLRunner
+
+        return RunPlan(CoreMLRunner(artifact_dir / "model.mlpackage", manifest))
+
+
+backend = CoreMLBackend()

@@ -1,0 +1,92 @@
+"""Lower to an optimized ONNX model (and `.ort`) with its execution provider configuration."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime as ort
+
+from calibration import CalibrationSet
+from compiler.backends import Lowered
+from compiler.errors import BuildError, UnsupportedOpError
+from compiler.frontend.onnx_file import signature_from_onnx
+from compiler.passes.precision import apply_precision
+from compiler.traced import TracedModel
+from targets.spec import TargetSpec
+
+_LEVEL = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_NO_KERNEL = re.compile(r"Could not find an implementation for (\w+)\((\d+)\) node with name '([^']*)'")
+
+
+def _session_options(level: str, output: Path, ort_format: bool) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = _LEVEL[level]
+    options.optimized_model_filepath = str(output)
+    options.log_severity_level = 3
+    if ort_format:
+        options.add_session_config_entry("session.save_model_format", "ORT")
+    return options
+
+
+def unsupported_op(exc: Exception, backend: str = "onnxruntime") -> UnsupportedOpError | None:
+    match = _NO_KERNEL.search(str(exc))
+    if match:
+        op, opset, node = match.groups()
+        return UnsupportedOpError(backend, op, node, f"no kernel for opset {opset} in this runtime")
+    return None
+
+
+def lower(
+    model: TracedModel,
+    target: TargetSpec,
+    precision: str,
+    calibration: CalibrationSet | None,
+    workdir: Path,
+    options: dict[str, Any],
+) -> Lowered:
+    graph, passes = apply_precision(model.onnx_model, precision, calibration, target.id)
+    source = workdir / "source.onnx"
+    onnx.save(graph, source)
+    level = options["graph_optimization"]
+    optimized = workdir / "model.onnx"
+    # Optimization runs offline on the CPU provider; "basic" rewrites are provider-independent.
+    try:
+        ort.InferenceSession(str(source), _session_options(level, optimized, False), providers=["CPUExecutionProvider"])
+        if options["ort_format"]:
+            ort.InferenceSession(
+                str(source), _session_options(level, workdir / "model.ort", True), providers=["CPUExecutionProvider"]
+            )
+    except Exception as exc:
+        raise unsupported_op(exc) or BuildError(f"onnxruntime could not optimize the model: {exc}") from exc
+    finally:
+        source.unlink(missing_ok=True)
+    config = {
+        "execution_provider": options["execution_provider"],
+        "provider_options": options["provider_options"],
+        "graph_optimization": level,
+        "model": "model.onnx",
+        "ort_model": "model.ort" if options["ort_format"] else None,
+        "onnxruntime_version": ort.__version__,
+    }
+    (workdir / "ep_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    files = ["model.onnx", "ep_config.json"] + (["model.ort"] if options["ort_format"] else [])
+    optimized_model = onnx.load(str(optimized))
+    histogram: dict[str, int] = {}
+    for node in optimized_model.graph.node:
+        histogram[node.op_type] = histogram.get(node.op_type, 0) + 1
+    passes = passes + ({"name": f"onnxruntime-graph-optimization-{level}", "op_histogram_after": histogram},)
+    return Lowered(
+        files=tuple(files),
+        signature=signature_from_onnx(optimized_model),
+        options=dict(options),
+        passes=passes,
+    )

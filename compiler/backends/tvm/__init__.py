@@ -1,0 +1,50 @@
+"""TVM backend: Relax, `tvm.compile`, a shared library for the host or cross-compiled for the target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from calibration import CalibrationSet
+from compiler.backends import BACKEND_API_VERSION, Lowered, RunPlan, package_version
+from compiler.backends.tvm.options import SCHEMA
+from compiler.traced import TracedModel
+from targets.host import HostInfo
+from targets.spec import TargetError, TargetSpec
+
+
+class TvmBackend:
+    name = "tvm"
+    api_version = BACKEND_API_VERSION
+    consumes = "torch"  # the torch program where there is one, else the ONNX graph
+    precisions = ("fp32", "fp16", "int8")
+    symbolic_dims = True
+
+    def versions(self) -> dict[str, str]:
+        return {"apache-tvm": package_version("apache-tvm"), "apache-tvm-ffi": package_version("apache-tvm-ffi")}
+
+    def check_options(self, target: TargetSpec) -> None:
+        options = SCHEMA.resolve(target)
+        import tvm
+
+        try:
+            tvm.target.Target(dict(options["target"]))
+        except Exception as exc:
+            raise TargetError(
+                f"{target.source_file}: backend_options.tvm.target {options['target']} is not a valid TVM target: {exc}"
+            ) from exc
+
+    def lower(
+        self, model: TracedModel, target: TargetSpec, precision: str, calibration: CalibrationSet | None, workdir: Path
+    ) -> Lowered:
+        from compiler.backends.tvm import lower as _lower
+
+        return _lower.lower(model, target, precision, calibration, workdir, SCHEMA.resolve(target))
+
+    def plan_run(self, artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:
+        from compiler.backends.tvm import runner as _runner
+
+        return _runner.plan_run(artifact_dir, manifest, target, host)
+
+
+backend = TvmBackend()

@@ -1,0 +1,157 @@
+"""Lower through TVM Relax to a shared library (cross-compiled where the target says so)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from calibration import CalibrationSet
+from compiler.backends import Lowered
+from compiler.errors import BuildError, UnsupportedOpError
+from compiler.frontend.onnx_file import fix_dims
+from compiler.frontend.pytorch import program_for
+from compiler.passes.precision import apply_precision
+from compiler.signature import Signature, dim_bindings
+from compiler.traced import TracedModel
+from targets.spec import TargetSpec
+
+ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm", 0xF3: "riscv"}
+_ONNX_UNSUPPORTED = re.compile(r"operators are not supported for frontend ONNX: ([\w, ]+)")
+_TORCH_UNSUPPORTED = re.compile(r"Unsupported function types? \[([^\]]*)\]")
+
+
+def elf_machine(path: Path) -> str:
+    """The machine a shared library is built for, from its ELF header (e_machine)."""
+    header = path.read_bytes()[:20]
+    if header[:4] != b"\x7fELF":
+        return "not ELF"
+    code = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+    return ELF_MACHINES.get(code, f"e_machine {code:#x}")
+
+
+def _import_torch(model: TracedModel):
+    from tvm.relax.frontend.torch import from_exported_program
+
+    try:
+        return from_exported_program(program_for(model), keep_params_as_input=False)
+    except Exception as exc:
+        match = _TORCH_UNSUPPORTED.search(str(exc))
+        if match:
+            op = match.group(1).split(",")[0].strip(" '\"")
+            raise UnsupportedOpError("tvm", op, _torch_node(model, op), "TVM's torch importer has no converter") from exc
+        raise
+
+
+def _torch_node(model: TracedModel, op: str) -> str:
+    for node in model.exported_program.graph.nodes:
+        if node.op == "call_function" and str(node.target).endswith(op.split(".")[0]):
+            return node.name
+    return "?"
+
+
+def _import_onnx(graph: onnx.ModelProto):
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        return from_onnx(graph, keep_params_in_input=False)
+    except Exception as exc:
+        match = _ONNX_UNSUPPORTED.search(str(exc))
+        if match:
+            op = match.group(1).split(",")[0].strip()
+            node = next((n.name or n.output[0] for n in graph.graph.node if n.op_type == op), "?")
+            raise UnsupportedOpError("tvm", op, node, "TVM's ONNX importer has no converter") from exc
+        raise
+
+
+def _compile(mod, target_dict: dict[str, Any], pipeline: str):
+    import tvm
+    from tvm import relax
+
+    target = tvm.target.Target(target_dict)
+    with target:
+        if pipeline == "zero":
+            mod = relax.get_pipeline("zero")(mod)
+        return tvm.compile(mod, target=target)
+
+
+def _static(model: TracedModel) -> TracedModel:
+    static = model.signature.concretized()
+    onnx_model = onnx.ModelProto()
+    onnx_model.CopyFrom(model.onnx_model)
+    fix_dims(onnx_model, dim_bindings(model.signature, static))
+    return replace(model, signature=static, onnx_model=onnx_model)
+
+
+def lower(
+    model: TracedModel,
+    target: TargetSpec,
+    precision: str,
+    calibration: CalibrationSet | None,
+    workdir: Path,
+    options: dict[str, Any],
+) -> Lowered:
+    target_dict = dict(options["target"])
+    cross = options["cross_compiler"]
+    if cross and shutil.which(cross) is None:
+        raise BuildError(
+            f"target {target.id} cross-compiles with {cross!r}, which is not on PATH; on Debian/Ubuntu install it "
+            f"with `apt-get install g++-aarch64-linux-gnu` (the README's set-up command does this)"
+        )
+    notes: list[str] = []
+    passes: list[dict[str, Any]] = []
+
+    def build(m: TracedModel):
+        if precision == "fp32" and m.exported_program is not None:
+            try:
+                return _import_torch(m), "torch.export -> tvm.relax.frontend.torch"
+            except UnsupportedOpError:
+                raise
+            except Exception as exc:  # TVM's torch importer misses some programs; the ONNX route often works
+                notes.append(f"TVM torch importer failed ({type(exc).__name__}: {str(exc)[:200]}); used the ONNX route")
+        graph, precision_passes = apply_precision(m.onnx_model, precision, calibration, target.id)
+        passes[:] = list(precision_passes)
+        return _import_onnx(graph), "onnx -> tvm.relax.frontend.onnx"
+
+    signature: Signature = model.signature
+    try:
+        mod, route = build(model)
+        executable = _compile(mod, target_dict, options["pipeline"])
+    except UnsupportedOpError:
+        raise
+    except Exception as exc:
+        if model.signature.is_static:
+            raise BuildError(f"TVM could not compile {model.name} for {target.id}: {type(exc).__name__}: {exc}") from exc
+        # Symbolic dims are the usual cause (see TOOLCHAIN-FACTS): retry at static shapes.
+        notes.append(f"symbolic dims {model.signature.symbolic_dims()} did not compile ({type(exc).__name__}); bound to 1")
+        model = _static(model)
+        signature = model.signature
+        try:
+            mod, route = build(model)
+            executable = _compile(mod, target_dict, options["pipeline"])
+        except UnsupportedOpError:
+            raise
+        except Exception as exc2:
+            raise BuildError(f"TVM could not compile {model.name} for {target.id}: {type(exc2).__name__}: {exc2}") from exc2
+    library = workdir / "model.so"
+    try:
+        if cross:
+            executable.export_library(str(library), cc=cross)
+        else:
+            executable.export_library(str(library))
+    except Exception as exc:
+        raise BuildError(f"linking the TVM library for {target.id} failed: {exc}") from exc
+    passes.append({"name": f"tvm-relax-pipeline-{options['pipeline']}", "importer": route})
+    resolved = dict(options)
+    resolved["elf_machine"] = elf_machine(library)
+    return Lowered(
+        files=("model.so",),
+        signature=signature,
+        options=resolved,
+        passes=tuple(passes),
+        notes=tuple(notes),
+    )

@@ -1,0 +1,40 @@
+"""Run a TVM artifact on this machine through the Relax virtual machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from compiler.backends import NotRunnable, RunPlan, host_mismatch
+from compiler.signature import Signature
+from targets.host import HostInfo
+from targets.spec import TargetSpec
+
+
+class TvmRunner:
+    def __init__(self, library: Path, signature: Signature) -> None:
+        import tvm
+        from tvm import relax
+
+        self._tvm = tvm
+        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
+        self._signature = signature
+        self.description = f"tvm {tvm.__version__} relax VM on this host ({library.name})"
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [self._tvm.runtime.tensor(np.ascontiguousarray(inputs[t.name])) for t in self._signature.inputs]
+        result = self._vm["main"](*args)
+        outputs = [result] if hasattr(result, "numpy") else list(result)
+        return {t.name: o.numpy() for t, o in zip(self._signature.outputs, outputs)}
+
+
+def plan_run(artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:
+    mismatch = host_mismatch(target, host)
+    if mismatch:
+        raise NotRunnable(mismatch)
+    machine = manifest["backend"]["options"].get("elf_machine")
+    if machine and machine != host.arch:
+        raise NotRunnable(f"the library is built for {machine}; this host is {host.arch}")
+    return RunPlan(TvmRunner(artifact_dir / "model.so", Signature.from_dict(manifest["signature"])))

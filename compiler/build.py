@@ -1,0 +1,290 @@
+"""The build driver: one traced model x several targets -> verified artifacts.
+
+Every cell (target x backend) is planned first, so that a bad target name, a
+precision a target cannot run, missing calibration data or a bad backend option
+fails before any work (exit 2). Then each cell is lowered in a staging
+directory, run against the float reference where it can run here, and renamed
+into place with its manifest. A cell that fails is reported and the others
+still build; a failed verification is kept as ``<target>.failed`` for
+inspection, never in the place of a good artifact.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from calibration import CalibrationSet
+from calibration.readers import CalibrationError, from_arrays, load_samples, random_samples
+from compiler import __version__
+from compiler.artifact import MANIFEST_SCHEMA_VERSION, Staging, hash_files
+from compiler.backends import Backend, NotRunnable, backend_registry
+from compiler.errors import BuildError, ChipfitError, UsageError
+from compiler.signature import seeded_inputs
+from compiler.traced import TracedModel
+from compiler.verify import Numerics, run_in_batches, verify
+from profiles.latency import LatencyStats, time_callable
+from targets.host import HostInfo, detect_host
+from targets.registry import EntryPointRegistry, target_registry
+from targets.spec import TargetError, TargetSpec
+
+VERIFY_SAMPLES = 16
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Cell:
+    target: TargetSpec
+    backend: Backend
+    precision: str
+    dest: Path
+
+
+@dataclass(frozen=True)
+class CellResult:
+    target: str
+    backend: str
+    precision: str
+    status: str  # "verified", "not-run", "failed" (verification) or "error" (could not build)
+    artifact: str = ""
+    size_bytes: int = 0
+    build_seconds: float = 0.0
+    numerics: Numerics | None = None
+    latency: LatencyStats | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("verified", "not-run")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "backend": self.backend,
+            "precision": self.precision,
+            "status": self.status,
+            "artifact": self.artifact,
+            "size_bytes": self.size_bytes,
+            "build_seconds": round(self.build_seconds, 3),
+            "numerics": self.numerics.to_dict() if self.numerics else None,
+            "host_latency": (
+                {"latency_ms_p50": self.latency.latency_ms_p50, "runs": self.latency.runs, "cv": self.latency.cv}
+                if self.latency
+                else None
+            ),
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    targets: Sequence[str]
+    out_dir: Path
+    backend: str | None = None
+    precision: str | None = None
+    #: None, a path (.npz or folder) or "random".
+    calibration: str | None = None
+    #: A path to verification samples (.npz keyed by input name, or folder).
+    samples: str | None = None
+    measure_latency: bool = True
+
+
+@dataclass
+class BuildContext:
+    """What a build needs besides its options; made fresh per build, passed explicitly."""
+
+    targets: EntryPointRegistry[TargetSpec] = field(default_factory=target_registry)
+    backends: EntryPointRegistry[Backend] = field(default_factory=backend_registry)
+    host: HostInfo = field(default_factory=detect_host)
+    progress: Progress = lambda message: None
+
+
+def toolchain_versions(backends: Sequence[Backend]) -> dict[str, str]:
+    import onnx
+    import torch
+
+    versions = {"chipfit": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                "onnx": onnx.__version__, "numpy": np.__version__}
+    for backend in backends:
+        versions.update(backend.versions())
+    return dict(sorted(versions.items()))
+
+
+def plan(model: TracedModel, options: BuildOptions, ctx: BuildContext) -> list[Cell]:
+    if not options.targets:
+        raise UsageError("no targets given: pass -t TARGET (see `chipfit targets`)")
+    cells: list[Cell] = []
+    model_dir = options.out_dir / model.name
+    for target_id in options.targets:
+        target = ctx.targets.get(target_id)
+        if options.backend:
+            if options.backend not in target.backends:
+                raise UsageError(
+                    f"--backend {options.backend}: target {target.id} is built by {', '.join(target.backends)}"
+                )
+            names = [options.backend]
+        else:
+            names = list(target.backends) if target.build_all_backends else [target.backends[0]]
+        precision = options.precision or target.default_precision
+        if precision not in target.precisions:
+            raise UsageError(
+                f"--precision {precision}: target {target.id} runs {', '.join(target.precisions)} ({target.source_file})"
+            )
+        for name in names:
+            backend = ctx.backends.get(name)
+            if precision not in backend.precisions:
+                raise UsageError(f"backend {name} does not build {precision} (it builds {', '.join(backend.precisions)})")
+            backend.check_options(target)
+            # The target's preferred backend owns build/<model>/<target>; others sit beside it.
+            dirname = target.id if name == target.backends[0] else f"{target.id}@{name}"
+            cells.append(Cell(target, backend, precision, model_dir / dirname))
+    return cells
+
+
+def _calibration(model: TracedModel, options: BuildOptions, cells: Sequence[Cell]) -> CalibrationSet | None:
+    needed = any(c.precision == "int8" for c in cells)
+    try:
+        if options.calibration == "random":
+            return random_samples(model.signature.concretized())
+        if options.calibration:
+            return load_samples(options.calibration, model.signature, limit=256)
+        if needed and model.samples:
+            arrays = {t.name: model.samples[t.name] for t in model.signature.inputs}
+            return from_arrays(arrays, model.signature, f"bundled samples of {model.source}")
+    except CalibrationError as exc:
+        raise UsageError(str(exc)) from exc
+    if needed:
+        int8 = sorted({c.target.id for c in cells if c.precision == "int8"})
+        raise UsageError(
+            f"target(s) {', '.join(int8)} build int8, which needs calibration samples: pass --calibration PATH "
+            "(a .npz keyed by input name, or a folder of .npy/.npz files), or --calibration random to accept "
+            "ranges computed from random data"
+        )
+    return None
+
+
+def _verification_inputs(
+    model: TracedModel, options: BuildOptions, calibration: CalibrationSet | None
+) -> tuple[dict[str, np.ndarray], str]:
+    if options.samples:
+        try:
+            samples = load_samples(options.samples, model.signature, limit=VERIFY_SAMPLES)
+        except CalibrationError as exc:
+            raise UsageError(f"--samples: {exc}") from exc
+        return samples.batched(), f"{len(samples)} samples from {options.samples}"
+    if calibration is not None and not calibration.is_random:
+        chosen = calibration.batched(limit=VERIFY_SAMPLES)
+        return chosen, f"{len(next(iter(chosen.values())))} calibration samples from {calibration.origin}"
+    if model.samples:
+        arrays = {t.name: model.samples[t.name][:VERIFY_SAMPLES] for t in model.signature.inputs}
+        return arrays, f"{VERIFY_SAMPLES} bundled samples of {model.source}"
+    return seeded_inputs(model.signature, seed=0), "seeded random inputs (seed 0; symbolic dims = 2)"
+
+
+def _manifest(model: TracedModel, cell: Cell, lowered, files: dict, numerics: Numerics,
+              calibration: CalibrationSet | None, seconds: float, versions: dict[str, str]) -> dict[str, Any]:
+    target = cell.target
+    return {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "chipfit_version": __version__,
+        "toolchain": versions,
+        "model": {"name": model.name, "source": model.source, "source_kind": model.source_kind,
+                  "source_digest": model.source_digest},
+        "target": {"id": target.id, "name": target.name, "vendor": target.vendor, "spec_digest": target.digest,
+                   "spec_file": target.source_file, "reach": target.reach.kind},
+        "backend": {"name": cell.backend.name, "options": dict(lowered.options)},
+        "precision": cell.precision,
+        "passes": [dict(p) for p in lowered.passes],
+        "calibration": (
+            {"origin": calibration.origin, "digest": calibration.digest, "samples": len(calibration),
+             "random": calibration.is_random}
+            if calibration is not None and cell.precision == "int8"
+            else None
+        ),
+        "signature": lowered.signature.to_dict(),
+        "files": files,
+        "primary_file": lowered.files[0],
+        "numerics": numerics.to_dict(),
+        "notes": list(lowered.notes),
+        "build_seconds": round(seconds, 3),
+    }
+
+
+def build(model: TracedModel, options: BuildOptions, ctx: BuildContext | None = None) -> list[CellResult]:
+    """Build, verify and write every cell; returns one result per cell (never raises for one bad cell)."""
+    ctx = ctx or BuildContext()
+    cells = plan(model, options, ctx)
+    calibration = _calibration(model, options, cells)
+    inputs, inputs_label = _verification_inputs(model, options, calibration)
+    reference = model.reference(inputs)
+    versions = toolchain_versions(sorted({c.backend for c in cells}, key=lambda b: b.name))
+    results = []
+    for n, cell in enumerate(cells, 1):
+        ctx.progress(f"[{n}/{len(cells)}] {cell.target.id}: lowering with {cell.backend.name} ({cell.precision})")
+        results.append(_build_cell(model, cell, calibration, inputs, inputs_label, reference, versions, options, ctx))
+        ctx.progress(f"[{n}/{len(cells)}] {cell.target.id}: {results[-1].status}")
+    return results
+
+
+def _build_cell(model, cell: Cell, calibration, inputs, inputs_label, reference, versions, options: BuildOptions,
+                ctx: BuildContext) -> CellResult:
+    start = time.perf_counter()
+    base = dict(target=cell.target.id, backend=cell.backend.name, precision=cell.precision)
+    cell_model = model
+    if not cell.backend.symbolic_dims and not model.signature.is_static:
+        cell_model = model.with_signature(model.signature.concretized())
+    try:
+        with Staging(cell.dest) as staging:
+            lowered = cell.backend.lower(cell_model, cell.target, cell.precision, calibration, staging.path)
+            files = hash_files(staging.path, lowered.files)
+            seconds = time.perf_counter() - start
+            draft = _manifest(model, cell, lowered, files, Numerics("not-run", cell.precision), calibration, seconds, versions)
+            numerics, latency = _check(cell, staging.path, draft, lowered, inputs, inputs_label, reference, ctx, options)
+            manifest = _manifest(model, cell, lowered, files, numerics, calibration, seconds, versions)
+            if numerics.status == "failed":
+                failed = staging.commit(manifest, cell.dest.with_name(cell.dest.name + ".failed"))
+                return CellResult(**base, status="failed", artifact=str(failed), numerics=numerics,
+                                  size_bytes=sum(f["bytes"] for f in files.values()), build_seconds=seconds,
+                                  message=f"verification failed; artifact kept for inspection at {failed}")
+            dest = staging.commit(manifest)
+    except (ChipfitError, TargetError) as exc:
+        return CellResult(**base, status="error", build_seconds=time.perf_counter() - start, message=str(exc))
+    except Exception as exc:  # a backend bug must not take the other cells down
+        return CellResult(**base, status="error", build_seconds=time.perf_counter() - start,
+                          message=f"{type(exc).__name__}: {exc}")
+    return CellResult(**base, status=numerics.status, artifact=str(dest),
+                      size_bytes=sum(f["bytes"] for f in files.values()), build_seconds=seconds,
+                      numerics=numerics, latency=latency)
+
+
+def _check(cell: Cell, path: Path, manifest, lowered, inputs, inputs_label, reference, ctx: BuildContext,
+           options: BuildOptions) -> tuple[Numerics, LatencyStats | None]:
+    try:
+        run_plan = cell.backend.plan_run(path, manifest, cell.target, ctx.host)
+    except NotRunnable as exc:
+        return Numerics("not-run", cell.precision, reason=str(exc), structure=lowered.structure), None
+    tolerance = cell.target.tolerance(cell.precision)
+    try:
+        numerics = verify(run_plan, lowered.signature, inputs, reference, tolerance, cell.precision, inputs_label)
+    except Exception as exc:
+        return Numerics("failed", cell.precision, reason=f"running the artifact failed: {type(exc).__name__}: {exc}",
+                        runner=run_plan.runner.description, proxy=run_plan.proxy, inputs=inputs_label), None
+    latency = None
+    if options.measure_latency and not run_plan.proxy and numerics.status == "verified":
+        one = {k: v[:1] for k, v in inputs.items()}
+        latency = time_callable(lambda: run_in_batches(run_plan, one, lowered.signature))
+    return numerics, latency
+
+
+def exit_code(results: Sequence[CellResult]) -> int:
+    return 0 if all(r.ok for r in results) else 1
+
+
+def print_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

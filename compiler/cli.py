@@ -1,0 +1,312 @@
+"""The ``chipfit`` command line.
+
+    chipfit targets [--json]                 registered targets
+    chipfit targets show ID [--json]         one target: backend, options, figures with sources
+    chipfit build MODEL -t T [-t T ...]      trace, lower, verify; exit 0 only if every artifact verified
+    chipfit inspect PATH [--json]            an artifact: what it is, its manifest, its numerics
+
+Exit codes: 0 success, 1 a build or verification failed, 2 bad input (file, option, target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from compiler import __version__
+from compiler.errors import ChipfitError, UsageError
+from targets.spec import TargetError, TargetSpec
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (export progress, optional-dependency notices) off the user's terminal."""
+    for name in ("torch.onnx", "torch._export", "torch.export", "coremltools", "onnxscript", "tvm"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    # coremltools draws tqdm progress bars for sub-second conversions; chipfit prints its own progress.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+# --- targets ---------------------------------------------------------------------------------
+
+
+def _figure(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from targets.registry import target_registry
+
+    registry = target_registry()
+    if args.action == "show":
+        spec = registry.get(args.target)
+        if args.json:
+            print(json.dumps(spec.to_dict() | {"spec_digest": spec.digest, "spec_file": spec.source_file}, indent=2))
+        else:
+            print(_describe_target(spec))
+        return 0
+    specs, failed = registry.load_all()
+    if args.json:
+        print(json.dumps({"targets": [s.to_dict() | {"spec_digest": s.digest} for s in specs.values()],
+                          "load_errors": failed}, indent=2))
+    else:
+        rows = [
+            (s.id, s.name, ", ".join(s.backends), s.default_precision, ", ".join(s.precisions),
+             s.reach.kind + (f" ({s.reach.rpc_key})" if s.reach.rpc_key else ""))
+            for s in specs.values()
+        ]
+        print(_table(("target", "name", "backends", "default", "precisions", "reach"), rows))
+        for name, error in failed.items():
+            print(f"error: {error}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def _describe_target(spec: TargetSpec) -> str:
+    hw = spec.hardware
+    lines = [
+        f"{spec.id}: {spec.name} ({spec.vendor})",
+        f"  {spec.description}" if spec.description else "",
+        f"  spec file: {spec.source_file}",
+        f"  spec digest: {spec.digest}",
+        f"  backends (preferred first): {', '.join(spec.backends)}" + ("; builds all of them" if spec.build_all_backends else ""),
+        f"  precisions: {', '.join(spec.precisions)} (default {spec.default_precision})",
+        f"  reach: {spec.reach.kind}" + (f", arch {spec.reach.arch}" if spec.reach.arch else "")
+        + (f", tracker key {spec.reach.rpc_key}" if spec.reach.rpc_key else "")
+        + (f" ({spec.reach.reason})" if spec.reach.reason else ""),
+        "",
+        "backend options:",
+    ]
+    for backend, options in spec.backend_options.items():
+        lines.append(f"  [{backend}]")
+        lines.extend(f"    {k} = {json.dumps(v)}" for k, v in options.items())
+    lines += ["", "verification tolerances:"]
+    for precision, tol in spec.tolerances.items():
+        lines.append(f"  {precision}: atol {tol.atol:g}, rtol {tol.rtol:g}, cosine >= {tol.min_cosine:g}")
+    lines += ["", f"hardware ({hw.chip}): {hw.compute}"]
+    rows = []
+    for key, value in hw.figures.items():
+        rows.append((key, _figure(value), "; ".join(hw.sources.get(key, ())) or "-"))
+    lines += ["  " + line for line in _table(("figure", "value", "source"), rows).splitlines()]
+    if hw.notes:
+        lines += ["", f"notes: {hw.notes}"]
+    return "\n".join(line for line in lines if line is not None)
+
+
+# --- build -----------------------------------------------------------------------------------
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from compiler.build import BuildContext, BuildOptions, build, exit_code, print_progress
+    from compiler.frontend import load_model
+    from compiler.signature import parse_input_override
+    from targets.registry import target_registry
+
+    overrides = [parse_input_override(text) for text in args.input]
+    registry = target_registry()
+    target_ids = registry.names() if args.target == ["all"] else args.target
+    for target_id in target_ids:
+        registry.get(target_id)  # fail on an unknown name before tracing anything
+    progress = (lambda m: None) if args.quiet else print_progress
+    progress(f"tracing {args.model}")
+    with contextlib.redirect_stdout(sys.stderr):
+        model = load_model(args.model, overrides)
+        options = BuildOptions(
+            targets=target_ids,
+            out_dir=Path(args.output),
+            backend=args.backend,
+            precision=args.precision,
+            calibration=args.calibration,
+            samples=args.samples,
+        )
+        results = build(model, options, BuildContext(targets=registry, progress=progress))
+    if args.json:
+        print(json.dumps({"model": model.name, "source": model.source, "results": [r.to_dict() for r in results]},
+                         indent=2))
+    else:
+        rows = []
+        for r in results:
+            latency = f"{r.latency.latency_ms_p50:.3f}" if r.latency else "-"
+            rows.append((r.target, r.backend, r.precision, _size(r.size_bytes) if r.size_bytes else "-",
+                         f"{r.build_seconds:.2f}", latency,
+                         r.numerics.summary() if r.numerics else f"ERROR: {r.message}"))
+        print(f"\n{model.name} ({model.source}) -> {Path(args.output) / model.name}")
+        print(_table(("target", "backend", "precision", "size", "build s", "host ms p50", "numerics"), rows))
+        failures = [r for r in results if not r.ok]
+        if failures:
+            print(f"\n{len(failures)} of {len(results)} artifacts failed:", file=sys.stderr)
+            for r in failures:
+                print(f"  {r.target} ({r.backend}): {r.message or r.numerics.summary()}", file=sys.stderr)
+        print("\nhost ms p50: median latency at batch 1 on this machine, untuned; profile with `chipfit profile`.")
+    return exit_code(results)
+
+
+# --- inspect ---------------------------------------------------------------------------------
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from compiler.artifact import find_artifacts, read_artifact
+    from compiler.backends import backend_registry
+
+    path = Path(args.path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such artifact directory")
+    artifacts = [read_artifact(path)] if (path / "manifest.json").exists() else find_artifacts(path)
+    if not artifacts:
+        raise UsageError(f"{path}: holds no chipfit artifact (no manifest.json at or under it)")
+    backends = backend_registry()
+    status = 0
+    reports = []
+    for artifact in artifacts:
+        problems = artifact.file_problems()
+        drift = _toolchain_drift(artifact.manifest, backends)
+        status = status or (1 if problems else 0)
+        reports.append((artifact, problems, drift))
+    if args.json:
+        print(json.dumps([{"path": str(a.path), "manifest": a.manifest, "file_problems": p, "toolchain_drift": d}
+                          for a, p, d in reports], indent=2))
+        return status
+    for artifact, problems, drift in reports:
+        print(_describe_artifact(artifact, problems, drift))
+    return status
+
+
+def _toolchain_drift(manifest: dict, backends) -> dict[str, tuple[str, str]]:
+    """Toolchain packages whose installed version differs from the one the artifact was built with."""
+    name = manifest["backend"]["name"]
+    if name not in backends:
+        return {}
+    try:
+        now = backends.get(name).versions()
+    except TargetError:
+        return {}
+    built = manifest.get("toolchain", {})
+    return {k: (built[k], v) for k, v in now.items() if k in built and built[k] != v}
+
+
+def _describe_artifact(artifact, problems: list[str], drift: dict) -> str:
+    m = artifact.manifest
+    numerics = m["numerics"]
+    lines = [
+        f"{artifact.path}",
+        f"  model:     {m['model']['name']} from {m['model']['source']} ({m['model']['source_kind']}, "
+        f"sha256 {m['model']['source_digest'][:16]}...)",
+        f"  target:    {m['target']['id']} ({m['target']['name']}), spec sha256 {m['target']['spec_digest'][:16]}...",
+        f"  backend:   {m['backend']['name']}  precision: {m['precision']}",
+        f"  options:   {json.dumps(m['backend']['options'], sort_keys=True)}",
+        f"  built by:  chipfit {m['chipfit_version']}; " + ", ".join(f"{k} {v}" for k, v in m["toolchain"].items()),
+        "  inputs:    " + ", ".join(f"{t['name']} {'x'.join(map(str, t['shape']))} {t['dtype']}" for t in m["signature"]["inputs"]),
+        "  outputs:   " + ", ".join(f"{t['name']} {'x'.join(map(str, t['shape']))} {t['dtype']}" for t in m["signature"]["outputs"]),
+        "  passes:    " + (", ".join(p.get("name", p.get("precision", "?")) for p in m["passes"]) or "none"),
+    ]
+    if m.get("calibration"):
+        c = m["calibration"]
+        lines.append(f"  calibration: {c['samples']} samples from {c['origin']}" + (" (RANDOM data)" if c["random"] else ""))
+    lines.append(f"  files ({_size(sum(f['bytes'] for f in m['files'].values()))}):")
+    shown = list(m["files"].items())
+    for rel, meta in shown[:8]:
+        lines.append(f"    {rel:<40} {_size(meta['bytes']):>9}  sha256 {meta['sha256'][:16]}...")
+    if len(shown) > 8:
+        lines.append(f"    ... and {len(shown) - 8} more")
+    lines.append(f"  integrity: " + ("all files match their sha256" if not problems else "; ".join(problems)))
+    lines.append(f"  numerics:  {numerics['status']}" + (f" ({numerics['reason']})" if numerics.get("reason") else ""))
+    if numerics.get("runner"):
+        lines.append(f"    runner: {numerics['runner']}")
+        lines.append(f"    inputs: {numerics['inputs']}")
+        tol = numerics["tolerance"]
+        lines.append(f"    tolerance: atol {tol['atol']:g} + rtol {tol['rtol']:g} x max|ref|, cosine >= {tol['min_cosine']:g}")
+        for o in numerics.get("outputs", []):
+            sqnr = "exact" if o["sqnr_db"] is None else f"{o['sqnr_db']:.1f} dB"
+            lines.append(f"    {o['output']}: cosine {o['cosine']:.6f}, max|err| {o['max_abs_error']:.3e} "
+                         f"(max|ref| {o['max_abs_reference']:.3g}), SQNR {sqnr}")
+    if numerics.get("structure"):
+        s = numerics["structure"]
+        lines.append(f"    structure: {s.get('format')} spec v{s.get('specification_version')}, "
+                     f"weights {', '.join(s.get('weight_dtypes', []))}, ops {json.dumps(s.get('op_histogram'))}")
+    for note in m.get("notes", []):
+        lines.append(f"  note: {note}")
+    for pkg, (built, now) in drift.items():
+        lines.append(f"  WARNING: built with {pkg} {built}, this host has {now}: the artifact may not load here")
+    return "\n".join(lines)
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chipfit", description="Fit a trained model to target chips.")
+    p.add_argument("--version", action="version", version=f"chipfit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("targets", help="list registered targets, or show one")
+    t.add_argument("action", nargs="?", choices=("list", "show"), default="list")
+    t.add_argument("target", nargs="?", help="target id (for show)")
+    t.add_argument("--json", action="store_true", help="machine-readable output")
+    t.set_defaults(func=cmd_targets)
+
+    b = sub.add_parser("build", help="trace, lower and verify a model for targets")
+    b.add_argument("model", help="a .pt2 file, an .onnx file, or 'example' (the bundled model)")
+    b.add_argument("-t", "--target", action="append", required=True,
+                   help="target id (repeat for several; 'all' for every registered target)")
+    b.add_argument("-o", "--output", default="build", help="output folder (default: build)")
+    b.add_argument("--backend", help="build with this backend instead of the target's preferred one(s)")
+    b.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="override the target's default precision")
+    b.add_argument("--calibration", help="calibration samples for int8: .npz or folder of .npy/.npz, or 'random'")
+    b.add_argument("--samples", help="verification samples (.npz keyed by input name, or a folder)")
+    b.add_argument("--input", action="append", default=[], metavar="NAME=DIMS[:DTYPE]",
+                   help="fix or override an input, e.g. image=1x1x8x8:float32 (a name keeps a dim symbolic)")
+    b.add_argument("--json", action="store_true", help="print the results as JSON")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    b.set_defaults(func=cmd_build)
+
+    i = sub.add_parser("inspect", help="describe an artifact (or every artifact under a folder)")
+    i.add_argument("path")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_inspect)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "targets" and args.action == "show" and not args.target:
+        parser().error("targets show needs a target id")
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except (UsageError, TargetError) as exc:
+        print(f"chipfit: error: {exc}", file=sys.stderr)
+        return 2
+    except ChipfitError as exc:
+        print(f"chipfit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("chipfit: interrupted; no partial artifact was left in place", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

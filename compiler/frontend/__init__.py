@@ -1,0 +1,50 @@
+"""Front ends: turn a model file, the bundled example or an `nn.Module` into a `TracedModel`.
+
+`load_model` decides by what it is given:
+
+* ``"example"``: the bundled digits network (works offline, no file needed);
+* ``*.pt2``: a `torch.export.save` archive;
+* ``*.onnx``: an ONNX file (checked, shapes inferred, external data kept inside its folder);
+* ``*.pt``, ``*.pth``, ``*.bin``, ``*.ckpt``: refused, never unpickled.
+
+`trace_module` does the same for an in-memory module with example inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from compiler.errors import UsageError
+from compiler.frontend.onnx_file import load_onnx
+from compiler.frontend.pytorch import load_pt2, trace_module
+from compiler.signature import TensorSpec
+from compiler.traced import TracedModel
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
+
+
+def load_model(source: str | Path, inputs: Iterable[TensorSpec] = ()) -> TracedModel:
+    inputs = list(inputs)
+    if str(source) == "example":
+        from compiler.frontend.example import trace_example
+
+        return trace_example(inputs)
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise UsageError(
+            f"{path}: {suffix} files are pickled checkpoints, which chipfit never unpickles (they can run "
+            "arbitrary code). Export the model instead: `ep = torch.export.export(model, example_inputs)` then "
+            f"`torch.export.save(ep, '{path.with_suffix('.pt2').name}')`, or `torch.onnx.export(..., dynamo=True)`."
+        )
+    if not path.exists():
+        raise UsageError(f"{path}: no such file (MODEL is a .pt2 file, an .onnx file, or 'example')")
+    if suffix == ".pt2":
+        return load_pt2(path, inputs)
+    if suffix == ".onnx":
+        return load_onnx(path, inputs)
+    raise UsageError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; chipfit reads .pt2 and .onnx")
+
+
+__all__ = ["load_model", "trace_module", "TracedModel"]

@@ -1,0 +1,325 @@
+"""The `TargetSpec`: what a chip is, how chipfit builds for it, and where its figures come from.
+
+A spec is a TOML file (see ``targets/specs/`` for the built-in ones). Loading is
+strict: an unknown key, a missing required key or a figure without a source is
+a `SpecError` that names the file and the key, because a typo in a chip
+description must never turn into a silently different build.
+
+This module knows nothing about backends: backend options are kept as plain
+tables and checked by the backend that consumes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+SCHEMA_VERSION = 1
+UNKNOWN = "unknown"
+PRECISIONS = ("fp32", "fp16", "int8")
+REACH_KINDS = ("local", "rpc", "none")
+#: Every spec states these hardware figures, as a number or as "unknown";
+#: the estimate model (profiles/) uses what is known and says what is not.
+HARDWARE_FIGURES = (
+    "process_nm",
+    "cores",
+    "clock_ghz",
+    "peak_gops",
+    "memory_gb",
+    "memory_bandwidth_gbs",
+    "power_w",
+)
+
+
+class TargetError(Exception):
+    """A target cannot be found, loaded or used. The message says what to do."""
+
+
+class SpecError(TargetError):
+    """A spec file is malformed. The message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close an artifact's outputs must be to the float reference."""
+
+    atol: float
+    rtol: float
+    min_cosine: float
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where a target's artifacts can run: on this machine, over TVM RPC, or nowhere."""
+
+    kind: str
+    arch: str = ""
+    cpu_flags: tuple[str, ...] = ()
+    rpc_key: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Datasheet figures. A value is a number, a table of numbers, or "unknown"."""
+
+    chip: str
+    compute: str
+    figures: Mapping[str, Any]
+    sources: Mapping[str, tuple[str, ...]]
+    notes: str = ""
+
+    def figure(self, key: str) -> Any:
+        return self.figures[key]
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    id: str
+    name: str
+    vendor: str
+    description: str
+    backends: tuple[str, ...]
+    build_all_backends: bool
+    default_precision: str
+    precisions: tuple[str, ...]
+    reach: Reach
+    backend_options: Mapping[str, Mapping[str, Any]]
+    tolerances: Mapping[str, Tolerance]
+    hardware: Hardware
+    source_file: str = ""
+
+    def options_for(self, backend: str) -> Mapping[str, Any]:
+        return self.backend_options.get(backend, {})
+
+    def tolerance(self, precision: str) -> Tolerance:
+        try:
+            return self.tolerances[precision]
+        except KeyError:
+            raise TargetError(
+                f"target {self.id!r} ({self.source_file}) declares no [verify.{precision}] tolerance"
+            ) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("source_file")
+        return data
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the spec's content (not of its file's formatting or path)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=list).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+# --- loading -----------------------------------------------------------------------------
+
+_TOP_KEYS = {
+    "schema_version": True,
+    "id": True,
+    "name": True,
+    "vendor": True,
+    "description": False,
+    "backends": True,
+    "build_all_backends": False,
+    "default_precision": True,
+    "supports": True,
+    "reach": True,
+    "backend_options": False,
+    "verify": True,
+    "hardware": True,
+}
+_REACH_KEYS = {"kind": True, "arch": False, "cpu_flags": False, "rpc_key": False, "reason": False}
+_SUPPORTS_KEYS = {"precisions": True}
+_TOLERANCE_KEYS = {"atol": True, "rtol": True, "min_cosine": True}
+_HARDWARE_KEYS = {"chip": True, "compute": True, "sources": True, "notes": False}
+_HARDWARE_KEYS.update({k: True for k in HARDWARE_FIGURES})
+
+
+def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, bool], where: str, file: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise SpecError(
+                f"{file}: unknown key {where}{key!r}; allowed here: {', '.join(sorted(allowed))}"
+            )
+    for key, required in allowed.items():
+        if required and key not in table:
+            raise SpecError(f"{file}: missing required key {where}{key!r}")
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], key: str, file: str) -> Any:
+    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise SpecError(f"{file}: {key} must be {_kind_name(kind)}, got {value!r}")
+    if not isinstance(value, kind):
+        raise SpecError(f"{file}: {key} must be {_kind_name(kind)}, got {value!r}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def _is_figure(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _load_hardware(table: Mapping[str, Any], file: str) -> Hardware:
+    _check_keys(table, _HARDWARE_KEYS, "hardware.", file)
+    sources_table = _expect(table["sources"], dict, "hardware.sources", file)
+    sources: dict[str, tuple[str, ...]] = {}
+    for key, value in sources_table.items():
+        if key not in HARDWARE_FIGURES:
+            raise SpecError(
+                f"{file}: hardware.sources.{key} names no figure; figures: {', '.join(HARDWARE_FIGURES)}"
+            )
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items or not all(isinstance(s, str) and s for s in items):
+            raise SpecError(f"{file}: hardware.sources.{key} must be a source string or a list of them")
+        sources[key] = tuple(items)
+    figures: dict[str, Any] = {}
+    for key in HARDWARE_FIGURES:
+        value = table[key]
+        if key == "peak_gops":
+            _expect(value, dict, "hardware.peak_gops", file)
+            for dtype, gops in value.items():
+                if not (_is_figure(gops) or gops == UNKNOWN):
+                    raise SpecError(f"{file}: hardware.peak_gops.{dtype} must be a number or \"unknown\"")
+            known = any(_is_figure(v) for v in value.values())
+        else:
+            if not (_is_figure(value) or value == UNKNOWN):
+                raise SpecError(
+                    f"{file}: hardware.{key} must be a number or \"unknown\" (figures are never guessed), got {value!r}"
+                )
+            known = _is_figure(value)
+        if known and key not in sources:
+            raise SpecError(f"{file}: hardware.{key} has a value but no hardware.sources.{key}: say where it comes from")
+        figures[key] = dict(value) if isinstance(value, dict) else value
+    return Hardware(
+        chip=_expect(table["chip"], str, "hardware.chip", file),
+        compute=_expect(table["compute"], str, "hardware.compute", file),
+        figures=figures,
+        sources=sources,
+        notes=_expect(table.get("notes", ""), str, "hardware.notes", file),
+    )
+
+
+def spec_from_dict(data: Mapping[str, Any], file: str = "<spec>") -> TargetSpec:
+    """Validate a parsed spec table and build the `TargetSpec`."""
+    _check_keys(data, _TOP_KEYS, "", file)
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise SpecError(
+            f"{file}: schema_version {data['schema_version']!r} is not supported; this chipfit reads {SCHEMA_VERSION}"
+        )
+    target_id = _expect(data["id"], str, "id", file)
+    if not target_id or any(c.isspace() or c in "/@\\" for c in target_id):
+        raise SpecError(f"{file}: id {target_id!r} must be non-empty, without spaces, '/', '\\' or '@'")
+
+    backends = _expect(data["backends"], list, "backends", file)
+    if not backends or not all(isinstance(b, str) and b for b in backends):
+        raise SpecError(f"{file}: backends must list at least one backend name, in order of preference")
+
+    supports = _expect(data["supports"], dict, "supports", file)
+    _check_keys(supports, _SUPPORTS_KEYS, "supports.", file)
+    precisions = _expect(supports["precisions"], list, "supports.precisions", file)
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise SpecError(f"{file}: supports.precisions has {p!r}; known precisions: {', '.join(PRECISIONS)}")
+    default_precision = _expect(data["default_precision"], str, "default_precision", file)
+    if default_precision not in precisions:
+        raise SpecError(f"{file}: default_precision {default_precision!r} is not in supports.precisions {precisions}")
+
+    reach_table = _expect(data["reach"], dict, "reach", file)
+    _check_keys(reach_table, _REACH_KEYS, "reach.", file)
+    if reach_table["kind"] not in REACH_KINDS:
+        raise SpecError(f"{file}: reach.kind must be one of {', '.join(REACH_KINDS)}, got {reach_table['kind']!r}")
+    if reach_table["kind"] == "rpc" and not reach_table.get("rpc_key"):
+        raise SpecError(f"{file}: reach.kind = \"rpc\" needs reach.rpc_key (the device key on the TVM RPC tracker)")
+    reach = Reach(
+        kind=reach_table["kind"],
+        arch=_expect(reach_table.get("arch", ""), str, "reach.arch", file),
+        cpu_flags=tuple(_expect(reach_table.get("cpu_flags", []), list, "reach.cpu_flags", file)),
+        rpc_key=_expect(reach_table.get("rpc_key", ""), str, "reach.rpc_key", file),
+        reason=_expect(reach_table.get("reason", ""), str, "reach.reason", file),
+    )
+
+    options = _expect(data.get("backend_options", {}), dict, "backend_options", file)
+    for name, table in options.items():
+        if name not in backends:
+            raise SpecError(f"{file}: backend_options.{name} is for a backend not listed in backends {backends}")
+        _expect(table, dict, f"backend_options.{name}", file)
+
+    verify = _expect(data["verify"], dict, "verify", file)
+    tolerances: dict[str, Tolerance] = {}
+    for precision, table in verify.items():
+        if precision not in precisions:
+            raise SpecError(f"{file}: verify.{precision} is for a precision not in supports.precisions")
+        _check_keys(_expect(table, dict, f"verify.{precision}", file), _TOLERANCE_KEYS, f"verify.{precision}.", file)
+        for key in _TOLERANCE_KEYS:
+            if not _is_figure(table[key]):
+                raise SpecError(f"{file}: verify.{precision}.{key} must be a number")
+        tolerances[precision] = Tolerance(float(table["atol"]), float(table["rtol"]), float(table["min_cosine"]))
+    for precision in precisions:
+        if precision not in tolerances:
+            raise SpecError(f"{file}: missing required key verify.{precision} (tolerance for a supported precision)")
+
+    return TargetSpec(
+        id=target_id,
+        name=_expect(data["name"], str, "name", file),
+        vendor=_expect(data["vendor"], str, "vendor", file),
+        description=_expect(data.get("description", ""), str, "description", file),
+        backends=tuple(backends),
+        build_all_backends=_expect(data.get("build_all_backends", False), bool, "build_all_backends", file),
+        default_precision=default_precision,
+        precisions=tuple(precisions),
+        reach=reach,
+        backend_options={k: dict(v) for k, v in options.items()},
+        tolerances=tolerances,
+        hardware=_load_hardware(_expect(data["hardware"], dict, "hardware", file), file),
+        source_file=file,
+    )
+
+
+def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> TargetSpec:
+    """Read and validate one spec file. ``overrides`` merge into the parsed table first."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read target spec: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}") from exc
+    if overrides:
+        data = _merge(data, overrides)
+    return spec_from_dict(data, str(path))
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+__all__ = [
+    "HARDWARE_FIGURES",
+    "Hardware",
+    "PRECISIONS",
+    "Reach",
+    "SpecError",
+    "TargetError",
+    "TargetSpec",
+    "Tolerance",
+    "UNKNOWN",
+    "load_spec",
+    "spec_from_dict",
+]
