@@ -48,6 +48,16 @@ def _fsync_tree(root: Path) -> None:
         os.close(fd)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Staging:
     """A staging directory for one artifact; `commit` renames it into place.
 
@@ -57,12 +67,20 @@ class Staging:
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
-        self.path = dest.parent / f".{dest.name}{STAGING_MARK}{uuid.uuid4().hex[:8]}"
+        self.path = dest.parent / f".{dest.name}{STAGING_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def __enter__(self) -> "Staging":
         self.dest.parent.mkdir(parents=True, exist_ok=True)
+        self._remove_abandoned()
         self.path.mkdir()
         return self
+
+    def _remove_abandoned(self) -> None:
+        """Staging directories of this destination left by a build process that no longer exists (killed)."""
+        for old in self.dest.parent.glob(f".{self.dest.name}{STAGING_MARK}*"):
+            pid = old.name.rsplit(STAGING_MARK, 1)[1].split("-")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
 
     def __exit__(self, *exc: object) -> None:
         if self.path.exists():

@@ -28,7 +28,7 @@ from compiler.backends import Backend, NotRunnable, backend_registry
 from compiler.errors import BuildError, ChipfitError, UsageError
 from compiler.signature import seeded_inputs
 from compiler.traced import TracedModel
-from compiler.verify import Numerics, run_in_batches, verify
+from compiler.verify import Numerics, verify
 from profiles.latency import LatencyStats, time_callable
 from targets.host import HostInfo, detect_host
 from targets.registry import EntryPointRegistry, target_registry
@@ -277,8 +277,9 @@ def _check(cell: Cell, path: Path, manifest, lowered, inputs, inputs_label, refe
                         runner=run_plan.runner.description, proxy=run_plan.proxy, inputs=inputs_label), None
     latency = None
     if options.measure_latency and not run_plan.proxy and numerics.status == "verified":
-        one = {k: v[:1] for k, v in inputs.items()}
-        latency = time_callable(lambda: run_in_batches(run_plan, one, lowered.signature))
+        first = lowered.signature.inputs[0].shape[0] if lowered.signature.inputs[0].shape else 1
+        batch = {k: v[: first if isinstance(first, int) else 1] for k, v in inputs.items()}
+        latency = time_callable(lambda: run_plan.runner.run(batch))
     return numerics, latency
 
 

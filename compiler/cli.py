@@ -161,7 +161,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             print(f"\n{len(failures)} of {len(results)} artifacts failed:", file=sys.stderr)
             for r in failures:
                 print(f"  {r.target} ({r.backend}): {r.message or r.numerics.summary()}", file=sys.stderr)
-        print("\nhost ms p50: median latency at batch 1 on this machine, untuned; profile with `chipfit profile`.")
+        print("\nhost ms p50: median latency of one batch (1, or the artifact's static batch) on this machine, untuned.")
     return exit_code(results)
 
 

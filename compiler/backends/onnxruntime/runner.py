@@ -44,5 +44,5 @@ def plan_run(artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec
     return RunPlan(
         OrtRunner(artifact_dir / "model.onnx", "CPUExecutionProvider", {}),
         proxy=True,
-        note=f"proxy run on this host's CPUExecutionProvider: {why}",
+        note=f"proxy: the {provider} artifact's graph run on this host's CPUExecutionProvider ({why})",
     )

@@ -1,0 +1,75 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+
+from calibration.readers import from_arrays, random_samples
+from compiler.backends.onnxruntime import backend
+from compiler.errors import UnsupportedOpError, UsageError
+from targets.host import detect_host
+
+
+def _run(tmp_path, lowered, target):
+    manifest = {"backend": {"options": dict(lowered.options)}, "signature": lowered.signature.to_dict()}
+    return backend.plan_run(tmp_path, manifest, target, detect_host())
+
+
+def test_cpu_artifact_has_ort_format_and_ep_config(conv_traced, registry, tmp_path):
+    target = registry.get("host")
+    lowered = backend.lower(conv_traced, target, "fp32", None, tmp_path)
+    assert set(lowered.files) == {"model.onnx", "model.ort", "ep_config.json"}
+    config = json.loads((tmp_path / "ep_config.json").read_text())
+    assert config["execution_provider"] == "CPUExecutionProvider"
+    assert lowered.signature.inputs[0].shape[0] == "batch"
+    optimized = onnx.load(tmp_path / "model.onnx")
+    assert "FusedConv" in {n.op_type for n in optimized.graph.node}  # extended optimization ran
+    plan = _run(tmp_path, lowered, target)
+    assert not plan.proxy
+    x = np.random.default_rng(0).standard_normal((5, 3, 16, 16)).astype(np.float32)
+    got, want = plan.runner.run({"x": x}), conv_traced.reference({"x": x})
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5)
+
+
+def test_qnn_artifact_is_qdq_with_provider_options_and_runs_as_proxy(example_traced, registry, tmp_path):
+    target = registry.get("snapdragon-8gen3")
+    calib = from_arrays({"image": example_traced.samples["image"]}, example_traced.signature, "bundled")
+    lowered = backend.lower(example_traced, target, "int8", calib, tmp_path)
+    graph = onnx.load(tmp_path / "model.onnx")
+    ops = {n.op_type for n in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert not any(op.startswith("Fused") or op.startswith("QLinear") for op in ops)
+    config = json.loads((tmp_path / "ep_config.json").read_text())
+    assert config["execution_provider"] == "QNNExecutionProvider"
+    assert config["provider_options"]["backend_path"] == "libQnnHtp.so"
+    plan = _run(tmp_path, lowered, target)
+    assert plan.proxy and "QNNExecutionProvider" in plan.note
+    images = example_traced.samples["image"][:16]
+    got = next(iter(plan.runner.run({"image": images}).values()))
+    want = next(iter(example_traced.reference({"image": images}).values()))
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
+
+
+def test_fp16_artifact_holds_fp16_weights(conv_traced, registry, tmp_path):
+    lowered = backend.lower(conv_traced, registry.get("intel-npu-3720"), "fp16", None, tmp_path)
+    graph = onnx.load(tmp_path / "model.onnx")
+    assert any(t.data_type == TensorProto.FLOAT16 for t in graph.graph.initializer)
+    assert lowered.signature.inputs[0].dtype == "float32"  # I/O kept fp32
+
+
+def test_int8_without_calibration_is_refused(conv_traced, registry, tmp_path):
+    with pytest.raises(UsageError, match="--calibration"):
+        backend.lower(conv_traced, registry.get("host"), "int8", None, tmp_path)
+
+
+def test_random_calibration_is_recorded_as_random(conv_traced, registry, tmp_path):
+    calib = random_samples(conv_traced.signature.concretized(), count=4)
+    lowered = backend.lower(conv_traced, registry.get("host"), "int8", calib, tmp_path)
+    assert lowered.passes[0]["calibration"]["random"] is True
+
+
+def test_unsupported_op_names_node_and_op(single_op, registry, tmp_path):
+    with pytest.raises(UnsupportedOpError, match=r"cannot lower op 'Abs' \(node 'my_abs'\)"):
+        backend.lower(single_op("Abs", TensorProto.BFLOAT16), registry.get("host"), "fp32", None, tmp_path)

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from compiler.backends.tvm import backend
+from compiler.backends.tvm.lower import elf_machine
+from compiler.errors import UnsupportedOpError
+from compiler.signature import seeded_inputs
+from targets.host import detect_host
+
+
+def _lower_and_run(traced, target, tmp_path):
+    lowered = backend.lower(traced, target, "fp32", None, tmp_path)
+    manifest = {"backend": {"options": dict(lowered.options)}, "signature": lowered.signature.to_dict()}
+    plan = backend.plan_run(tmp_path, manifest, target, detect_host())
+    return lowered, plan
+
+
+def test_host_library_keeps_symbolic_batch_and_matches_reference(conv_traced, registry, tmp_path):
+    lowered, plan = _lower_and_run(conv_traced, registry.get("host"), tmp_path)
+    assert lowered.signature.inputs[0].shape[0] == "batch"
+    assert elf_machine(tmp_path / "model.so") == "x86_64"
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 16, 16)).astype(np.float32)
+        got = plan.runner.run({"x": x})
+        want = conv_traced.reference({"x": x})
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5)
+
+
+def test_arm64_is_a_real_aarch64_library(conv_traced, registry, tmp_path):
+    lowered = backend.lower(conv_traced, registry.get("arm64-cortex-a76"), "fp32", None, tmp_path)
+    assert elf_machine(tmp_path / "model.so") == "aarch64"
+    assert lowered.options["elf_machine"] == "aarch64"
+    assert lowered.options["target"]["mcpu"] == "cortex-a76"
+
+
+def test_transformer_block_lowers_and_matches(block_traced, registry, tmp_path):
+    lowered, plan = _lower_and_run(block_traced, registry.get("host"), tmp_path)
+    inputs = seeded_inputs(block_traced.signature)
+    got, want = plan.runner.run(inputs), block_traced.reference(inputs)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-3, atol=1e-4)
+
+
+def test_unsupported_op_names_node_and_op(single_op, registry, tmp_path):
+    with pytest.raises(UnsupportedOpError, match=r"backend 'tvm' cannot lower op 'Celu' \(node 'my_celu'\)"):
+        backend.lower(single_op("Celu"), registry.get("host"), "fp32", None, tmp_path)
+
+
+def test_int8_goes_through_the_qdq_onnx_route(example_traced, registry, tmp_path):
+    from calibration.readers import from_arrays
+
+    calib = from_arrays({"image": example_traced.samples["image"]}, example_traced.signature, "bundled")
+    lowered, plan = None, None
+    lowered = backend.lower(example_traced, registry.get("host"), "int8", calib, tmp_path)
+    assert lowered.passes[0]["precision"] == "int8"
+    assert "onnx" in lowered.passes[-1]["importer"]

@@ -1,0 +1,111 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from targets.spec import HARDWARE_FIGURES, SpecError, load_spec
+
+SPECS = Path(__file__).resolve().parents[2] / "targets" / "specs"
+SHARED_CHIPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "chips.toml"
+
+
+def _spec_text(name: str = "arm64-cortex-a76.toml") -> str:
+    return (SPECS / name).read_text()
+
+
+def _write(tmp_path, text: str) -> Path:
+    path = tmp_path / "t.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SPECS.glob("*.toml") if p.name != "host.toml"))
+def test_builtin_specs_load(name):
+    spec = load_spec(SPECS / name)
+    assert spec.id == name.removesuffix(".toml")
+    assert set(spec.hardware.figures) == set(HARDWARE_FIGURES)
+    assert spec.default_precision in spec.precisions
+    for precision in spec.precisions:
+        assert spec.tolerance(precision).min_cosine > 0.9
+
+
+def test_unknown_top_level_key_names_file_and_key(tmp_path):
+    path = _write(tmp_path, 'bakend = "tvm"\n' + _spec_text())
+    with pytest.raises(SpecError, match=r"t\.toml: unknown key 'bakend'"):
+        load_spec(path)
+
+
+def test_unknown_nested_key_names_its_table(tmp_path):
+    text = _spec_text().replace('[reach]\n', '[reach]\nspeed = 3\n')
+    with pytest.raises(SpecError, match=r"unknown key reach\.'speed'"):
+        load_spec(_write(tmp_path, text))
+
+
+def test_missing_figure_is_an_error(tmp_path):
+    text = _spec_text().replace("clock_ghz = 2.4\n", "")
+    with pytest.raises(SpecError, match=r"missing required key hardware\.'clock_ghz'"):
+        load_spec(_write(tmp_path, text))
+
+
+def test_figure_without_source_is_an_error(tmp_path):
+    text = _spec_text().replace('memory_bandwidth_gbs = "unknown"', "memory_bandwidth_gbs = 17.0")
+    with pytest.raises(SpecError, match=r"hardware\.memory_bandwidth_gbs has a value but no hardware\.sources"):
+        load_spec(_write(tmp_path, text))
+
+
+def test_guessed_figure_text_is_refused(tmp_path):
+    text = _spec_text().replace('power_w = "unknown"', 'power_w = "about 5"')
+    with pytest.raises(SpecError, match="figures are never guessed"):
+        load_spec(_write(tmp_path, text))
+
+
+def test_precision_without_tolerance_is_an_error(tmp_path):
+    text = _spec_text().replace("[verify.int8]\natol = 0.1\nrtol = 0.1\nmin_cosine = 0.99\n", "")
+    with pytest.raises(SpecError, match=r"missing required key verify\.int8"):
+        load_spec(_write(tmp_path, text))
+
+
+def test_rpc_reach_needs_a_key(tmp_path):
+    text = _spec_text().replace('rpc_key = "rpi5"\n', "")
+    with pytest.raises(SpecError, match="rpc_key"):
+        load_spec(_write(tmp_path, text))
+
+
+def test_invalid_toml_names_file(tmp_path):
+    with pytest.raises(SpecError, match=r"t\.toml: not valid TOML"):
+        load_spec(_write(tmp_path, "id = \n"))
+
+
+def test_digest_ignores_formatting_but_not_content(tmp_path):
+    base = load_spec(SPECS / "arm64-cortex-a76.toml")
+    reformatted = load_spec(_write(tmp_path, "# a comment\n" + _spec_text()))
+    assert reformatted.digest == base.digest
+    changed = load_spec(_write(tmp_path, _spec_text().replace("clock_ghz = 2.4", "clock_ghz = 2.5")))
+    assert changed.digest != base.digest
+
+
+# Figures in the built-in specs must be the ones in shared/data/chips.toml (where it is present).
+CHIP_FIGURES = {
+    "arm64-cortex-a76.toml": {"process_nm": ("rpi5", "process_nm"), "clock_ghz": ("rpi5", "cpu_clock_ghz")},
+    "apple-a17.toml": {"clock_ghz": ("apple_a17_pro", "cpu_clock_ghz", 0), "memory_gb": ("apple_a17_pro", "mem_capacity_gb")},
+    "snapdragon-8gen3.toml": {"clock_ghz": ("snapdragon_8_gen3", "cpu_clock_ghz", 0)},
+    "intel-npu-3720.toml": {"clock_ghz": ("intel_meteor_lake_npu", "npu_clock_ghz")},
+}
+
+
+@pytest.mark.skipif(not SHARED_CHIPS.exists(), reason="shared/data/chips.toml is not beside this checkout")
+@pytest.mark.parametrize("name", sorted(CHIP_FIGURES))
+def test_figures_match_shared_datasheet(name):
+    chips = tomllib.loads(SHARED_CHIPS.read_text())["chip"]
+    spec = load_spec(SPECS / name)
+    assert spec.hardware.chip in chips
+    for figure, (chip, key, *index) in CHIP_FIGURES[name].items():
+        value = chips[chip][key]
+        if index:
+            value = value[index[0]]
+        assert spec.hardware.figures[figure] == value, (name, figure)
+    peak = spec.hardware.figures["peak_gops"]
+    if name == "intel-npu-3720.toml":
+        assert peak["int8"] == chips["intel_meteor_lake_npu"]["int8_tops_dense"] * 1000
+    if name == "apple-a17.toml":
+        assert peak["fp16"] == chips["apple_a17_pro"]["npu_tops_dtype_unspecified"] * 1000
