@@ -222,7 +222,13 @@ def build(model: TracedModel, options: BuildOptions, ctx: BuildContext | None = 
     cells = plan(model, options, ctx)
     calibration = _calibration(model, options, cells)
     inputs, inputs_label = _verification_inputs(model, options, calibration)
-    reference = model.reference(inputs)
+    try:
+        reference = model.reference(inputs)
+    except Exception as exc:
+        raise BuildError(
+            f"the float reference of {model.source} could not run on the verification inputs ({inputs_label}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     versions = toolchain_versions(sorted({c.backend for c in cells}, key=lambda b: b.name))
     results = []
     for n, cell in enumerate(cells, 1):

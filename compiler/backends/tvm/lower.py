@@ -106,37 +106,43 @@ def lower(
     passes: list[dict[str, Any]] = []
 
     def build(m: TracedModel):
+        """Import ``m`` (torch route first where it applies) and compile it; returns (executable, route)."""
+        route = "onnx -> tvm.relax.frontend.onnx"
+        mod = None
         if precision == "fp32" and m.exported_program is not None:
             try:
-                return _import_torch(m), "torch.export -> tvm.relax.frontend.torch"
+                mod, route = _import_torch(m), "torch.export -> tvm.relax.frontend.torch"
             except UnsupportedOpError:
                 raise
             except Exception as exc:  # TVM's torch importer misses some programs; the ONNX route often works
                 notes.append(f"TVM torch importer failed ({type(exc).__name__}: {str(exc)[:200]}); used the ONNX route")
-        graph, precision_passes = apply_precision(m.onnx_model, precision, calibration, target.id)
-        passes[:] = list(precision_passes)
-        return _import_onnx(graph), "onnx -> tvm.relax.frontend.onnx"
+        if mod is None:
+            graph, precision_passes = apply_precision(m.onnx_model, precision, calibration, target.id)
+            passes[:] = list(precision_passes)
+            mod = _import_onnx(graph)
+        return _compile(mod, target_dict, options["pipeline"]), route
+
+    def failed(exc: Exception) -> BuildError:
+        return BuildError(f"TVM could not compile {model.name} for {target.id}: {type(exc).__name__}: {exc}")
 
     signature: Signature = model.signature
     try:
-        mod, route = build(model)
-        executable = _compile(mod, target_dict, options["pipeline"])
+        executable, route = build(model)
     except UnsupportedOpError:
         raise
     except Exception as exc:
         if model.signature.is_static:
-            raise BuildError(f"TVM could not compile {model.name} for {target.id}: {type(exc).__name__}: {exc}") from exc
+            raise failed(exc) from exc
         # Symbolic dims are the usual cause (see TOOLCHAIN-FACTS): retry at static shapes.
         notes.append(f"symbolic dims {model.signature.symbolic_dims()} did not compile ({type(exc).__name__}); bound to 1")
         model = _static(model)
         signature = model.signature
         try:
-            mod, route = build(model)
-            executable = _compile(mod, target_dict, options["pipeline"])
+            executable, route = build(model)
         except UnsupportedOpError:
             raise
         except Exception as exc2:
-            raise BuildError(f"TVM could not compile {model.name} for {target.id}: {type(exc2).__name__}: {exc2}") from exc2
+            raise failed(exc2) from exc2
     library = workdir / "model.so"
     try:
         if cross:
