@@ -127,6 +127,30 @@ def load_samples(path: str | Path, signature, limit: int | None = None, seed: in
     return CalibrationSet(tuple(samples), origin=str(path), digest=_digest(samples))
 
 
+LABEL_KEYS = ("label", "labels")
+
+
+def load_labels(path: str | Path, count: int) -> "np.ndarray | None":
+    """Labels stored beside the inputs (a ``label`` array in each .npz), or None if there are none."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix == ".npz")
+    labels = []
+    for file in files:
+        if file.suffix != ".npz":
+            return None
+        with np.load(file, allow_pickle=False) as data:
+            key = next((k for k in LABEL_KEYS if k in data.files), None)
+            if key is None:
+                return None
+            labels.append(np.asarray(data[key]).reshape(-1))
+    if not labels:
+        return None
+    joined = np.concatenate(labels)
+    if len(joined) != count:
+        raise CalibrationError(f"{path}: {len(joined)} labels for {count} samples")
+    return joined
+
+
 def from_arrays(arrays: Mapping[str, np.ndarray], signature, origin: str) -> CalibrationSet:
     """Samples from in-memory arrays keyed by input name (leading axis = samples)."""
     inputs = list(signature.inputs)

@@ -14,18 +14,21 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from functools import partial
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from calibration import CalibrationSet
-from calibration.readers import CalibrationError, from_arrays, load_samples, random_samples
+from calibration.readers import CalibrationError, from_arrays, load_labels, load_samples, random_samples
 from compiler import __version__
 from compiler.artifact import MANIFEST_SCHEMA_VERSION, Staging, hash_files
 from compiler.backends import Backend, NotRunnable, backend_registry
 from compiler.errors import BuildError, ChipfitError, UsageError
+from compiler.passes.quantize import QuantRequest, QuantSettings, settings_for
+from compiler.precision import EvalSet, PrecisionStage
 from compiler.signature import seeded_inputs
 from compiler.traced import TracedModel
 from compiler.verify import Numerics, verify
@@ -42,8 +45,16 @@ Progress = Callable[[str], None]
 class Cell:
     target: TargetSpec
     backend: Backend
-    precision: str
+    settings: QuantSettings
     dest: Path
+
+    @property
+    def precision(self) -> str:
+        return self.settings.precision
+
+    @property
+    def rewrites_graph(self) -> bool:
+        return self.precision in self.backend.graph_precisions
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class CellResult:
     build_seconds: float = 0.0
     numerics: Numerics | None = None
     latency: LatencyStats | None = None
+    quantization: Mapping[str, Any] | None = None
     message: str = ""
 
     @property
@@ -78,6 +90,7 @@ class CellResult:
                 if self.latency
                 else None
             ),
+            "quantization": dict(self.quantization) if self.quantization else None,
             "message": self.message,
         }
 
@@ -92,6 +105,15 @@ class BuildOptions:
     calibration: str | None = None
     #: A path to verification samples (.npz keyed by input name, or folder).
     samples: str | None = None
+    #: Labelled evaluation samples for the accuracy report (.npz with a "label" array).
+    eval: str | None = None
+    method: str = "minmax"
+    activation_dtype: str | None = None
+    block_size: int | None = None
+    #: Largest accepted accuracy loss (top-1 points with labels, else % disagreement with float).
+    accuracy_budget: float | None = None
+    #: Where calibration statistics are cached (default: <out_dir>/.cache/calibration).
+    cache_dir: Path | None = None
     measure_latency: bool = True
 
 
@@ -132,23 +154,26 @@ def plan(model: TracedModel, options: BuildOptions, ctx: BuildContext) -> list[C
         else:
             names = list(target.backends) if target.build_all_backends else [target.backends[0]]
         precision = options.precision or target.default_precision
-        if precision not in target.precisions:
-            raise UsageError(
-                f"--precision {precision}: target {target.id} runs {', '.join(target.precisions)} ({target.source_file})"
-            )
-        for name in names:
-            backend = ctx.backends.get(name)
+        settings = settings_for(target, QuantRequest(precision, options.method, options.activation_dtype, options.block_size))
+        backends = [ctx.backends.get(name) for name in names]
+        able = [b for b in backends if precision in b.precisions]
+        if not able:
+            builds = "; ".join(f"{b.name} builds {'/'.join(b.precisions)}" for b in backends)
+            raise UsageError(f"target {target.id}: no backend of {', '.join(names)} builds {precision} ({builds})")
+        for skipped in (b for b in backends if b not in able and target.build_all_backends and not options.backend):
+            ctx.progress(f"{target.id}: {skipped.name} does not build {precision}; building with the others")
+        for backend in able if target.build_all_backends and not options.backend else backends:
             if precision not in backend.precisions:
-                raise UsageError(f"backend {name} does not build {precision} (it builds {', '.join(backend.precisions)})")
+                raise UsageError(f"backend {backend.name} does not build {precision} (it builds {', '.join(backend.precisions)})")
             backend.check_options(target)
             # The target's preferred backend owns build/<model>/<target>; others sit beside it.
-            dirname = target.id if name == target.backends[0] else f"{target.id}@{name}"
-            cells.append(Cell(target, backend, precision, model_dir / dirname))
+            dirname = target.id if backend.name == target.backends[0] else f"{target.id}@{backend.name}"
+            cells.append(Cell(target, backend, settings, model_dir / dirname))
     return cells
 
 
 def _calibration(model: TracedModel, options: BuildOptions, cells: Sequence[Cell]) -> CalibrationSet | None:
-    needed = any(c.precision == "int8" for c in cells)
+    needed = any(c.precision == "int8" and c.rewrites_graph for c in cells)
     try:
         if options.calibration == "random":
             return random_samples(model.signature.concretized())
@@ -158,7 +183,7 @@ def _calibration(model: TracedModel, options: BuildOptions, cells: Sequence[Cell
             arrays = {t.name: model.samples[t.name] for t in model.signature.inputs}
             return from_arrays(arrays, model.signature, f"bundled samples of {model.source}")
     except CalibrationError as exc:
-        raise UsageError(str(exc)) from exc
+        raise UsageError(f"--calibration: {exc}") from exc
     if needed:
         int8 = sorted({c.target.id for c in cells if c.precision == "int8"})
         raise UsageError(
@@ -187,8 +212,29 @@ def _verification_inputs(
     return seeded_inputs(model.signature, seed=0), "seeded random inputs (seed 0; symbolic dims = 2)"
 
 
+def _evaluation_set(model: TracedModel, options: BuildOptions, calibration: CalibrationSet | None,
+                    verification: tuple[dict[str, np.ndarray], str]) -> EvalSet:
+    """What quantized graphs are judged on: --eval, else the bundled labelled samples, else verification inputs."""
+    if options.eval:
+        try:
+            samples = load_samples(options.eval, model.signature)
+            labels = load_labels(options.eval, len(samples))
+        except CalibrationError as exc:
+            raise UsageError(f"--eval: {exc}") from exc
+        return EvalSet(samples.batched(), labels, f"{len(samples)} samples from {options.eval}"
+                       + ("" if labels is not None else " (no labels: agreement with float only)"))
+    if model.samples and "label" in model.samples:
+        arrays = {t.name: model.samples[t.name] for t in model.signature.inputs}
+        return EvalSet(arrays, np.asarray(model.samples["label"]), f"{len(model.samples['label'])} labelled samples of {model.source}")
+    if calibration is not None and not calibration.is_random:
+        arrays = calibration.batched(limit=64)
+        return EvalSet(arrays, None, f"{len(next(iter(arrays.values())))} calibration samples (no labels)")
+    return EvalSet(verification[0], None, verification[1] + " (no labels)")
+
+
 def _manifest(model: TracedModel, cell: Cell, lowered, files: dict, numerics: Numerics,
-              calibration: CalibrationSet | None, seconds: float, versions: dict[str, str]) -> dict[str, Any]:
+              calibration: CalibrationSet | None, report: Mapping[str, Any] | None, seconds: float,
+              versions: dict[str, str]) -> dict[str, Any]:
     target = cell.target
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -204,9 +250,10 @@ def _manifest(model: TracedModel, cell: Cell, lowered, files: dict, numerics: Nu
         "calibration": (
             {"origin": calibration.origin, "digest": calibration.digest, "samples": len(calibration),
              "random": calibration.is_random}
-            if calibration is not None and cell.precision == "int8"
+            if calibration is not None and cell.precision == "int8" and cell.rewrites_graph
             else None
         ),
+        "quantization": dict(report) if report else None,
         "signature": lowered.signature.to_dict(),
         "files": files,
         "primary_file": lowered.files[0],
@@ -216,49 +263,87 @@ def _manifest(model: TracedModel, cell: Cell, lowered, files: dict, numerics: Nu
     }
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """What every cell of one build uses, computed once."""
+
+    calibration: CalibrationSet | None
+    inputs: Mapping[str, np.ndarray]
+    inputs_label: str
+    labels: np.ndarray | None
+    reference: Mapping[str, np.ndarray]
+    versions: dict[str, str]
+    stage: PrecisionStage | None
+
+
+def _reference(model: TracedModel, inputs: Mapping[str, np.ndarray], label: str) -> dict[str, np.ndarray]:
+    try:
+        return model.reference(inputs)
+    except Exception as exc:
+        raise BuildError(
+            f"the float reference of {model.source} could not run on {label}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def build(model: TracedModel, options: BuildOptions, ctx: BuildContext | None = None) -> list[CellResult]:
     """Build, verify and write every cell; returns one result per cell (never raises for one bad cell)."""
     ctx = ctx or BuildContext()
     cells = plan(model, options, ctx)
     calibration = _calibration(model, options, cells)
     inputs, inputs_label = _verification_inputs(model, options, calibration)
-    try:
-        reference = model.reference(inputs)
-    except Exception as exc:
-        raise BuildError(
-            f"the float reference of {model.source} could not run on the verification inputs ({inputs_label}): "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    versions = toolchain_versions(sorted({c.backend for c in cells}, key=lambda b: b.name))
+    reference = _reference(model, inputs, inputs_label)
+    stage = None
+    if any(c.rewrites_graph for c in cells):
+        evaluation = _evaluation_set(model, options, calibration, (inputs, inputs_label))
+        stage = PrecisionStage(
+            float_model=model.onnx_model,
+            calibration=calibration,
+            evaluation=evaluation,
+            reference=_reference(model, evaluation.inputs, evaluation.origin),
+            cache_dir=options.cache_dir or options.out_dir / ".cache" / "calibration",
+            accuracy_budget=options.accuracy_budget,
+            progress=ctx.progress,
+        )
+    labels = None
+    if model.samples and "label" in model.samples and inputs_label.startswith(f"{VERIFY_SAMPLES} bundled"):
+        labels = np.asarray(model.samples["label"][:VERIFY_SAMPLES])
+    shared = _Shared(calibration, inputs, inputs_label, labels, reference,
+                     toolchain_versions(sorted({c.backend for c in cells}, key=lambda b: b.name)), stage)
     results = []
     for n, cell in enumerate(cells, 1):
         ctx.progress(f"[{n}/{len(cells)}] {cell.target.id}: lowering with {cell.backend.name} ({cell.precision})")
-        results.append(_build_cell(model, cell, calibration, inputs, inputs_label, reference, versions, options, ctx))
+        results.append(_build_cell(model, cell, shared, options, ctx))
         ctx.progress(f"[{n}/{len(cells)}] {cell.target.id}: {results[-1].status}")
     return results
 
 
-def _build_cell(model, cell: Cell, calibration, inputs, inputs_label, reference, versions, options: BuildOptions,
-                ctx: BuildContext) -> CellResult:
+def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildOptions, ctx: BuildContext) -> CellResult:
     start = time.perf_counter()
     base = dict(target=cell.target.id, backend=cell.backend.name, precision=cell.precision)
-    cell_model = model
-    if not cell.backend.symbolic_dims and not model.signature.is_static:
-        cell_model = model.with_signature(model.signature.concretized())
+    report = None
     try:
+        cell_model = model
+        if cell.rewrites_graph:
+            prepared = shared.stage.prepare(cell.settings)
+            report = prepared.report
+            cell_model = replace(model, onnx_model=prepared.model, graph_precision=cell.precision, passes=prepared.passes)
+        if not cell.backend.symbolic_dims and not model.signature.is_static:
+            cell_model = cell_model.with_signature(model.signature.concretized())
         with Staging(cell.dest) as staging:
-            lowered = cell.backend.lower(cell_model, cell.target, cell.precision, calibration, staging.path)
+            lowered = cell.backend.lower(cell_model, cell.target, cell.precision, staging.path)
             files = hash_files(staging.path, lowered.files)
             seconds = time.perf_counter() - start
-            draft = _manifest(model, cell, lowered, files, Numerics("not-run", cell.precision), calibration, seconds, versions)
-            numerics, latency = _check(cell, staging.path, draft, lowered, inputs, inputs_label, reference, ctx, options)
-            manifest = _manifest(model, cell, lowered, files, numerics, calibration, seconds, versions)
+            manifest = partial(_manifest, model, cell, lowered, files, calibration=shared.calibration, report=report,
+                               seconds=seconds, versions=shared.versions)
+            numerics, latency = _check(cell, staging.path, manifest(numerics=Numerics("not-run", cell.precision)),
+                                       lowered, shared, ctx, options)
             if numerics.status == "failed":
-                failed = staging.commit(manifest, cell.dest.with_name(cell.dest.name + ".failed"))
+                failed = staging.commit(manifest(numerics=numerics), cell.dest.with_name(cell.dest.name + ".failed"))
                 return CellResult(**base, status="failed", artifact=str(failed), numerics=numerics,
                                   size_bytes=sum(f["bytes"] for f in files.values()), build_seconds=seconds,
+                                  quantization=report,
                                   message=f"verification failed; artifact kept for inspection at {failed}")
-            dest = staging.commit(manifest)
+            dest = staging.commit(manifest(numerics=numerics))
     except (ChipfitError, TargetError) as exc:
         return CellResult(**base, status="error", build_seconds=time.perf_counter() - start, message=str(exc))
     except Exception as exc:  # a backend bug must not take the other cells down
@@ -266,21 +351,23 @@ def _build_cell(model, cell: Cell, calibration, inputs, inputs_label, reference,
                           message=f"{type(exc).__name__}: {exc}")
     return CellResult(**base, status=numerics.status, artifact=str(dest),
                       size_bytes=sum(f["bytes"] for f in files.values()), build_seconds=seconds,
-                      numerics=numerics, latency=latency)
+                      numerics=numerics, latency=latency, quantization=report)
 
 
-def _check(cell: Cell, path: Path, manifest, lowered, inputs, inputs_label, reference, ctx: BuildContext,
+def _check(cell: Cell, path: Path, manifest, lowered, shared: _Shared, ctx: BuildContext,
            options: BuildOptions) -> tuple[Numerics, LatencyStats | None]:
+    inputs = shared.inputs
     try:
         run_plan = cell.backend.plan_run(path, manifest, cell.target, ctx.host)
     except NotRunnable as exc:
         return Numerics("not-run", cell.precision, reason=str(exc), structure=lowered.structure), None
     tolerance = cell.target.tolerance(cell.precision)
     try:
-        numerics = verify(run_plan, lowered.signature, inputs, reference, tolerance, cell.precision, inputs_label)
+        numerics = verify(run_plan, lowered.signature, inputs, shared.reference, tolerance, cell.precision,
+                          shared.inputs_label, shared.labels)
     except Exception as exc:
         return Numerics("failed", cell.precision, reason=f"running the artifact failed: {type(exc).__name__}: {exc}",
-                        runner=run_plan.runner.description, proxy=run_plan.proxy, inputs=inputs_label), None
+                        runner=run_plan.runner.description, proxy=run_plan.proxy, inputs=shared.inputs_label), None
     latency = None
     if options.measure_latency and not run_plan.proxy and numerics.status == "verified":
         first = lowered.signature.inputs[0].shape[0] if lowered.signature.inputs[0].shape else 1

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from compiler import __version__
+from calibration.statistics import METHODS
 from compiler.errors import ChipfitError, UsageError
 from targets.spec import TargetError, TargetSpec
 
@@ -142,6 +143,11 @@ def cmd_build(args: argparse.Namespace) -> int:
             precision=args.precision,
             calibration=args.calibration,
             samples=args.samples,
+            eval=args.eval,
+            method=args.method,
+            activation_dtype=args.activation_dtype,
+            block_size=args.block_size,
+            accuracy_budget=args.accuracy_budget,
         )
         results = build(model, options, BuildContext(targets=registry, progress=progress))
     if args.json:
@@ -156,6 +162,8 @@ def cmd_build(args: argparse.Namespace) -> int:
                          r.numerics.summary() if r.numerics else f"ERROR: {r.message}"))
         print(f"\n{model.name} ({model.source}) -> {Path(args.output) / model.name}")
         print(_table(("target", "backend", "precision", "size", "build s", "host ms p50", "numerics"), rows))
+        for line in _quantization_lines(results):
+            print(line)
         failures = [r for r in results if not r.ok]
         if failures:
             print(f"\n{len(failures)} of {len(results)} artifacts failed:", file=sys.stderr)
@@ -163,6 +171,44 @@ def cmd_build(args: argparse.Namespace) -> int:
                 print(f"  {r.target} ({r.backend}): {r.message or r.numerics.summary()}", file=sys.stderr)
         print("\nhost ms p50: median latency of one batch (1, or the artifact's static batch) on this machine, untuned.")
     return exit_code(results)
+
+
+def _accuracy_text(acc: dict) -> str:
+    parts = []
+    if "top1_pct" in acc:
+        parts.append(f"top-1 {acc['top1_pct']:.2f}% vs float {acc['top1_float_pct']:.2f}% ({-acc['top1_drop_points']:+.2f} points)")
+    parts.append(f"agreement with float {acc['agreement_with_float_pct']:.1f}%")
+    sqnr = [o["sqnr_db"] for o in acc["outputs"] if o["sqnr_db"] is not None]
+    if sqnr:
+        parts.append(f"SQNR {min(sqnr):.1f} dB")
+    return ", ".join(parts) + f" on {acc['evaluated_on']}"
+
+
+def _quantization_lines(results) -> list[str]:
+    """The accuracy report of each distinct precision rewrite in this build."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for r in results:
+        q = r.quantization
+        if not q:
+            continue
+        key = json.dumps(q["settings"], sort_keys=True)
+        targets = [x.target for x in results if x.quantization and json.dumps(x.quantization["settings"], sort_keys=True) == key]
+        if key in seen:
+            continue
+        seen.add(key)
+        settings = ", ".join(f"{k} {v}" for k, v in q["settings"].items() if k != "precision")
+        lines.append(f"\n{q['settings']['precision']} ({settings}) for {', '.join(dict.fromkeys(targets))}:")
+        lines.append(f"  {_accuracy_text(q['accuracy'])}")
+        if q.get("statistics"):
+            st = q["statistics"]
+            lines.append(f"  ranges: {st['method']}, " + ("reused from the statistics cache" if st["from_cache"] else "calibrated now and cached"))
+        if q.get("sensitivity"):
+            worst = ", ".join(f"{row['node']} ({row['op']}) {row['sqnr_db']:.1f} dB" for row in q["sensitivity"][:5])
+            lines.append(f"  most sensitive layers (quantized alone, output SQNR): {worst}")
+        if q.get("kept_in_float"):
+            lines.append(f"  kept in float for the accuracy budget: {', '.join(q['kept_in_float'])}")
+    return lines
 
 
 # --- inspect ---------------------------------------------------------------------------------
@@ -226,6 +272,14 @@ def _describe_artifact(artifact, problems: list[str], drift: dict) -> str:
     if m.get("calibration"):
         c = m["calibration"]
         lines.append(f"  calibration: {c['samples']} samples from {c['origin']}" + (" (RANDOM data)" if c["random"] else ""))
+    if m.get("quantization"):
+        q = m["quantization"]
+        lines.append("  quantization: " + ", ".join(f"{k} {v}" for k, v in q["settings"].items()))
+        lines.append(f"    accuracy: {_accuracy_text(q['accuracy'])}")
+        for row in q.get("sensitivity", [])[:10]:
+            lines.append(f"    sensitivity: {row['node']:<30} {row['op']:<8} SQNR {row['sqnr_db']:6.1f} dB  cosine {row['cosine']:.6f}")
+        if q.get("kept_in_float"):
+            lines.append(f"    kept in float: {', '.join(q['kept_in_float'])}")
     lines.append(f"  files ({_size(sum(f['bytes'] for f in m['files'].values()))}):")
     shown = list(m["files"].items())
     for rel, meta in shown[:8]:
@@ -274,8 +328,17 @@ def parser() -> argparse.ArgumentParser:
                    help="target id (repeat for several; 'all' for every registered target)")
     b.add_argument("-o", "--output", default="build", help="output folder (default: build)")
     b.add_argument("--backend", help="build with this backend instead of the target's preferred one(s)")
-    b.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="override the target's default precision")
+    b.add_argument("--precision", "--quantize", dest="precision", choices=("fp32", "fp16", "int8", "int4"),
+                   help="build this precision instead of the target's default (int4: weight-only, for matmul-heavy models)")
     b.add_argument("--calibration", help="calibration samples for int8: .npz or folder of .npy/.npz, or 'random'")
+    b.add_argument("--method", default="minmax", choices=METHODS, help="int8 activation calibration method")
+    b.add_argument("--activation-dtype", choices=("uint8", "int8", "uint16", "int16"),
+                   help="int8 activation type (default: the target's first)")
+    b.add_argument("--block-size", type=int, help="int4 weight block size (default: the target's first)")
+    b.add_argument("--accuracy-budget", type=float, metavar="POINTS",
+                   help="keep the most sensitive layers in float until the accuracy loss is within POINTS "
+                        "(top-1 points with labelled --eval samples, else %% disagreement with float)")
+    b.add_argument("--eval", help="labelled evaluation samples for the accuracy report (.npz with inputs and 'label')")
     b.add_argument("--samples", help="verification samples (.npz keyed by input name, or a folder)")
     b.add_argument("--input", action="append", default=[], metavar="NAME=DIMS[:DTYPE]",
                    help="fix or override an input, e.g. image=1x1x8x8:float32 (a name keeps a dim symbolic)")

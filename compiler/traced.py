@@ -34,6 +34,9 @@ class TracedModel:
     exported_program: Any = field(default=None, repr=False, compare=False)
     #: Bundled samples (example model only): input name -> batch of samples, plus labels.
     samples: Mapping[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    #: Precision of ``onnx_model`` after the precision stage ("fp32" as traced), and the passes that made it.
+    graph_precision: str = "fp32"
+    passes: tuple[Mapping[str, Any], ...] = ()
 
     def with_signature(self, signature: Signature) -> "TracedModel":
         return replace(self, signature=signature)

@@ -24,6 +24,8 @@ class Numerics:
     tolerance: Tolerance | None = None
     outputs: tuple[OutputError, ...] = ()
     structure: Mapping[str, Any] | None = None
+    #: Task accuracy on labelled verification samples: top-1 of the artifact and of the float model.
+    task: Mapping[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -41,6 +43,8 @@ class Numerics:
             data["outputs"] = [o.to_dict() for o in self.outputs]
         if self.structure is not None:
             data["structure"] = dict(self.structure)
+        if self.task is not None:
+            data["task"] = dict(self.task)
         return data
 
     def summary(self) -> str:
@@ -79,9 +83,17 @@ def verify(
     tolerance: Tolerance,
     precision: str,
     inputs_label: str,
+    labels: np.ndarray | None = None,
 ) -> Numerics:
     actual = run_in_batches(plan, inputs, signature)
     errors = tuple(compare_outputs(reference, actual))
+    task = None
+    if labels is not None:
+        first = next(iter(actual.values()))
+        ref_first = next(iter(reference.values()))
+        task = {"samples": int(len(labels)),
+                "top1_pct": round(float((first.argmax(-1) == labels).mean() * 100), 2),
+                "top1_float_pct": round(float((ref_first.argmax(-1) == labels).mean() * 100), 2)}
     ok = all(within(e, tolerance) for e in errors)
     return Numerics(
         status="verified" if ok else "failed",
@@ -92,4 +104,5 @@ def verify(
         inputs=inputs_label,
         tolerance=tolerance,
         outputs=errors,
+        task=task,
     )

@@ -20,7 +20,9 @@ from typing import Any, Mapping
 
 SCHEMA_VERSION = 1
 UNKNOWN = "unknown"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
+ACTIVATION_DTYPES = ("uint8", "int8", "uint16", "int16")
+QUANTIZED = ("int8", "int4")
 REACH_KINDS = ("local", "rpc", "none")
 #: Every spec states these hardware figures, as a number or as "unknown";
 #: the estimate model (profiles/) uses what is known and says what is not.
@@ -64,6 +66,16 @@ class Reach:
 
 
 @dataclass(frozen=True)
+class QuantizationSupport:
+    """What the target's hardware executes when it runs a quantized model."""
+
+    activation_dtypes: tuple[str, ...]  # int8 activations it runs; the first is the default
+    per_channel: bool  # per-channel weight scales (else per-tensor only)
+    symmetric_activations: bool  # activations must be symmetric (zero point 0)
+    int4_block_sizes: tuple[int, ...] = ()  # block sizes of int4 weight-only matmuls; first is the default
+
+
+@dataclass(frozen=True)
 class Hardware:
     """Datasheet figures. A value is a number, a table of numbers, or "unknown"."""
 
@@ -91,6 +103,7 @@ class TargetSpec:
     backend_options: Mapping[str, Mapping[str, Any]]
     tolerances: Mapping[str, Tolerance]
     hardware: Hardware
+    quantization: QuantizationSupport | None = None
     source_file: str = ""
 
     def options_for(self, backend: str) -> Mapping[str, Any]:
@@ -131,10 +144,12 @@ _TOP_KEYS = {
     "reach": True,
     "backend_options": False,
     "verify": True,
+    "quantization": False,
     "hardware": True,
 }
 _REACH_KEYS = {"kind": True, "arch": False, "cpu_flags": False, "rpc_key": False, "reason": False}
 _SUPPORTS_KEYS = {"precisions": True}
+_QUANT_KEYS = {"activation_dtypes": True, "per_channel": True, "symmetric_activations": True, "int4_block_sizes": False}
 _TOLERANCE_KEYS = {"atol": True, "rtol": True, "min_cosine": True}
 _HARDWARE_KEYS = {"chip": True, "compute": True, "sources": True, "notes": False}
 _HARDWARE_KEYS.update({k: True for k in HARDWARE_FIGURES})
@@ -208,6 +223,26 @@ def _load_hardware(table: Mapping[str, Any], file: str) -> Hardware:
     )
 
 
+def _load_quantization(table: Mapping[str, Any], precisions: list[str], file: str) -> QuantizationSupport:
+    _check_keys(table, _QUANT_KEYS, "quantization.", file)
+    activations = _expect(table["activation_dtypes"], list, "quantization.activation_dtypes", file)
+    if not activations or any(a not in ACTIVATION_DTYPES for a in activations):
+        raise SpecError(
+            f"{file}: quantization.activation_dtypes must list some of {', '.join(ACTIVATION_DTYPES)}, got {activations}"
+        )
+    blocks = _expect(table.get("int4_block_sizes", []), list, "quantization.int4_block_sizes", file)
+    if any(not isinstance(b, int) or isinstance(b, bool) or b < 16 or b & (b - 1) for b in blocks):
+        raise SpecError(f"{file}: quantization.int4_block_sizes must be powers of two >= 16, got {blocks}")
+    if "int4" in precisions and not blocks:
+        raise SpecError(f"{file}: supports.precisions has int4, so quantization.int4_block_sizes is required")
+    return QuantizationSupport(
+        activation_dtypes=tuple(activations),
+        per_channel=_expect(table["per_channel"], bool, "quantization.per_channel", file),
+        symmetric_activations=_expect(table["symmetric_activations"], bool, "quantization.symmetric_activations", file),
+        int4_block_sizes=tuple(blocks),
+    )
+
+
 def spec_from_dict(data: Mapping[str, Any], file: str = "<spec>") -> TargetSpec:
     """Validate a parsed spec table and build the `TargetSpec`."""
     _check_keys(data, _TOP_KEYS, "", file)
@@ -267,6 +302,12 @@ def spec_from_dict(data: Mapping[str, Any], file: str = "<spec>") -> TargetSpec:
         if precision not in tolerances:
             raise SpecError(f"{file}: missing required key verify.{precision} (tolerance for a supported precision)")
 
+    quantization = None
+    if "quantization" in data:
+        quantization = _load_quantization(_expect(data["quantization"], dict, "quantization", file), precisions, file)
+    elif any(p in QUANTIZED for p in precisions):
+        raise SpecError(f"{file}: missing required key 'quantization' (supports.precisions lists a quantized precision)")
+
     return TargetSpec(
         id=target_id,
         name=_expect(data["name"], str, "name", file),
@@ -280,6 +321,7 @@ def spec_from_dict(data: Mapping[str, Any], file: str = "<spec>") -> TargetSpec:
         backend_options={k: dict(v) for k, v in options.items()},
         tolerances=tolerances,
         hardware=_load_hardware(_expect(data["hardware"], dict, "hardware", file), file),
+        quantization=quantization,
         source_file=file,
     )
 
@@ -314,6 +356,7 @@ __all__ = [
     "HARDWARE_FIGURES",
     "Hardware",
     "PRECISIONS",
+    "QuantizationSupport",
     "Reach",
     "SpecError",
     "TargetError",

@@ -17,7 +17,6 @@ from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
-from calibration import CalibrationSet
 from compiler.signature import Signature
 from compiler.traced import TracedModel
 from targets.host import HostInfo
@@ -66,20 +65,16 @@ class Backend(Protocol):
     api_version: int
     consumes: str  # "onnx" or "torch" (torch backends fall back to ONNX where they say so)
     precisions: tuple[str, ...]
+    #: Precisions for which the backend lowers the ONNX graph rewritten by the precision stage
+    #: (the others it produces itself, e.g. Core ML's fp16 compute).
+    graph_precisions: tuple[str, ...]
     symbolic_dims: bool  # True if its artifacts keep symbolic dims (e.g. the batch)
 
     def versions(self) -> dict[str, str]: ...
 
     def check_options(self, target: TargetSpec) -> None: ...
 
-    def lower(
-        self,
-        model: TracedModel,
-        target: TargetSpec,
-        precision: str,
-        calibration: CalibrationSet | None,
-        workdir: Path,
-    ) -> Lowered: ...
+    def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered: ...
 
     def plan_run(self, artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan: ...
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from calibration import CalibrationSet
 from compiler.backends import BACKEND_API_VERSION, Lowered, NotRunnable, RunPlan, package_version
 from compiler.backends.coreml.options import SCHEMA
 from compiler.traced import TracedModel
@@ -18,6 +17,7 @@ class CoreMLBackend:
     api_version = BACKEND_API_VERSION
     consumes = "torch"
     precisions = ("fp32", "fp16")
+    graph_precisions = ()  # fp16 is coremltools' compute_precision on the torch program
     symbolic_dims = False  # flexible shapes need enumerated ranges; static shapes are what the ANE runs best
 
     def versions(self) -> dict[str, str]:
@@ -26,9 +26,7 @@ class CoreMLBackend:
     def check_options(self, target: TargetSpec) -> None:
         SCHEMA.resolve(target)
 
-    def lower(
-        self, model: TracedModel, target: TargetSpec, precision: str, calibration: CalibrationSet | None, workdir: Path
-    ) -> Lowered:
+    def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered:
         from compiler.backends.coreml import lower as _lower
 
         return _lower.lower(model, target, precision, workdir, SCHEMA.resolve(target))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from calibration import CalibrationSet
 from compiler.backends import BACKEND_API_VERSION, Lowered, RunPlan, package_version
 from compiler.backends.onnxruntime import lower as _lower
 from compiler.backends.onnxruntime import runner as _runner
@@ -19,7 +18,8 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     api_version = BACKEND_API_VERSION
     consumes = "onnx"
-    precisions = ("fp32", "fp16", "int8")
+    precisions = ("fp32", "fp16", "int8", "int4")
+    graph_precisions = ("fp16", "int8", "int4")
     symbolic_dims = True
 
     def versions(self) -> dict[str, str]:
@@ -28,10 +28,8 @@ class OnnxRuntimeBackend:
     def check_options(self, target: TargetSpec) -> None:
         SCHEMA.resolve(target)
 
-    def lower(
-        self, model: TracedModel, target: TargetSpec, precision: str, calibration: CalibrationSet | None, workdir: Path
-    ) -> Lowered:
-        return _lower.lower(model, target, precision, calibration, workdir, SCHEMA.resolve(target))
+    def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered:
+        return _lower.lower(model, target, precision, workdir, SCHEMA.resolve(target))
 
     def plan_run(self, artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:
         return _runner.plan_run(artifact_dir, manifest, target, host)

@@ -10,11 +10,9 @@ from typing import Any
 import onnx
 import onnxruntime as ort
 
-from calibration import CalibrationSet
 from compiler.backends import Lowered
 from compiler.errors import BuildError, UnsupportedOpError
 from compiler.frontend.onnx_file import signature_from_onnx
-from compiler.passes.precision import apply_precision
 from compiler.traced import TracedModel
 from targets.spec import TargetSpec
 
@@ -49,11 +47,12 @@ def lower(
     model: TracedModel,
     target: TargetSpec,
     precision: str,
-    calibration: CalibrationSet | None,
     workdir: Path,
     options: dict[str, Any],
 ) -> Lowered:
-    graph, passes = apply_precision(model.onnx_model, precision, calibration, target.id)
+    if model.graph_precision != precision:
+        raise BuildError(f"onnxruntime lowers the {precision} graph, but was given a {model.graph_precision} one")
+    graph, passes = model.onnx_model, tuple(model.passes)
     source = workdir / "source.onnx"
     onnx.save(graph, source)
     level = options["graph_optimization"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from calibration import CalibrationSet
 from compiler.backends import BACKEND_API_VERSION, Lowered, RunPlan, package_version
 from compiler.backends.tvm.options import SCHEMA
 from compiler.traced import TracedModel
@@ -17,7 +16,8 @@ class TvmBackend:
     name = "tvm"
     api_version = BACKEND_API_VERSION
     consumes = "torch"  # the torch program where there is one, else the ONNX graph
-    precisions = ("fp32", "fp16", "int8")
+    precisions = ("fp32", "fp16", "int8")  # no int4: TVM's ONNX importer has no MatMulNBits
+    graph_precisions = ("fp16", "int8")
     symbolic_dims = True
 
     def versions(self) -> dict[str, str]:
@@ -34,12 +34,10 @@ class TvmBackend:
                 f"{target.source_file}: backend_options.tvm.target {options['target']} is not a valid TVM target: {exc}"
             ) from exc
 
-    def lower(
-        self, model: TracedModel, target: TargetSpec, precision: str, calibration: CalibrationSet | None, workdir: Path
-    ) -> Lowered:
+    def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered:
         from compiler.backends.tvm import lower as _lower
 
-        return _lower.lower(model, target, precision, calibration, workdir, SCHEMA.resolve(target))
+        return _lower.lower(model, target, precision, workdir, SCHEMA.resolve(target))
 
     def plan_run(self, artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:
         from compiler.backends.tvm import runner as _runner

@@ -10,12 +10,10 @@ from typing import Any
 
 import onnx
 
-from calibration import CalibrationSet
 from compiler.backends import Lowered
 from compiler.errors import BuildError, UnsupportedOpError
 from compiler.frontend.onnx_file import fix_dims
 from compiler.frontend.pytorch import program_for
-from compiler.passes.precision import apply_precision
 from compiler.signature import Signature, dim_bindings
 from compiler.traced import TracedModel
 from targets.spec import TargetSpec
@@ -91,7 +89,6 @@ def lower(
     model: TracedModel,
     target: TargetSpec,
     precision: str,
-    calibration: CalibrationSet | None,
     workdir: Path,
     options: dict[str, Any],
 ) -> Lowered:
@@ -117,9 +114,10 @@ def lower(
             except Exception as exc:  # TVM's torch importer misses some programs; the ONNX route often works
                 notes.append(f"TVM torch importer failed ({type(exc).__name__}: {str(exc)[:200]}); used the ONNX route")
         if mod is None:
-            graph, precision_passes = apply_precision(m.onnx_model, precision, calibration, target.id)
-            passes[:] = list(precision_passes)
-            mod = _import_onnx(graph)
+            if m.graph_precision != precision:
+                raise BuildError(f"tvm lowers the {precision} graph, but was given a {m.graph_precision} one")
+            passes[:] = list(m.passes)
+            mod = _import_onnx(m.onnx_model)
         return _compile(mod, target_dict, options["pipeline"]), route
 
     def failed(exc: Exception) -> BuildError:

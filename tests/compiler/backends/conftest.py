@@ -20,3 +20,19 @@ def single_op_model(op: str, dtype=TensorProto.FLOAT, opset: int = 17) -> Traced
 @pytest.fixture
 def single_op():
     return single_op_model
+
+
+def at_precision(traced: TracedModel, precision: str, calibration=None, tmp_path=None) -> TracedModel:
+    """The traced model with its ONNX graph rewritten as the build's precision stage does."""
+    from dataclasses import replace
+
+    from calibration.statistics import collect_ranges
+    from compiler.passes.quantize import QuantSettings, quantize_int8, to_fp16
+
+    if precision == "fp16":
+        graph = to_fp16(traced.onnx_model)
+    else:
+        settings = QuantSettings("int8", "minmax", "uint8", "int8", per_channel=True)
+        ranges = collect_ranges(traced.onnx_model, calibration, "minmax", tmp_path / "cache")
+        graph = quantize_int8(traced.onnx_model, settings, ranges)
+    return replace(traced, onnx_model=graph, graph_precision=precision)

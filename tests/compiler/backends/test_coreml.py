@@ -9,7 +9,7 @@ from targets.host import detect_host
 def test_mlpackage_is_an_fp16_ml_program(example_traced, registry, tmp_path):
     target = registry.get("apple-a17")
     model = example_traced.with_signature(example_traced.signature.concretized())
-    lowered = backend.lower(model, target, "fp16", None, tmp_path)
+    lowered = backend.lower(model, target, "fp16", tmp_path)
     assert (tmp_path / "model.mlpackage" / "Manifest.json").is_file()
     assert "model.mlpackage/Data/com.apple.CoreML/model.mlmodel" in lowered.files
     assert "model.mlpackage/Data/com.apple.CoreML/weights/weight.bin" in lowered.files
@@ -28,4 +28,4 @@ def test_onnx_source_is_refused_with_a_way_forward(conv_onnx, registry, tmp_path
 
     model = load_model(conv_onnx)
     with pytest.raises(BuildError, match=r"coremltools has no ONNX converter.*\.pt2"):
-        backend.lower(model.with_signature(model.signature.concretized()), registry.get("apple-a17"), "fp16", None, tmp_path)
+        backend.lower(model.with_signature(model.signature.concretized()), registry.get("apple-a17"), "fp16", tmp_path)

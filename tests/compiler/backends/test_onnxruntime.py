@@ -5,10 +5,11 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from calibration.readers import from_arrays, random_samples
+from calibration.readers import from_arrays
 from compiler.backends.onnxruntime import backend
-from compiler.errors import UnsupportedOpError, UsageError
+from compiler.errors import BuildError, UnsupportedOpError
 from targets.host import detect_host
+from tests.compiler.backends.conftest import at_precision
 
 
 def _run(tmp_path, lowered, target):
@@ -18,7 +19,7 @@ def _run(tmp_path, lowered, target):
 
 def test_cpu_artifact_has_ort_format_and_ep_config(conv_traced, registry, tmp_path):
     target = registry.get("host")
-    lowered = backend.lower(conv_traced, target, "fp32", None, tmp_path)
+    lowered = backend.lower(conv_traced, target, "fp32", tmp_path)
     assert set(lowered.files) == {"model.onnx", "model.ort", "ep_config.json"}
     config = json.loads((tmp_path / "ep_config.json").read_text())
     assert config["execution_provider"] == "CPUExecutionProvider"
@@ -36,7 +37,8 @@ def test_cpu_artifact_has_ort_format_and_ep_config(conv_traced, registry, tmp_pa
 def test_qnn_artifact_is_qdq_with_provider_options_and_runs_as_proxy(example_traced, registry, tmp_path):
     target = registry.get("snapdragon-8gen3")
     calib = from_arrays({"image": example_traced.samples["image"]}, example_traced.signature, "bundled")
-    lowered = backend.lower(example_traced, target, "int8", calib, tmp_path)
+    model = at_precision(example_traced, "int8", calib, tmp_path)
+    lowered = backend.lower(model, target, "int8", tmp_path)
     graph = onnx.load(tmp_path / "model.onnx")
     ops = {n.op_type for n in graph.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -53,23 +55,26 @@ def test_qnn_artifact_is_qdq_with_provider_options_and_runs_as_proxy(example_tra
 
 
 def test_fp16_artifact_holds_fp16_weights(conv_traced, registry, tmp_path):
-    lowered = backend.lower(conv_traced, registry.get("intel-npu-3720"), "fp16", None, tmp_path)
+    lowered = backend.lower(at_precision(conv_traced, "fp16"), registry.get("intel-npu-3720"), "fp16", tmp_path)
     graph = onnx.load(tmp_path / "model.onnx")
     assert any(t.data_type == TensorProto.FLOAT16 for t in graph.graph.initializer)
     assert lowered.signature.inputs[0].dtype == "float32"  # I/O kept fp32
 
 
-def test_int8_without_calibration_is_refused(conv_traced, registry, tmp_path):
-    with pytest.raises(UsageError, match="--calibration"):
-        backend.lower(conv_traced, registry.get("host"), "int8", None, tmp_path)
-
-
-def test_random_calibration_is_recorded_as_random(conv_traced, registry, tmp_path):
-    calib = random_samples(conv_traced.signature.concretized(), count=4)
-    lowered = backend.lower(conv_traced, registry.get("host"), "int8", calib, tmp_path)
-    assert lowered.passes[0]["calibration"]["random"] is True
+def test_graph_at_another_precision_is_refused(conv_traced, registry, tmp_path):
+    with pytest.raises(BuildError, match="lowers the int8 graph, but was given a fp32 one"):
+        backend.lower(conv_traced, registry.get("host"), "int8", tmp_path)
 
 
 def test_unsupported_op_names_node_and_op(single_op, registry, tmp_path):
     with pytest.raises(UnsupportedOpError, match=r"cannot lower op 'Abs' \(node 'my_abs'\)"):
-        backend.lower(single_op("Abs", TensorProto.BFLOAT16), registry.get("host"), "fp32", None, tmp_path)
+        backend.lower(single_op("Abs", TensorProto.BFLOAT16), registry.get("host"), "fp32", tmp_path)
+
+
+def test_precision_rewrites_leave_the_float_graph_untouched(block_traced):
+    from compiler.passes.quantize import QuantSettings, quantize_int4, to_fp16
+
+    before = block_traced.onnx_model.SerializeToString()
+    quantize_int4(block_traced.onnx_model, QuantSettings("int4", block_size=32))
+    to_fp16(block_traced.onnx_model)
+    assert block_traced.onnx_model.SerializeToString() == before

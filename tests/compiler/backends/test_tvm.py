@@ -9,7 +9,7 @@ from targets.host import detect_host
 
 
 def _lower_and_run(traced, target, tmp_path):
-    lowered = backend.lower(traced, target, "fp32", None, tmp_path)
+    lowered = backend.lower(traced, target, "fp32", tmp_path)
     manifest = {"backend": {"options": dict(lowered.options)}, "signature": lowered.signature.to_dict()}
     plan = backend.plan_run(tmp_path, manifest, target, detect_host())
     return lowered, plan
@@ -28,7 +28,7 @@ def test_host_library_keeps_symbolic_batch_and_matches_reference(conv_traced, re
 
 
 def test_arm64_is_a_real_aarch64_library(conv_traced, registry, tmp_path):
-    lowered = backend.lower(conv_traced, registry.get("arm64-cortex-a76"), "fp32", None, tmp_path)
+    lowered = backend.lower(conv_traced, registry.get("arm64-cortex-a76"), "fp32", tmp_path)
     assert elf_machine(tmp_path / "model.so") == "aarch64"
     assert lowered.options["elf_machine"] == "aarch64"
     assert lowered.options["target"]["mcpu"] == "cortex-a76"
@@ -44,14 +44,25 @@ def test_transformer_block_lowers_and_matches(block_traced, registry, tmp_path):
 
 def test_unsupported_op_names_node_and_op(single_op, registry, tmp_path):
     with pytest.raises(UnsupportedOpError, match=r"backend 'tvm' cannot lower op 'Celu' \(node 'my_celu'\)"):
-        backend.lower(single_op("Celu"), registry.get("host"), "fp32", None, tmp_path)
+        backend.lower(single_op("Celu"), registry.get("host"), "fp32", tmp_path)
 
 
 def test_int8_goes_through_the_qdq_onnx_route(example_traced, registry, tmp_path):
     from calibration.readers import from_arrays
+    from tests.compiler.backends.conftest import at_precision
 
     calib = from_arrays({"image": example_traced.samples["image"]}, example_traced.signature, "bundled")
-    lowered, plan = None, None
-    lowered = backend.lower(example_traced, registry.get("host"), "int8", calib, tmp_path)
-    assert lowered.passes[0]["precision"] == "int8"
+    model = at_precision(example_traced, "int8", calib, tmp_path)
+    (tmp_path / "out").mkdir()
+    lowered = backend.lower(model, registry.get("host"), "int8", tmp_path / "out")
     assert "onnx" in lowered.passes[-1]["importer"]
+    manifest = {"backend": {"options": dict(lowered.options)}, "signature": lowered.signature.to_dict()}
+    plan = backend.plan_run(tmp_path / "out", manifest, registry.get("host"), detect_host())
+    images = example_traced.samples["image"][:16]
+    got = next(iter(plan.runner.run({"image": images}).values()))
+    want = next(iter(example_traced.reference({"image": images}).values()))
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
+
+
+def test_int4_is_refused_by_tvm():
+    assert "int4" not in backend.precisions

@@ -1,0 +1,196 @@
+"""Precision passes on the ONNX graph: int8 QDQ, int4 weight-only, fp16.
+
+The rewrites are ONNX Runtime's (`quantize_static` in QDQ form, `MatMulNBitsQuantizer`,
+`convert_float_to_float16`); chipfit owns the settings, derives them from what the target
+declares, and refuses a request the target cannot honour instead of building something else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+
+from calibration.statistics import METHODS, Ranges
+from compiler.errors import BuildError, UsageError
+from targets.spec import TargetSpec
+
+_QUANT_TYPE = {"uint8": "QUInt8", "int8": "QInt8", "uint16": "QUInt16", "int16": "QInt16"}
+#: Ops whose weights make them a "layer" for sensitivity and the accuracy budget.
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class QuantRequest:
+    """What the user asked for; `settings_for` turns it into one target's settings."""
+
+    precision: str
+    method: str = "minmax"
+    activation_dtype: str | None = None
+    block_size: int | None = None
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    precision: str
+    method: str = ""
+    activation_dtype: str = ""
+    weight_dtype: str = ""
+    per_channel: bool = False
+    symmetric_activations: bool = False
+    block_size: int = 0
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v not in ("", 0) or k == "per_channel"}
+
+
+def settings_for(target: TargetSpec, request: QuantRequest) -> QuantSettings:
+    """The pass settings for ``target``; a request the target cannot honour is a `UsageError`."""
+    where = f"target {target.id} ({target.source_file})"
+    if request.precision not in target.precisions:
+        raise UsageError(f"{where} runs {', '.join(target.precisions)}, not {request.precision} (supports.precisions)")
+    if request.precision in ("fp32", "fp16"):
+        return QuantSettings(precision=request.precision)
+    q = target.quantization
+    assert q is not None  # the spec loader requires it for quantized precisions
+    if request.precision == "int4":
+        block = request.block_size or q.int4_block_sizes[0]
+        if block not in q.int4_block_sizes:
+            raise UsageError(f"{where} runs int4 blocks of {list(q.int4_block_sizes)}, not {block} (quantization.int4_block_sizes)")
+        return QuantSettings(precision="int4", weight_dtype="int4", block_size=block)
+    if request.method not in METHODS:
+        raise UsageError(f"--method {request.method}: unknown calibration method; choose one of {', '.join(METHODS)}")
+    activation = request.activation_dtype or q.activation_dtypes[0]
+    if activation not in q.activation_dtypes:
+        raise UsageError(
+            f"{where} runs {'/'.join(q.activation_dtypes)} activations, not {activation} (quantization.activation_dtypes)"
+        )
+    return QuantSettings(
+        precision="int8",
+        method=request.method,
+        activation_dtype=activation,
+        weight_dtype="int8",
+        per_channel=q.per_channel,
+        symmetric_activations=q.symmetric_activations,
+    )
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A private copy: onnxruntime's rewriters may edit the proto they are given, and the float
+    graph is shared by every cell of a build."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+@contextlib.contextmanager
+def _quiet():
+    """onnxruntime's quantization tools print progress and warn about pre-processing on every call."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def layers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Nodes with weights (Conv, Gemm, MatMul with an initializer input), largest first."""
+    sizes = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer}
+    found = [n for n in model.graph.node if n.op_type in LAYER_OPS and any(i in sizes for i in n.input)]
+    return sorted(found, key=lambda n: -sum(sizes.get(i, 0) for i in n.input))
+
+
+def quantize_int8(
+    model: onnx.ModelProto,
+    settings: QuantSettings,
+    ranges: Ranges,
+    exclude: Iterable[str] = (),
+    only: Sequence[str] | None = None,
+) -> onnx.ModelProto:
+    """Static int8 QDQ quantization from precomputed ``ranges``; ``exclude`` nodes stay float."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    extra = {"ActivationSymmetric": settings.symmetric_activations, "WeightSymmetric": True}
+    if settings.activation_dtype in ("uint16", "int16"):
+        extra["UseQDQContribOps"] = True  # 16-bit Q/DQ lives in the com.microsoft domain before opset 21
+    with tempfile.TemporaryDirectory(prefix="chipfit-int8-") as tmp, _quiet():
+        out = Path(tmp) / "int8.onnx"
+        try:
+            quantize_static(
+                _copy(model),
+                str(out),
+                None,
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType[_QUANT_TYPE[settings.activation_dtype]],
+                weight_type=QuantType[_QUANT_TYPE[settings.weight_dtype]],
+                per_channel=settings.per_channel,
+                calibrate_method=CalibrationMethod[ranges.ort_method],
+                calibration_cache_path=str(ranges.path),
+                nodes_to_exclude=list(exclude),
+                nodes_to_quantize=list(only) if only is not None else None,
+                extra_options=extra,
+            )
+        except Exception as exc:
+            raise BuildError(f"int8 quantization failed (onnxruntime quantize_static): {type(exc).__name__}: {exc}") from exc
+        return onnx.load(str(out))
+
+
+def quantize_int4(
+    model: onnx.ModelProto, settings: QuantSettings, exclude: Iterable[str] = (), only: Sequence[str] | None = None
+) -> onnx.ModelProto:
+    """Block-wise symmetric int4 weights for MatMul (MatMulNBits); activations stay float."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    with _quiet():
+        quantizer = MatMulNBitsQuantizer(
+            _copy(model),  # it rewrites the ModelProto it is given in place
+            bits=4,
+            block_size=settings.block_size,
+            is_symmetric=True,
+            nodes_to_exclude=list(exclude),
+            nodes_to_include=list(only) if only is not None else None,
+        )
+        try:
+            quantizer.process()
+        except Exception as exc:
+            raise BuildError(f"int4 weight-only quantization failed (MatMulNBitsQuantizer): {exc}") from exc
+    result = quantizer.model.model
+    if not any(n.op_type == "MatMulNBits" for n in result.graph.node) and only is None:
+        raise UsageError(
+            "int4 weight-only quantization found no MatMul with constant weights to quantize (it suits "
+            "transformer and MLP models; use int8 for convolutional nets)"
+        )
+    return result
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Weights and compute in fp16; inputs and outputs stay fp32 so callers do not change."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(_copy(model), keep_io_types=True)
+
+
+def run_graph(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run an ONNX graph on ONNX Runtime's CPU provider, in chunks when its batch is static."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    first = session.get_inputs()[0].shape[0] if session.get_inputs()[0].shape else None
+    n = len(next(iter(inputs.values())))
+    step = first if isinstance(first, int) and first > 0 else n
+    chunks = [session.run(names, {i.name: inputs[i.name][k : k + step] for i in session.get_inputs()})
+              for k in range(0, n, step)]
+    return {name: np.concatenate([c[j] for c in chunks]) for j, name in enumerate(names)}

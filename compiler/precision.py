@@ -1,0 +1,177 @@
+"""The precision stage of a build: the graph each cell's backend lowers, and the accuracy report.
+
+For a target that runs int8, fp16 or int4, the float ONNX graph is rewritten once per distinct
+setting (two targets asking for the same settings share the result), calibrated from cached
+statistics, evaluated against the float reference on the evaluation samples, and, for quantized
+graphs, ranked layer by layer: each layer quantized alone, its output SQNR measured, so a user
+sees where accuracy goes. With an accuracy budget, the most sensitive layers are kept in float,
+one at a time, until the graph is within the budget; if even that fails, the build says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import onnx
+
+from calibration import CalibrationSet, compare_outputs
+from calibration.readers import CalibrationError
+from calibration.statistics import Ranges, collect_ranges
+from compiler.errors import BuildError, UsageError
+from compiler.passes.quantize import (
+    QuantSettings,
+    layers,
+    quantize_int4,
+    quantize_int8,
+    run_graph,
+    to_fp16,
+)
+
+#: Layers ranked for sensitivity at most (largest first); each costs one quantization and one run.
+MAX_SENSITIVITY_LAYERS = 24
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Inputs the quantized graph is judged on, with labels when the user gave them."""
+
+    inputs: Mapping[str, np.ndarray]
+    labels: np.ndarray | None
+    origin: str
+
+
+@dataclass(frozen=True)
+class PreparedGraph:
+    model: onnx.ModelProto
+    passes: tuple[Mapping[str, Any], ...]
+    report: Mapping[str, Any]
+
+
+def _top1(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    first = next(iter(outputs.values()))
+    return first.reshape(len(first), -1).argmax(axis=1) if first.ndim > 1 else first
+
+
+@dataclass
+class PrecisionStage:
+    """One per build: memoizes prepared graphs by settings and calibration statistics on disk."""
+
+    float_model: onnx.ModelProto
+    calibration: CalibrationSet | None
+    evaluation: EvalSet
+    reference: Mapping[str, np.ndarray]  # float outputs on evaluation.inputs
+    cache_dir: Path
+    accuracy_budget: float | None = None
+    progress: Callable[[str], None] = lambda m: None
+    _prepared: dict[QuantSettings, PreparedGraph] = field(default_factory=dict)
+
+    # --- metrics -------------------------------------------------------------------------------
+
+    def accuracy(self, outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        errors = compare_outputs(self.reference, outputs)
+        report: dict[str, Any] = {
+            "samples": int(len(next(iter(self.evaluation.inputs.values())))),
+            "evaluated_on": self.evaluation.origin,
+            "outputs": [e.to_dict() for e in errors],
+            "agreement_with_float_pct": round(float((_top1(outputs) == _top1(self.reference)).mean() * 100), 2),
+        }
+        if self.evaluation.labels is not None:
+            labels = self.evaluation.labels
+            float_top1 = float((_top1(self.reference) == labels).mean() * 100)
+            top1 = float((_top1(outputs) == labels).mean() * 100)
+            report.update(top1_float_pct=round(float_top1, 2), top1_pct=round(top1, 2),
+                          top1_drop_points=round(float_top1 - top1, 2))
+        return report
+
+    def drop(self, report: Mapping[str, Any]) -> float:
+        """The budgeted figure: top-1 points lost (labelled) or top-1 disagreement with float, in %."""
+        if "top1_drop_points" in report:
+            return float(report["top1_drop_points"])
+        return 100.0 - float(report["agreement_with_float_pct"])
+
+    # --- passes --------------------------------------------------------------------------------
+
+    def _ranges(self, settings: QuantSettings) -> Ranges:
+        if self.calibration is None:
+            raise UsageError("int8 needs calibration samples: pass --calibration PATH, or --calibration random")
+        try:
+            return collect_ranges(self.float_model, self.calibration, settings.method, self.cache_dir,
+                                  symmetric=settings.symmetric_activations, activation_dtype=settings.activation_dtype)
+        except CalibrationError as exc:
+            raise UsageError(str(exc)) from exc
+
+    def _rewrite(self, settings: QuantSettings, ranges: Ranges | None, exclude=(), only=None) -> onnx.ModelProto:
+        if settings.precision == "int8":
+            return quantize_int8(self.float_model, settings, ranges, exclude, only)
+        if settings.precision == "int4":
+            return quantize_int4(self.float_model, settings, exclude, only)
+        return to_fp16(self.float_model)
+
+    def _sensitivity(self, settings: QuantSettings, ranges: Ranges | None) -> list[dict[str, Any]]:
+        candidates = layers(self.float_model)
+        if settings.precision == "int4":
+            candidates = [n for n in candidates if n.op_type == "MatMul"]
+        rows = []
+        for node in candidates[:MAX_SENSITIVITY_LAYERS]:
+            alone = self._rewrite(settings, ranges, only=[node.name])
+            errors = compare_outputs(self.reference, run_graph(alone, self.evaluation.inputs))
+            worst = min((e.sqnr_db if e.sqnr_db is not None else 300.0) for e in errors)
+            rows.append({"node": node.name, "op": node.op_type, "sqnr_db": round(worst, 2),
+                         "cosine": round(min(e.cosine for e in errors), 6)})
+        return sorted(rows, key=lambda r: r["sqnr_db"])
+
+    def prepare(self, settings: QuantSettings) -> PreparedGraph:
+        if settings not in self._prepared:
+            self._prepared[settings] = self._prepare(settings)
+        return self._prepared[settings]
+
+    def _prepare(self, settings: QuantSettings) -> PreparedGraph:
+        ranges = self._ranges(settings) if settings.precision == "int8" else None
+        label = settings.precision + (f" ({settings.method})" if settings.method else "")
+        self.progress(f"precision: rewriting the graph to {label}")
+        graph = self._rewrite(settings, ranges)
+        report: dict[str, Any] = {"settings": settings.to_dict(), "accuracy": self.accuracy(run_graph(graph, self.evaluation.inputs))}
+        if ranges is not None:
+            report["statistics"] = {"method": ranges.method, "cache": str(ranges.path), "from_cache": ranges.cached}
+        if settings.precision in ("int8", "int4"):
+            self.progress(f"precision: ranking layer sensitivity ({label})")
+            report["sensitivity"] = self._sensitivity(settings, ranges)
+            ranked = len(report["sensitivity"])
+            total = len(layers(self.float_model))
+            report["sensitivity_note"] = (
+                f"each layer quantized alone, output SQNR vs float over {report['accuracy']['samples']} samples; "
+                f"{ranked} of {total} layers ranked (largest first)"
+            )
+            report["kept_in_float"] = []
+            if self.accuracy_budget is not None:
+                graph = self._fit_budget(settings, ranges, graph, report)
+        passes = ({"name": f"quantize-{settings.precision}", **settings.to_dict(),
+                   "kept_in_float": report.get("kept_in_float", [])},)
+        return PreparedGraph(graph, passes, report)
+
+    def _fit_budget(self, settings: QuantSettings, ranges, graph: onnx.ModelProto, report: dict) -> onnx.ModelProto:
+        budget = self.accuracy_budget
+        what = "top-1 points" if self.evaluation.labels is not None else "% top-1 disagreement with float"
+        report["budget"] = {"limit": budget, "metric": what, "initial_drop": self.drop(report["accuracy"])}
+        kept: list[str] = []
+        for row in report["sensitivity"]:
+            if self.drop(report["accuracy"]) <= budget:
+                break
+            kept.append(row["node"])
+            self.progress(f"precision: over budget ({self.drop(report['accuracy']):.2f} > {budget} {what}); "
+                          f"keeping {row['node']} in float")
+            graph = self._rewrite(settings, ranges, exclude=kept)
+            report["accuracy"] = self.accuracy(run_graph(graph, self.evaluation.inputs))
+        report["kept_in_float"] = kept
+        final = self.drop(report["accuracy"])
+        report["budget"]["final_drop"] = final
+        if final > budget:
+            raise BuildError(
+                f"accuracy budget {budget} ({what}) cannot be met at {settings.precision}: with the "
+                f"{len(kept)} most sensitive layers kept in float the loss is still {final:.2f}. Raise the budget, "
+                "give more representative calibration samples, or try another --method"
+            )
+        return graph
