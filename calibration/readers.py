@@ -81,21 +81,40 @@ def _split(arrays: Mapping[str, np.ndarray], inputs, where: str) -> list[dict[st
     return [{k: v[i : i + step] for k, v in arrays.items()} for i in range(0, n, step)]
 
 
-def load_samples(path: str | Path, signature, limit: int | None = None, seed: int = 0) -> CalibrationSet:
+def load_samples(
+    path: str | Path, signature, limit: int | None = None, seed: int = 0, tokenizer: Path | None = None
+) -> CalibrationSet:
     """Read samples for ``signature`` (a `compiler.signature.Signature`-like object with ``inputs``).
 
-    ``path`` is a `.npz` with one array per input name (leading axis = samples), or a
-    folder of `.npz` files (same layout) and/or `.npy` files (single-input models).
-    With ``limit``, a seeded random subset of that many samples is kept.
+    ``path`` is a `.npz` with one array per input name (leading axis = samples); a folder of
+    `.npz` files (same layout) and/or `.npy` files (single-input models); a folder of PNG/JPEG
+    images (see `calibration.images`); or a `.txt` file for language models, one sample per line
+    (see `calibration.text`). With ``limit``, a seeded random subset of that many samples is kept.
     """
     path = Path(path)
     inputs = list(signature.inputs)
     names = [t.name for t in inputs]
     if not path.exists():
-        raise CalibrationError(f"{path}: calibration/sample data not found (give a .npz file or a folder of .npy/.npz)")
+        raise CalibrationError(
+            f"{path}: calibration/sample data not found (give a .npz file, a folder of .npy/.npz or images, "
+            "or a .txt file for language models)"
+        )
+    if path.is_file() and path.suffix == ".txt":
+        from calibration.text import read_text
+
+        samples, how = read_text(path, signature, tokenizer)
+        return _finish(samples, f"{path} ({how})", limit, seed)
+    if path.is_dir():
+        from calibration.images import image_files, read_images
+
+        if image_files(path):
+            if len(inputs) != 1:
+                raise CalibrationError(f"{path}: an image folder fits single-input models; this one takes {names}")
+            images = [{names[0]: array} for array in read_images(path, inputs[0])]
+            return _finish(images, str(path), limit, seed)
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz"))
     if not files:
-        raise CalibrationError(f"{path}: folder holds no .npy or .npz samples")
+        raise CalibrationError(f"{path}: holds no .npy, .npz or image samples")
     samples: list[dict[str, np.ndarray]] = []
     for file in files:
         try:
@@ -121,10 +140,14 @@ def load_samples(path: str | Path, signature, limit: int | None = None, seed: in
         for t in inputs:
             _check(arrays[t.name], t.name, t.shape, t.dtype, str(file))
         samples.extend(_split(arrays, inputs, str(file)))
+    return _finish(samples, str(path), limit, seed)
+
+
+def _finish(samples: list[dict[str, np.ndarray]], origin: str, limit: int | None, seed: int) -> CalibrationSet:
     if limit and len(samples) > limit:
         keep = sorted(np.random.default_rng(seed).choice(len(samples), limit, replace=False))
         samples = [samples[i] for i in keep]
-    return CalibrationSet(tuple(samples), origin=str(path), digest=_digest(samples))
+    return CalibrationSet(tuple(samples), origin=origin, digest=_digest(samples))
 
 
 LABEL_KEYS = ("label", "labels")

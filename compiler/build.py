@@ -107,6 +107,8 @@ class BuildOptions:
     samples: str | None = None
     #: Labelled evaluation samples for the accuracy report (.npz with a "label" array).
     eval: str | None = None
+    #: A tokenizer.json for text samples (.txt calibration/eval/verification files).
+    tokenizer: str | None = None
     method: str = "minmax"
     activation_dtype: str | None = None
     block_size: int | None = None
@@ -172,13 +174,17 @@ def plan(model: TracedModel, options: BuildOptions, ctx: BuildContext) -> list[C
     return cells
 
 
+def _tokenizer(options: BuildOptions) -> Path | None:
+    return Path(options.tokenizer) if options.tokenizer else None
+
+
 def _calibration(model: TracedModel, options: BuildOptions, cells: Sequence[Cell]) -> CalibrationSet | None:
     needed = any(c.precision == "int8" and c.rewrites_graph for c in cells)
     try:
         if options.calibration == "random":
             return random_samples(model.signature.concretized())
         if options.calibration:
-            return load_samples(options.calibration, model.signature, limit=256)
+            return load_samples(options.calibration, model.signature, limit=256, tokenizer=_tokenizer(options))
         if needed and model.samples:
             arrays = {t.name: model.samples[t.name] for t in model.signature.inputs}
             return from_arrays(arrays, model.signature, f"bundled samples of {model.source}")
@@ -199,7 +205,7 @@ def _verification_inputs(
 ) -> tuple[dict[str, np.ndarray], str]:
     if options.samples:
         try:
-            samples = load_samples(options.samples, model.signature, limit=VERIFY_SAMPLES)
+            samples = load_samples(options.samples, model.signature, limit=VERIFY_SAMPLES, tokenizer=_tokenizer(options))
         except CalibrationError as exc:
             raise UsageError(f"--samples: {exc}") from exc
         return samples.batched(), f"{len(samples)} samples from {options.samples}"
@@ -217,7 +223,7 @@ def _evaluation_set(model: TracedModel, options: BuildOptions, calibration: Cali
     """What quantized graphs are judged on: --eval, else the bundled labelled samples, else verification inputs."""
     if options.eval:
         try:
-            samples = load_samples(options.eval, model.signature)
+            samples = load_samples(options.eval, model.signature, tokenizer=_tokenizer(options))
             labels = load_labels(options.eval, len(samples))
         except CalibrationError as exc:
             raise UsageError(f"--eval: {exc}") from exc

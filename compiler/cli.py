@@ -144,6 +144,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             calibration=args.calibration,
             samples=args.samples,
             eval=args.eval,
+            tokenizer=args.tokenizer,
             method=args.method,
             activation_dtype=args.activation_dtype,
             block_size=args.block_size,
@@ -338,6 +339,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--accuracy-budget", type=float, metavar="POINTS",
                    help="keep the most sensitive layers in float until the accuracy loss is within POINTS "
                         "(top-1 points with labelled --eval samples, else %% disagreement with float)")
+    b.add_argument("--tokenizer", help="tokenizer.json used to tokenize .txt samples (language models)")
     b.add_argument("--eval", help="labelled evaluation samples for the accuracy report (.npz with inputs and 'label')")
     b.add_argument("--samples", help="verification samples (.npz keyed by input name, or a folder)")
     b.add_argument("--input", action="append", default=[], metavar="NAME=DIMS[:DTYPE]",

@@ -36,7 +36,7 @@ def test_wrong_dtype_and_missing_input(tmp_path):
 def test_missing_and_empty(tmp_path):
     with pytest.raises(CalibrationError, match="not found"):
         load_samples(tmp_path / "nope", SIG)
-    with pytest.raises(CalibrationError, match="no .npy or .npz"):
+    with pytest.raises(CalibrationError, match="holds no .npy, .npz or image samples"):
         load_samples(tmp_path, SIG)
 
 
@@ -63,3 +63,53 @@ def test_compare_outputs_metrics():
     assert off.sqnr_db == pytest.approx(10 * np.log10(14 / 0.25))
     with pytest.raises(ValueError, match="shape"):
         compare_outputs(ref, {"y": np.zeros(4)})
+
+
+def test_image_folder_with_preprocessing_spec(tmp_path):
+    from PIL import Image
+
+    rgb = Signature((TensorSpec("pixels", ("batch", 3, 16, 16), "float32"),), ())
+    for i in range(3):
+        Image.fromarray(np.full((20, 24, 3), 60 * i, np.uint8)).save(tmp_path / f"img{i}.png")
+    (tmp_path / "preprocess.toml").write_text('mean = [0.5, 0.5, 0.5]\nstd = [0.5, 0.5, 0.5]\n')
+    samples = load_samples(tmp_path, rgb)
+    batch = samples.batched()["pixels"]
+    assert batch.shape == (3, 3, 16, 16) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch[0], -1.0)  # (0 / 255 - 0.5) / 0.5
+    np.testing.assert_allclose(batch[2], (120 / 255 - 0.5) / 0.5, atol=1e-6)
+
+
+def test_image_folder_errors_name_the_file(tmp_path):
+    from PIL import Image
+
+    grey = Signature((TensorSpec("image", ("batch", 1, 8, 8), "float32"),), ())
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(CalibrationError, match="mode RGB gives 3 channels, input 'image' takes 1"):
+        load_samples(tmp_path, grey)
+    (tmp_path / "preprocess.toml").write_text('mode = "L"\nzoom = 2\n')
+    with pytest.raises(CalibrationError, match=r"preprocess\.toml: unknown key\(s\) \['zoom'\]"):
+        load_samples(tmp_path, grey)
+    (tmp_path / "preprocess.toml").write_text('mode = "L"\n')
+    assert load_samples(tmp_path, grey).batched()["image"].shape == (1, 1, 8, 8)
+    (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(CalibrationError, match=r"b\.jpg: not a readable image"):
+        load_samples(tmp_path, grey)
+
+
+def test_text_file_with_and_without_a_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    lm = Signature((TensorSpec("input_ids", ("batch", 6), "int64"), TensorSpec("attention_mask", ("batch", 6), "int64")), ())
+    text = tmp_path / "prompts.txt"
+    text.write_text("the cat sat\n\nthe dog\n")
+    raw = load_samples(text, lm)
+    assert len(raw) == 2 and "UTF-8 bytes" in raw.origin
+    assert raw.samples[1]["input_ids"].tolist() == [[116, 104, 101, 32, 100, 111]]  # "the do", truncated to 6
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "the": 1, "cat": 2, "sat": 3, "dog": 4}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    tokenized = load_samples(text, lm, tokenizer=tmp_path / "tokenizer.json")
+    assert tokenized.samples[0]["input_ids"].tolist() == [[1, 2, 3, 0, 0, 0]]
+    assert tokenized.samples[0]["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0]]
+    with pytest.raises(CalibrationError, match="takes \\['image'\\]"):
+        load_samples(text, SIG)
