@@ -29,7 +29,7 @@ from compiler.backends import Backend, NotRunnable, backend_registry
 from compiler.errors import BuildError, ChipfitError, UsageError
 from compiler.passes.quantize import QuantRequest, QuantSettings, settings_for
 from compiler.precision import EvalSet, PrecisionStage
-from compiler.signature import seeded_inputs
+from compiler.signature import run_batched, seeded_inputs, static_batch
 from compiler.traced import TracedModel
 from compiler.verify import Numerics, verify
 from profiles.latency import LatencyStats, time_callable
@@ -284,7 +284,7 @@ class _Shared:
 
 def _reference(model: TracedModel, inputs: Mapping[str, np.ndarray], label: str) -> dict[str, np.ndarray]:
     try:
-        return model.reference(inputs)
+        return run_batched(model.reference, inputs, static_batch(model.signature))
     except Exception as exc:
         raise BuildError(
             f"the float reference of {model.source} could not run on {label}: {type(exc).__name__}: {exc}"

@@ -7,7 +7,7 @@ A dimension is an ``int`` or a ``str`` (a symbolic name such as ``"batch"``).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -139,6 +139,27 @@ def dim_bindings(before: Signature, after: Signature) -> dict[str, Dim]:
             if isinstance(db, str) and da != db:
                 bound[db] = da
     return bound
+
+
+def static_batch(signature: Signature) -> int | None:
+    """The first input's leading dim when it is fixed, else None."""
+    shape = signature.inputs[0].shape if signature.inputs else ()
+    return shape[0] if shape and isinstance(shape[0], int) else None
+
+
+def run_batched(
+    fn: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]],
+    inputs: Mapping[str, np.ndarray],
+    batch: int | None,
+) -> dict[str, np.ndarray]:
+    """Call ``fn`` on ``inputs`` in chunks of ``batch`` rows (all at once when ``batch`` is None)."""
+    n = len(next(iter(inputs.values())))
+    if batch is None or batch == n:
+        return dict(fn(inputs))
+    if n % batch:
+        raise ValueError(f"{n} samples do not split into the static batch of {batch}")
+    chunks = [fn({k: v[i : i + batch] for k, v in inputs.items()}) for i in range(0, n, batch)]
+    return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
 
 def seeded_inputs(signature: Signature, seed: int = 0, symbolic_size: int = 2) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from calibration import OutputError, compare_outputs
 from compiler.backends import RunPlan
-from compiler.signature import Signature
+from compiler.signature import Signature, run_batched, static_batch
 from targets.spec import Tolerance
 
 
@@ -65,14 +65,7 @@ def within(error: OutputError, tolerance: Tolerance) -> bool:
 
 def run_in_batches(plan: RunPlan, inputs: Mapping[str, np.ndarray], signature: Signature) -> dict[str, np.ndarray]:
     """Feed ``inputs`` in chunks of the artifact's static batch when the artifact has one."""
-    first = signature.inputs[0].shape[0] if signature.inputs and signature.inputs[0].shape else None
-    n = len(next(iter(inputs.values())))
-    if not isinstance(first, int) or first == n:
-        return plan.runner.run(inputs)
-    if n % first:
-        raise ValueError(f"{n} samples do not split into the artifact's static batch of {first}")
-    chunks = [plan.runner.run({k: v[i : i + first] for k, v in inputs.items()}) for i in range(0, n, first)]
-    return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+    return run_batched(plan.runner.run, inputs, static_batch(signature))
 
 
 def verify(

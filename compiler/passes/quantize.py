@@ -20,6 +20,7 @@ import onnx
 
 from calibration.statistics import METHODS, Ranges
 from compiler.errors import BuildError, UsageError
+from compiler.signature import run_batched
 from targets.spec import TargetSpec
 
 _QUANT_TYPE = {"uint8": "QUInt8", "int8": "QInt8", "uint16": "QUInt16", "int16": "QInt16"}
@@ -189,8 +190,8 @@ def run_graph(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> dict[
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     first = session.get_inputs()[0].shape[0] if session.get_inputs()[0].shape else None
-    n = len(next(iter(inputs.values())))
-    step = first if isinstance(first, int) and first > 0 else n
-    chunks = [session.run(names, {i.name: inputs[i.name][k : k + step] for i in session.get_inputs()})
-              for k in range(0, n, step)]
-    return {name: np.concatenate([c[j] for c in chunks]) for j, name in enumerate(names)}
+
+    def run(chunk: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(names, {i.name: chunk[i.name] for i in session.get_inputs()})))
+
+    return run_batched(run, inputs, first if isinstance(first, int) and first > 0 else None)

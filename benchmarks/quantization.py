@@ -1,0 +1,97 @@
+"""Float vs int8 vs int4 on this host: latency, artifact size and accuracy, side by side.
+
+    .venv/bin/python benchmarks/quantization.py [--runs 30]
+
+Builds each model with chipfit for the `host` target (ONNX Runtime backend) at fp32, int8
+(minmax, calibrated on 32 seeded samples) and, for the transformer, int4 weight-only; then times
+each artifact's runner (median of --runs, batch 1) and reports the ratio to fp32. Accuracy is the
+output agreement with the float model on 32 held-out seeded samples (the models have random
+weights: there is no task accuracy to measure), plus the worst output SQNR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from models import ResNet18, TinyTransformer, randomized  # noqa: E402
+
+from compiler.artifact import read_artifact  # noqa: E402
+from compiler.backends import backend_registry  # noqa: E402
+from compiler.build import BuildOptions, build  # noqa: E402
+from compiler.frontend import trace_module  # noqa: E402
+from profiles.latency import time_callable  # noqa: E402
+from targets.host import detect_host  # noqa: E402
+from targets.registry import target_registry  # noqa: E402
+
+
+def _samples(shape, count, seed, positive=False):
+    rng = np.random.default_rng(seed)
+    data = rng.standard_normal((count, *shape[1:])).astype(np.float32)
+    return np.abs(data) if positive else data
+
+
+def bench(name, module, example, input_name, precisions, runs, workdir: Path) -> list[dict]:
+    traced = trace_module(module, (example,), name=name)
+    calib = workdir / f"{name}-calib.npz"
+    evals = workdir / f"{name}-eval.npz"
+    np.savez(calib, **{input_name: _samples(example.shape, 32, 1)})
+    np.savez(evals, **{input_name: _samples(example.shape, 32, 2)})
+    rows = []
+    registry, backends, host = target_registry(), backend_registry(), detect_host()
+    for precision in precisions:
+        results = build(traced, BuildOptions(targets=["host"], out_dir=workdir / precision, backend="onnxruntime",
+                                             precision=precision, calibration=str(calib), eval=str(evals),
+                                             samples=str(evals), measure_latency=False))
+        result = results[0]
+        artifact = read_artifact(result.artifact)
+        plan = backends.get("onnxruntime").plan_run(artifact.path, artifact.manifest, registry.get("host"), host)
+        one = {input_name: _samples(example.shape, 1, 3)}
+        latency = time_callable(lambda: plan.runner.run(one), warmup=5, min_runs=runs, max_runs=runs, budget_s=0)
+        accuracy = (result.quantization or {}).get("accuracy")
+        onnx_bytes = artifact.manifest["files"]["model.onnx"]["bytes"]
+        rows.append({
+            "model": name, "precision": precision, "latency_ms_p50": latency.latency_ms_p50, "cv": latency.cv,
+            "model_onnx_mb": onnx_bytes / 1e6, "status": result.status,
+            "agreement_pct": accuracy["agreement_with_float_pct"] if accuracy else 100.0,
+            "sqnr_db": min((o["sqnr_db"] for o in accuracy["outputs"]), default=None) if accuracy else None,
+        })
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="chipfit-bench-") as tmp:
+        work = Path(tmp)
+        rows = bench("resnet18", randomized(ResNet18()), torch.zeros(1, 3, 224, 224), "image", ["fp32", "int8"], args.runs, work)
+        rows += bench("transformer", randomized(TinyTransformer()), torch.zeros(1, 64, 256), "tokens",
+                      ["fp32", "int8", "int4"], args.runs, work)
+    print(f"host: {detect_host().model_name}, onnxruntime CPU, batch 1, median of {args.runs} runs\n")
+    print(f"{'model':<12} {'precision':<9} {'p50 ms':>8} {'vs fp32':>8} {'cv':>6} {'model.onnx MB':>14} {'agree %':>8} {'SQNR dB':>8}  status")
+    base = {}
+    for r in rows:
+        if r["precision"] == "fp32":
+            base[r["model"]] = r
+        b = base[r["model"]]
+        speed = b["latency_ms_p50"] / r["latency_ms_p50"]
+        sqnr = "-" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
+        print(f"{r['model']:<12} {r['precision']:<9} {r['latency_ms_p50']:>8.3f} {speed:>7.2f}x {r['cv']:>6.3f} "
+              f"{r['model_onnx_mb']:>14.2f} {r['agreement_pct']:>8.1f} {sqnr:>8}  {r['status']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
