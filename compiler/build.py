@@ -27,6 +27,7 @@ from compiler import __version__
 from compiler.artifact import MANIFEST_SCHEMA_VERSION, Staging, hash_files
 from compiler.backends import Backend, NotRunnable, backend_registry
 from compiler.errors import BuildError, ChipfitError, UsageError
+from compiler.passes.cost import graph_cost
 from compiler.passes.quantize import QuantRequest, QuantSettings, settings_for
 from compiler.precision import EvalSet, PrecisionStage
 from compiler.signature import run_batched, seeded_inputs, static_batch
@@ -240,7 +241,7 @@ def _evaluation_set(model: TracedModel, options: BuildOptions, calibration: Cali
 
 def _manifest(model: TracedModel, cell: Cell, lowered, files: dict, numerics: Numerics,
               calibration: CalibrationSet | None, report: Mapping[str, Any] | None, seconds: float,
-              versions: dict[str, str]) -> dict[str, Any]:
+              versions: dict[str, str], cost: Mapping[str, Any] | None = None) -> dict[str, Any]:
     target = cell.target
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -264,6 +265,7 @@ def _manifest(model: TracedModel, cell: Cell, lowered, files: dict, numerics: Nu
         "files": files,
         "primary_file": lowered.files[0],
         "numerics": numerics.to_dict(),
+        "cost": dict(cost) if cost else None,
         "notes": list(lowered.notes),
         "build_seconds": round(seconds, 3),
     }
@@ -339,8 +341,9 @@ def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildO
             lowered = cell.backend.lower(cell_model, cell.target, cell.precision, staging.path)
             files = hash_files(staging.path, lowered.files)
             seconds = time.perf_counter() - start
+            cost = graph_cost(cell_model.onnx_model, cell.precision).to_dict()
             manifest = partial(_manifest, model, cell, lowered, files, calibration=shared.calibration, report=report,
-                               seconds=seconds, versions=shared.versions)
+                               seconds=seconds, versions=shared.versions, cost=cost)
             numerics, latency = _check(cell, staging.path, manifest(numerics=Numerics("not-run", cell.precision)),
                                        lowered, shared, ctx, options)
             if numerics.status == "failed":

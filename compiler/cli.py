@@ -171,7 +171,11 @@ def cmd_build(args: argparse.Namespace) -> int:
             for r in failures:
                 print(f"  {r.target} ({r.backend}): {r.message or r.numerics.summary()}", file=sys.stderr)
         print("\nhost ms p50: median latency of one batch (1, or the artifact's static batch) on this machine, untuned.")
-    return exit_code(results)
+    code = exit_code(results)
+    if args.profile and not args.json:
+        print()
+        code = max(code, _run_profiles(Path(args.output) / model.name, args, progress))
+    return code
 
 
 def _accuracy_text(acc: dict) -> str:
@@ -210,6 +214,65 @@ def _quantization_lines(results) -> list[str]:
         if q.get("kept_in_float"):
             lines.append(f"  kept in float for the accuracy budget: {', '.join(q['kept_in_float'])}")
     return lines
+
+
+# --- profile ---------------------------------------------------------------------------------
+
+
+def _profile_options(args: argparse.Namespace):
+    from profiles.profile import ProfileOptions
+
+    return ProfileOptions(runs=args.runs, warmup=args.warmup, threads=args.threads, budget_s=args.budget_s,
+                          rpc=args.rpc, key=args.key, meter=args.meter)
+
+
+def _run_profiles(root: Path, args: argparse.Namespace, progress) -> int:
+    from profiles.profile import ProfileError, profile_artifacts
+    from profiles.report import TABLE_HEADERS, html_report, table_rows
+
+    try:
+        run = profile_artifacts(root, _profile_options(args), progress)
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.html:
+        Path(args.html).write_text(html_report(run.profiles, run.fit, run.errors))
+    if getattr(args, "json", False) and args.command == "profile":
+        print(json.dumps({"profiles": run.profiles, "fit": run.fit, "errors": run.errors}, indent=2))
+    else:
+        print(_table(TABLE_HEADERS, table_rows(run.profiles)))
+        print("\nlatency/energy columns say measured:<runner> or estimated:<model>; est/meas = estimate / measurement.")
+        for backend, fit in (run.fit or {}).items():
+            print(f"estimate efficiency for {backend}: {fit['efficiency']:.3f}, fitted on {fit['points']} host "
+                  f"measurement(s), worst error {fit['max_rel_error'] * 100:.1f}%")
+        if not run.fit:
+            print("estimate efficiency: default (nothing measured here to fit it)")
+        for p in run.profiles:
+            if p.get("latency", {}).get("noisy"):
+                print(f"NOISY: {p['target']} {p['backend']}: cv {p['latency']['cv']:.3f}; the p50 is not exact (busy machine?)")
+        if args.html:
+            print(f"HTML report: {args.html}")
+    for path, error in run.errors.items():
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if run.errors else 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such artifact folder")
+    progress = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    return _run_profiles(path, args, progress)
+
+
+def _add_profile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", type=int, default=200, help="most timed runs (default 200)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    p.add_argument("--threads", type=int, help="threads (and CPUs pinned) for the runner")
+    p.add_argument("--budget-s", type=float, default=10.0, help="stop timing after this long if the median is not tight")
+    p.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker to time TVM artifacts on a device")
+    p.add_argument("--key", help="device key on the tracker (default: the target's reach.rpc_key)")
+    p.add_argument("--meter", help="energy meter: rapl[:ROOT], ina3221:HWMON_DIR or cmd:COMMAND")
+    p.add_argument("--html", help="also write an HTML report with plots here")
 
 
 # --- inspect ---------------------------------------------------------------------------------
@@ -346,7 +409,16 @@ def parser() -> argparse.ArgumentParser:
                    help="fix or override an input, e.g. image=1x1x8x8:float32 (a name keeps a dim symbolic)")
     b.add_argument("--json", action="store_true", help="print the results as JSON")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    b.add_argument("--profile", action="store_true", help="profile every artifact after the build")
+    _add_profile_options(b)
     b.set_defaults(func=cmd_build)
+
+    pr = sub.add_parser("profile", help="latency, memory and energy of artifacts: measured or estimated")
+    pr.add_argument("path", help="an artifact, or a folder of them (e.g. build/)")
+    _add_profile_options(pr)
+    pr.add_argument("--json", action="store_true")
+    pr.add_argument("-q", "--quiet", action="store_true")
+    pr.set_defaults(func=cmd_profile)
 
     i = sub.add_parser("inspect", help="describe an artifact (or every artifact under a folder)")
     i.add_argument("path")

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Iterable
 
 from compiler.errors import UsageError
-from compiler.frontend.onnx_file import load_onnx
-from compiler.frontend.pytorch import load_pt2, trace_module
 from compiler.signature import TensorSpec
 from compiler.traced import TracedModel
 
@@ -41,10 +39,21 @@ def load_model(source: str | Path, inputs: Iterable[TensorSpec] = ()) -> TracedM
     if not path.exists():
         raise UsageError(f"{path}: no such file (MODEL is a .pt2 file, an .onnx file, or 'example')")
     if suffix == ".pt2":
+        from compiler.frontend.pytorch import load_pt2
+
         return load_pt2(path, inputs)
     if suffix == ".onnx":
+        from compiler.frontend.onnx_file import load_onnx
+
         return load_onnx(path, inputs)
     raise UsageError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; chipfit reads .pt2 and .onnx")
+
+
+def trace_module(module, example_inputs, **kwargs) -> TracedModel:
+    """Trace an in-memory `torch.nn.Module`; see `compiler.frontend.pytorch.trace_module`."""
+    from compiler.frontend.pytorch import trace_module as trace
+
+    return trace(module, example_inputs, **kwargs)
 
 
 __all__ = ["load_model", "trace_module", "TracedModel"]

@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from compiler.backends import BACKEND_API_VERSION, Lowered, RunPlan, package_version
-from compiler.backends.onnxruntime import lower as _lower
-from compiler.backends.onnxruntime import runner as _runner
 from compiler.backends.onnxruntime.options import SCHEMA
 from compiler.traced import TracedModel
 from targets.host import HostInfo
@@ -29,9 +27,13 @@ class OnnxRuntimeBackend:
         SCHEMA.resolve(target)
 
     def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered:
+        from compiler.backends.onnxruntime import lower as _lower
+
         return _lower.lower(model, target, precision, workdir, SCHEMA.resolve(target))
 
     def plan_run(self, artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:
+        from compiler.backends.onnxruntime import runner as _runner
+
         return _runner.plan_run(artifact_dir, manifest, target, host)
 
 

@@ -14,19 +14,54 @@ from targets.spec import TargetSpec
 
 
 class OrtRunner:
-    def __init__(self, model_path: Path, provider: str, provider_options: Mapping[str, Any]) -> None:
+    def __init__(self, model_path: Path, provider: str, provider_options: Mapping[str, Any], threads: int = 0) -> None:
+        self._model_path, self._provider, self._provider_options = model_path, provider, dict(provider_options)
+        self.session = self._session(threads)
+        self.description = f"onnxruntime {ort.__version__} {provider} on this host ({model_path.name})"
+        self._outputs = [o.name for o in self.session.get_outputs()]
+
+    def _session(self, threads: int, profile: bool = False) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         # The artifact is already optimized; do not let this host's CPU rewrite it again.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        providers = [(provider, dict(provider_options))] if provider != "CPUExecutionProvider" else [provider]
-        self.session = ort.InferenceSession(str(model_path), options, providers=providers)
-        self.description = f"onnxruntime {ort.__version__} {provider} on this host ({model_path.name})"
-        self._outputs = [o.name for o in self.session.get_outputs()]
+        if threads:
+            options.intra_op_num_threads = threads
+        options.enable_profiling = profile
+        provider = self._provider
+        providers = [(provider, self._provider_options)] if provider != "CPUExecutionProvider" else [provider]
+        return ort.InferenceSession(str(self._model_path), options, providers=providers)
+
+    def set_threads(self, threads: int) -> None:
+        self.session = self._session(threads)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {i.name: inputs[i.name] for i in self.session.get_inputs()}
         return dict(zip(self._outputs, self.session.run(self._outputs, feeds)))
+
+    def profile_ops(self, inputs: Mapping[str, np.ndarray], runs: int = 5) -> list[dict[str, Any]]:
+        """Mean kernel time per graph node from ONNX Runtime's profiler, slowest first."""
+        import json
+        import os
+
+        session = self._session(self.session.get_session_options().intra_op_num_threads, profile=True)
+        feeds = {i.name: inputs[i.name] for i in session.get_inputs()}
+        for _ in range(runs):
+            session.run(None, feeds)
+        trace = Path(session.end_profiling())
+        try:
+            events = json.loads(trace.read_text())
+        finally:
+            os.unlink(trace)
+        per_node: dict[str, dict[str, Any]] = {}
+        for event in events:
+            if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+                continue
+            node = event["name"][: -len("_kernel_time")]
+            row = per_node.setdefault(node, {"node": node, "op": event.get("args", {}).get("op_name", "?"), "total_us": 0.0})
+            row["total_us"] += float(event.get("dur", 0))
+        rows = [{**r, "mean_us": r.pop("total_us") / runs} for r in per_node.values()]
+        return sorted(rows, key=lambda r: -r["mean_us"])
 
 
 def plan_run(artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:

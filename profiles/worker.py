@@ -1,0 +1,96 @@
+"""The host runner's child process: load one artifact, time it, report JSON on stdout.
+
+Running in a child keeps a crashing backend from taking chipfit down, lets the thread count and
+CPU affinity be set before any runtime starts its pool, and makes peak resident memory the
+artifact's own (``ru_maxrss`` of this process).
+
+    python -m profiles.worker < request.json > result.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+
+def _pin(threads: int | None) -> list[int]:
+    cpus = sorted(os.sched_getaffinity(0))
+    if threads:
+        cpus = cpus[:threads]
+        os.sched_setaffinity(0, cpus)
+    return cpus
+
+
+def main() -> int:
+    request = json.load(sys.stdin)
+    cpus = _pin(request.get("threads"))
+    # Imported after pinning so that thread pools size themselves to the pinned CPUs.
+    from compiler.artifact import read_artifact
+    from compiler.backends import NotRunnable, backend_registry
+    from compiler.signature import Signature, seeded_inputs
+    from profiles.meters import MeterError, energy_per_inference, open_meter
+    from profiles.stats import tight_enough
+    from targets.host import detect_host
+    from targets.registry import target_registry
+
+    artifact = read_artifact(request["artifact"])
+    problems = artifact.file_problems()
+    if problems:
+        print(json.dumps({"error": f"refusing to run a modified artifact: {'; '.join(problems)}"}))
+        return 0
+    manifest = artifact.manifest
+    baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    backend = backend_registry().get(manifest["backend"]["name"])
+    target = target_registry().get(manifest["target"]["id"])
+    try:
+        plan = backend.plan_run(artifact.path, manifest, target, detect_host())
+    except NotRunnable as exc:
+        print(json.dumps({"not_runnable": str(exc)}))
+        return 0
+    if plan.proxy:
+        print(json.dumps({"not_runnable": f"only a proxy run is possible here ({plan.note})"}))
+        return 0
+    if request.get("threads") and hasattr(plan.runner, "set_threads"):
+        plan.runner.set_threads(request["threads"])
+    signature = Signature.from_dict(manifest["signature"])
+    batch = signature.concretized()
+    inputs = seeded_inputs(batch, seed=0, symbolic_size=1)
+
+    def run_once() -> None:
+        plan.runner.run(inputs)
+
+    for _ in range(request["warmup"]):
+        run_once()
+    samples: list[float] = []
+    deadline = time.perf_counter() + request["budget_s"]
+    while len(samples) < request["max_runs"]:
+        start = time.perf_counter()
+        run_once()
+        samples.append((time.perf_counter() - start) * 1e3)
+        if len(samples) >= request["min_runs"] and (tight_enough(samples, request["target_rel"]) or time.perf_counter() > deadline):
+            break
+    result = {
+        "samples_ms": samples,
+        "runner_description": plan.runner.description,
+        "cpus": cpus,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "baseline_rss_mb": baseline_rss / 1024.0,  # the Python runner before the artifact was loaded
+        "per_op": plan.runner.profile_ops(inputs) if hasattr(plan.runner, "profile_ops") else None,
+    }
+    if request.get("meter"):
+        try:
+            meter = open_meter(request["meter"])
+            reading = energy_per_inference(meter, run_once, iterations=max(len(samples), 10))
+            result["energy"] = reading.__dict__
+        except MeterError as exc:
+            result["energy_error"] = str(exc)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
