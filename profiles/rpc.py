@@ -41,6 +41,12 @@ def request_device(address: str, key: str, timeout_s: float = 10.0):
     from tvm import rpc
 
     host, port = _parse(address)
+    # TVM's own connect retries a refused connection for a minute; find out at once instead.
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RpcError(f"no TVM RPC tracker at {address}: {exc}. Start one with "
+                       f"`python -m tvm.exec.rpc_tracker --host {host} --port {port}`") from exc
     try:
         tracker = rpc.connect_tracker(host, port)
     except (OSError, RuntimeError) as exc:

@@ -1,0 +1,186 @@
+"""Profiling real artifacts: on this host, by estimate, over TVM RPC on 127.0.0.1, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from compiler.build import BuildOptions, build
+from compiler.cli import main
+from profiles.profile import PROFILE_NAME, ProfileError, ProfileOptions, profile_artifacts
+from profiles.report import html_report
+
+FAST = ProfileOptions(runs=30, min_runs=10, warmup=3, budget_s=2.0)
+
+
+@pytest.fixture(scope="module")
+def built(example_traced, tmp_path_factory):
+    out = tmp_path_factory.mktemp("profiled")
+    results = build(example_traced, BuildOptions(targets=["host", "apple-a17", "snapdragon-8gen3", "arm64-cortex-a76"],
+                                                 out_dir=out, measure_latency=False))
+    assert all(r.ok for r in results)
+    return out
+
+
+@pytest.fixture(scope="module")
+def profiled(built):
+    return profile_artifacts(built, FAST)
+
+
+def test_host_artifacts_are_measured_in_a_child_process(profiled):
+    host = {p["backend"]: p for p in profiled.profiles if p["target"] == "host"}
+    assert set(host) == {"onnxruntime", "tvm"}
+    for p in host.values():
+        assert p["runner"] == "host" and p["latency_method"] == "measured:host"
+        assert len(p["latency_samples_ms"]) >= 10 and p["latency"]["latency_ms_p50"] > 0
+        assert p["peak_memory_mb"] > 10
+        assert p["estimate"]["method"] == "estimated:roofline-v1"
+        assert p["energy_method"].startswith("estimated:roofline-v1")  # no meter on this machine
+    assert host["onnxruntime"]["per_op"] and host["onnxruntime"]["per_op"][0]["mean_us"] > 0
+    assert host["onnxruntime"]["per_op_source"] == "onnxruntime profiler"
+    assert set(profiled.fit) == {"onnxruntime", "tvm"}
+
+
+def test_unreachable_targets_are_estimated_and_say_so(profiled):
+    others = {p["target"]: p for p in profiled.profiles if p["target"] != "host"}
+    for target in ("apple-a17", "snapdragon-8gen3", "arm64-cortex-a76"):
+        p = others[target]
+        assert p["runner"] == "estimate" and p["latency_method"] == "estimated:roofline-v1"
+        assert p["latency_ms_p50"] > 0 and p["energy_mj"] > 0
+        assert p["not_measured_because"]
+        assert "standing in" in p["estimate"]["efficiency_source"] or p["backend"] in p["estimate"]["efficiency_source"]
+    assert "proxy" in others["snapdragon-8gen3"]["not_measured_because"]
+
+
+def test_profile_json_is_written_with_host_facts_and_digest(built, profiled):
+    data = json.loads((built / "example" / "host" / PROFILE_NAME).read_text())
+    assert data["schema_version"] == 1 and len(data["artifact_digest"]) == 64
+    assert data["host"]["cpu"] and "loadavg" in data["host"] and data["tool_versions"]["onnxruntime"]
+
+
+def test_html_report_has_its_plots(profiled, tmp_path):
+    page = html_report(profiled.profiles, profiled.fit, profiled.errors)
+    for plot in ('id="latency-distribution"', 'id="latency-vs-energy"', 'class="plot top-ops"'):
+        assert plot in page
+    assert page.count("<rect") > 4 and "estimated:roofline-v1" in page
+
+
+def test_tampered_artifact_is_refused_and_its_old_profile_kept(built, tmp_path):
+    copy = tmp_path / "m" / "host"
+    shutil.copytree(built / "example" / "host", copy)
+    before = (copy / PROFILE_NAME).read_text()
+    with open(copy / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    run = profile_artifacts(tmp_path, FAST)
+    assert "refusing to profile a modified artifact" in run.errors[str(copy)]
+    assert (copy / PROFILE_NAME).read_text() == before
+
+
+def test_bad_paths_are_usage_errors(tmp_path, capsys):
+    with pytest.raises(ProfileError, match="no such artifact folder"):
+        profile_artifacts(tmp_path / "nope")
+    with pytest.raises(ProfileError, match="holds no chipfit artifact"):
+        profile_artifacts(tmp_path)
+    assert main(["profile", str(tmp_path)]) == 2
+    assert "holds no chipfit artifact" in capsys.readouterr().err
+
+
+def test_missing_meter_is_reported(built, tmp_path):
+    run = profile_artifacts(built / "example" / "host", ProfileOptions(runs=10, min_runs=5, warmup=1, budget_s=1,
+                                                                       meter=f"rapl:{tmp_path / 'no-powercap'}"))
+    (p,) = run.profiles
+    assert "no powercap tree" in p["energy_error"]
+    assert p["energy_method"].startswith("estimated")
+
+
+def test_memory_capacity_too_small_fails_the_profile(built, tmp_path, monkeypatch):
+    from targets.spec import load_spec
+    import targets.registry as registry_module
+
+    real = registry_module.target_registry
+
+    def tiny_host_registry(*args, **kwargs):
+        registry = real(*args, **kwargs)
+        spec = registry.get("host")
+        figures = dict(spec.hardware.figures, memory_gb=0.001)
+        from dataclasses import replace
+
+        registry._loaded["host"] = replace(spec, hardware=replace(spec.hardware, figures=figures))
+        return registry
+
+    monkeypatch.setattr("profiles.profile.target_registry", tiny_host_registry)
+    run = profile_artifacts(built / "example" / "host", ProfileOptions(runs=10, min_runs=5, warmup=1, budget_s=1))
+    assert "target host has 0.001 GB" in next(iter(run.errors.values()))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def rpc_farm():
+    """A TVM RPC tracker and one server (key 'testbox') on 127.0.0.1, as a device farm would run them."""
+    tracker_port, server_port = _free_port(), _free_port()
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
+                                "--port", str(tracker_port), "--port-end", str(tracker_port + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = None
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", tracker_port)) == 0:
+                    break
+            time.sleep(0.1)
+        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
+                                   "--port", str(server_port), "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{tracker_port}",
+                                   "--key", "testbox"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from tvm import rpc
+
+        for _ in range(100):
+            try:
+                if "testbox" in rpc.connect_tracker("127.0.0.1", tracker_port).summary().get("queue_info", {}):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.2)
+        yield f"127.0.0.1:{tracker_port}"
+    finally:
+        for proc in (server, tracker):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=10)
+
+
+def test_tvm_artifact_is_timed_over_rpc(built, rpc_farm):
+    run = profile_artifacts(built / "example" / "host@tvm", ProfileOptions(rpc=rpc_farm, key="testbox", runs=10))
+    assert not run.errors, run.errors
+    (p,) = run.profiles
+    assert p["runner"] == "rpc:testbox" and p["latency_method"] == "measured:rpc:testbox"
+    assert len(p["latency_samples_ms"]) == 10 and p["latency_ms_p50"] > 0
+
+
+def test_rpc_errors_are_clear_and_do_not_hang(built, rpc_farm):
+    start = time.perf_counter()
+    run = profile_artifacts(built / "example" / "host@tvm", ProfileOptions(rpc=rpc_farm, key="rpi5"))
+    assert "no device registered with key 'rpi5'" in next(iter(run.errors.values()))
+    dead = f"127.0.0.1:{_free_port()}"
+    run = profile_artifacts(built / "example" / "host@tvm", ProfileOptions(rpc=dead, key="testbox"))
+    assert f"no TVM RPC tracker at {dead}" in next(iter(run.errors.values()))
+    assert time.perf_counter() - start < 30
+
+
+def test_cli_profile_prints_the_cross_target_table(built, tmp_path, capsys):
+    report = tmp_path / "report.html"
+    code = main(["profile", str(built), "--runs", "20", "--budget-s", "1", "--html", str(report), "-q"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "measured:host" in out and "estimated:roofline-v1" in out
+    assert report.read_text().startswith("<!doctype html>")
