@@ -29,6 +29,7 @@ from compiler.backends import Backend, NotRunnable, backend_registry
 from compiler.errors import BuildError, ChipfitError, UsageError
 from compiler.passes.cost import graph_cost
 from compiler.passes.quantize import QuantRequest, QuantSettings, settings_for
+from compiler.fusion_stage import FusionOptions, FusionStage
 from compiler.precision import EvalSet, PrecisionStage
 from compiler.signature import run_batched, seeded_inputs, static_batch
 from compiler.traced import TracedModel
@@ -70,6 +71,8 @@ class CellResult:
     numerics: Numerics | None = None
     latency: LatencyStats | None = None
     quantization: Mapping[str, Any] | None = None
+    fusion: Mapping[str, Any] | None = None
+    fallbacks: tuple[str, ...] = ()
     message: str = ""
 
     @property
@@ -92,6 +95,8 @@ class CellResult:
                 else None
             ),
             "quantization": dict(self.quantization) if self.quantization else None,
+            "fusion": dict(self.fusion) if self.fusion else None,
+            "fallbacks": list(self.fallbacks),
             "message": self.message,
         }
 
@@ -117,6 +122,7 @@ class BuildOptions:
     accuracy_budget: float | None = None
     #: Where calibration statistics are cached (default: <out_dir>/.cache/calibration).
     cache_dir: Path | None = None
+    fusion: FusionOptions = FusionOptions()
     measure_latency: bool = True
 
 
@@ -241,7 +247,8 @@ def _evaluation_set(model: TracedModel, options: BuildOptions, calibration: Cali
 
 def _manifest(model: TracedModel, cell: Cell, lowered, files: dict, numerics: Numerics,
               calibration: CalibrationSet | None, report: Mapping[str, Any] | None, seconds: float,
-              versions: dict[str, str], cost: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              versions: dict[str, str], cost: Mapping[str, Any] | None = None,
+              fusion: Mapping[str, Any] | None = None) -> dict[str, Any]:
     target = cell.target
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -261,6 +268,10 @@ def _manifest(model: TracedModel, cell: Cell, lowered, files: dict, numerics: Nu
             else None
         ),
         "quantization": dict(report) if report else None,
+        "fusion": dict(fusion) if fusion else {"applied": False, "reason": "the backend lowers the torch program "
+                                                "and fuses in its own compiler" if not cell.backend.lowers_onnx(model, cell.precision)
+                                                else "disabled (--no-fusion)"},
+        "fallbacks": list(lowered.fallbacks),
         "signature": lowered.signature.to_dict(),
         "files": files,
         "primary_file": lowered.files[0],
@@ -282,6 +293,7 @@ class _Shared:
     reference: Mapping[str, np.ndarray]
     versions: dict[str, str]
     stage: PrecisionStage | None
+    fusion: FusionStage
 
 
 def _reference(model: TracedModel, inputs: Mapping[str, np.ndarray], label: str) -> dict[str, np.ndarray]:
@@ -304,7 +316,6 @@ def build(model: TracedModel, options: BuildOptions, ctx: BuildContext | None = 
     if any(c.rewrites_graph for c in cells):
         evaluation = _evaluation_set(model, options, calibration, (inputs, inputs_label))
         stage = PrecisionStage(
-            float_model=model.onnx_model,
             calibration=calibration,
             evaluation=evaluation,
             reference=_reference(model, evaluation.inputs, evaluation.origin),
@@ -315,8 +326,9 @@ def build(model: TracedModel, options: BuildOptions, ctx: BuildContext | None = 
     labels = None
     if model.samples and "label" in model.samples and inputs_label.startswith(f"{VERIFY_SAMPLES} bundled"):
         labels = np.asarray(model.samples["label"][:VERIFY_SAMPLES])
+    fusion = FusionStage(inputs, options.fusion, options.out_dir / ".dumps" / model.name, ctx.progress)
     shared = _Shared(calibration, inputs, inputs_label, labels, reference,
-                     toolchain_versions(sorted({c.backend for c in cells}, key=lambda b: b.name)), stage)
+                     toolchain_versions(sorted({c.backend for c in cells}, key=lambda b: b.name)), stage, fusion)
     results = []
     for n, cell in enumerate(cells, 1):
         ctx.progress(f"[{n}/{len(cells)}] {cell.target.id}: lowering with {cell.backend.name} ({cell.precision})")
@@ -329,28 +341,35 @@ def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildO
     start = time.perf_counter()
     base = dict(target=cell.target.id, backend=cell.backend.name, precision=cell.precision)
     report = None
+    fusion_report = None
     try:
         cell_model = model
+        if options.fusion.enabled and cell.backend.lowers_onnx(model, cell.precision):
+            fused, fusion_report = shared.fusion.run(
+                model.onnx_model, cell.target.fusions, cell.backend.accepted_domains, cell.precision,
+                cell.target.source_file, cell.dest.name)
+            cell_model = replace(model, onnx_model=fused)
         if cell.rewrites_graph:
-            prepared = shared.stage.prepare(cell.settings)
+            prepared = shared.stage.prepare(cell.settings, cell_model.onnx_model)
             report = prepared.report
-            cell_model = replace(model, onnx_model=prepared.model, graph_precision=cell.precision, passes=prepared.passes)
+            cell_model = replace(cell_model, onnx_model=prepared.model, graph_precision=cell.precision,
+                                 passes=prepared.passes)
         if not cell.backend.symbolic_dims and not model.signature.is_static:
             cell_model = cell_model.with_signature(model.signature.concretized())
         with Staging(cell.dest) as staging:
             lowered = cell.backend.lower(cell_model, cell.target, cell.precision, staging.path)
             files = hash_files(staging.path, lowered.files)
             seconds = time.perf_counter() - start
-            cost = graph_cost(cell_model.onnx_model, cell.precision).to_dict()
+            cost = graph_cost(cell_model.onnx_model, cell.precision, shapes_from=model.onnx_model).to_dict()
             manifest = partial(_manifest, model, cell, lowered, files, calibration=shared.calibration, report=report,
-                               seconds=seconds, versions=shared.versions, cost=cost)
+                               seconds=seconds, versions=shared.versions, cost=cost, fusion=fusion_report)
             numerics, latency = _check(cell, staging.path, manifest(numerics=Numerics("not-run", cell.precision)),
                                        lowered, shared, ctx, options)
             if numerics.status == "failed":
                 failed = staging.commit(manifest(numerics=numerics), cell.dest.with_name(cell.dest.name + ".failed"))
                 return CellResult(**base, status="failed", artifact=str(failed), numerics=numerics,
                                   size_bytes=sum(f["bytes"] for f in files.values()), build_seconds=seconds,
-                                  quantization=report,
+                                  quantization=report, fusion=fusion_report, fallbacks=tuple(lowered.fallbacks),
                                   message=f"verification failed; artifact kept for inspection at {failed}")
             dest = staging.commit(manifest(numerics=numerics))
     except (ChipfitError, TargetError) as exc:
@@ -360,7 +379,8 @@ def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildO
                           message=f"{type(exc).__name__}: {exc}")
     return CellResult(**base, status=numerics.status, artifact=str(dest),
                       size_bytes=sum(f["bytes"] for f in files.values()), build_seconds=seconds,
-                      numerics=numerics, latency=latency, quantization=report)
+                      numerics=numerics, latency=latency, quantization=report, fusion=fusion_report,
+                      fallbacks=tuple(lowered.fallbacks))
 
 
 def _check(cell: Cell, path: Path, manifest, lowered, shared: _Shared, ctx: BuildContext,

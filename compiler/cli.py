@@ -123,10 +123,15 @@ def _describe_target(spec: TargetSpec) -> str:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from compiler.build import BuildContext, BuildOptions, build, exit_code, print_progress
+    from compiler.fusion_stage import FusionOptions
+    from compiler.passes.fusion import FUSIONS
     from compiler.frontend import load_model
     from compiler.signature import parse_input_override
     from targets.registry import target_registry
 
+    unknown = [name for name in args.dump_after if name not in FUSIONS]
+    if unknown:
+        raise UsageError(f"--dump-after {unknown[0]}: no such pass; passes: {', '.join(FUSIONS)}")
     overrides = [parse_input_override(text) for text in args.input]
     registry = target_registry()
     target_ids = registry.names() if args.target == ["all"] else args.target
@@ -149,6 +154,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             activation_dtype=args.activation_dtype,
             block_size=args.block_size,
             accuracy_budget=args.accuracy_budget,
+            fusion=FusionOptions(enabled=not args.no_fusion, explain=args.explain_fusion,
+                                 dump_after=tuple(args.dump_after), dump_all=Path(args.dump_all) if args.dump_all else None),
         )
         results = build(model, options, BuildContext(targets=registry, progress=progress))
     if args.json:
@@ -165,6 +172,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(_table(("target", "backend", "precision", "size", "build s", "host ms p50", "numerics"), rows))
         for line in _quantization_lines(results):
             print(line)
+        for line in _fusion_lines(results, args.explain_fusion):
+            print(line)
         failures = [r for r in results if not r.ok]
         if failures:
             print(f"\n{len(failures)} of {len(results)} artifacts failed:", file=sys.stderr)
@@ -176,6 +185,22 @@ def cmd_build(args: argparse.Namespace) -> int:
         print()
         code = max(code, _run_profiles(Path(args.output) / model.name, args, progress))
     return code
+
+
+def _fusion_lines(results, explain: bool) -> list[str]:
+    from compiler.fusion_stage import fusion_summary
+
+    lines = []
+    for r in results:
+        if r.fusion:
+            fallback = f"; {len(r.fallbacks)} ops fall back to CPU" if r.fallbacks else ""
+            lines.append(f"fusion {r.target} ({r.backend}): {fusion_summary(r.fusion)}{fallback}")
+            if explain:
+                for p in r.fusion["passes"]:
+                    if p.get("explain"):
+                        first = p["explain"].strip().splitlines()
+                        lines.append(f"  {p['name']} did not fire: {' / '.join(first[:3])[:300]}")
+    return (["\nfusion (declared by each target's [fusion] rules):"] + lines) if lines else []
 
 
 def _accuracy_text(acc: dict) -> str:
@@ -365,6 +390,19 @@ def _describe_artifact(artifact, problems: list[str], drift: dict) -> str:
         s = numerics["structure"]
         lines.append(f"    structure: {s.get('format')} spec v{s.get('specification_version')}, "
                      f"weights {', '.join(s.get('weight_dtypes', []))}, ops {json.dumps(s.get('op_histogram'))}")
+    fusion = m.get("fusion") or {}
+    if fusion.get("passes"):
+        from compiler.fusion_stage import fusion_summary
+
+        lines.append(f"  fusion:    {fusion_summary(fusion)}")
+        for p in fusion["passes"]:
+            delta = ", ".join(f"{k} {v:+d}" for k, v in p.get("op_delta", {}).items())
+            lines.append(f"    {p['name']:<16} fired {p.get('fired', 0):>3}  {p.get('seconds', 0):.3f} s"
+                         + (f"  ({delta})" if delta else "") + (f"  numerics {p['numerics']}" if p.get("numerics") else ""))
+    elif fusion:
+        lines.append(f"  fusion:    not applied ({fusion.get('reason')})")
+    if m.get("fallbacks"):
+        lines.append(f"  fallbacks: {len(m['fallbacks'])} ops fall back to CPU: {', '.join(m['fallbacks'][:6])}")
     for note in m.get("notes", []):
         lines.append(f"  note: {note}")
     for pkg, (built, now) in drift.items():
@@ -410,6 +448,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print the results as JSON")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     b.add_argument("--profile", action="store_true", help="profile every artifact after the build")
+    b.add_argument("--no-fusion", action="store_true", help="skip the fusion pipeline (for comparisons)")
+    b.add_argument("--explain-fusion", action="store_true", help="record why each fusion that did not fire did not")
+    b.add_argument("--dump-after", action="append", default=[], metavar="PASS",
+                   help="write the graph after this pass to <output>/.dumps/ (repeatable)")
+    b.add_argument("--dump-all", metavar="DIR", help="write the graph after every pass to DIR")
     _add_profile_options(b)
     b.set_defaults(func=cmd_build)
 

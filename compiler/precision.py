@@ -19,7 +19,7 @@ import onnx
 
 from calibration import CalibrationSet, compare_outputs
 from calibration.readers import CalibrationError
-from calibration.statistics import Ranges, collect_ranges
+from calibration.statistics import Ranges, collect_ranges, graph_digest
 from compiler.errors import BuildError, UsageError
 from compiler.passes.quantize import (
     QuantSettings,
@@ -59,14 +59,13 @@ def _top1(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
 class PrecisionStage:
     """One per build: memoizes prepared graphs by settings and calibration statistics on disk."""
 
-    float_model: onnx.ModelProto
     calibration: CalibrationSet | None
     evaluation: EvalSet
     reference: Mapping[str, np.ndarray]  # float outputs on evaluation.inputs
     cache_dir: Path
     accuracy_budget: float | None = None
     progress: Callable[[str], None] = lambda m: None
-    _prepared: dict[QuantSettings, PreparedGraph] = field(default_factory=dict)
+    _prepared: dict[tuple[QuantSettings, str], PreparedGraph] = field(default_factory=dict)
 
     # --- metrics -------------------------------------------------------------------------------
 
@@ -94,65 +93,69 @@ class PrecisionStage:
 
     # --- passes --------------------------------------------------------------------------------
 
-    def _ranges(self, settings: QuantSettings) -> Ranges:
+    def _ranges(self, float_model: onnx.ModelProto, settings: QuantSettings) -> Ranges:
         if self.calibration is None:
             raise UsageError("int8 needs calibration samples: pass --calibration PATH, or --calibration random")
         try:
-            return collect_ranges(self.float_model, self.calibration, settings.method, self.cache_dir,
+            return collect_ranges(float_model, self.calibration, settings.method, self.cache_dir,
                                   symmetric=settings.symmetric_activations, activation_dtype=settings.activation_dtype)
         except CalibrationError as exc:
             raise UsageError(str(exc)) from exc
 
-    def _rewrite(self, settings: QuantSettings, ranges: Ranges | None, exclude=(), only=None) -> onnx.ModelProto:
+    def _rewrite(self, float_model: onnx.ModelProto, settings: QuantSettings, ranges: Ranges | None, exclude=(),
+                 only=None) -> onnx.ModelProto:
         if settings.precision == "int8":
-            return quantize_int8(self.float_model, settings, ranges, exclude, only)
+            return quantize_int8(float_model, settings, ranges, exclude, only)
         if settings.precision == "int4":
-            return quantize_int4(self.float_model, settings, exclude, only)
-        return to_fp16(self.float_model)
+            return quantize_int4(float_model, settings, exclude, only)
+        return to_fp16(float_model)
 
-    def _sensitivity(self, settings: QuantSettings, ranges: Ranges | None) -> list[dict[str, Any]]:
-        candidates = layers(self.float_model)
+    def _sensitivity(self, float_model: onnx.ModelProto, settings: QuantSettings, ranges: Ranges | None) -> list[dict[str, Any]]:
+        candidates = layers(float_model)
         if settings.precision == "int4":
             candidates = [n for n in candidates if n.op_type == "MatMul"]
         rows = []
         for node in candidates[:MAX_SENSITIVITY_LAYERS]:
-            alone = self._rewrite(settings, ranges, only=[node.name])
+            alone = self._rewrite(float_model, settings, ranges, only=[node.name])
             errors = compare_outputs(self.reference, run_graph(alone, self.evaluation.inputs))
             worst = min((e.sqnr_db if e.sqnr_db is not None else 300.0) for e in errors)
             rows.append({"node": node.name, "op": node.op_type, "sqnr_db": round(worst, 2),
                          "cosine": round(min(e.cosine for e in errors), 6)})
         return sorted(rows, key=lambda r: r["sqnr_db"])
 
-    def prepare(self, settings: QuantSettings) -> PreparedGraph:
-        if settings not in self._prepared:
-            self._prepared[settings] = self._prepare(settings)
-        return self._prepared[settings]
+    def prepare(self, settings: QuantSettings, float_model: onnx.ModelProto) -> PreparedGraph:
+        """``float_model`` at ``settings``; the same settings on the same graph are prepared once per build."""
+        key = (settings, graph_digest(float_model))
+        if key not in self._prepared:
+            self._prepared[key] = self._prepare(settings, float_model)
+        return self._prepared[key]
 
-    def _prepare(self, settings: QuantSettings) -> PreparedGraph:
-        ranges = self._ranges(settings) if settings.precision == "int8" else None
+    def _prepare(self, settings: QuantSettings, float_model: onnx.ModelProto) -> PreparedGraph:
+        ranges = self._ranges(float_model, settings) if settings.precision == "int8" else None
         label = settings.precision + (f" ({settings.method})" if settings.method else "")
         self.progress(f"precision: rewriting the graph to {label}")
-        graph = self._rewrite(settings, ranges)
+        graph = self._rewrite(float_model, settings, ranges)
         report: dict[str, Any] = {"settings": settings.to_dict(), "accuracy": self.accuracy(run_graph(graph, self.evaluation.inputs))}
         if ranges is not None:
             report["statistics"] = {"method": ranges.method, "cache": str(ranges.path), "from_cache": ranges.cached}
         if settings.precision in ("int8", "int4"):
             self.progress(f"precision: ranking layer sensitivity ({label})")
-            report["sensitivity"] = self._sensitivity(settings, ranges)
+            report["sensitivity"] = self._sensitivity(float_model, settings, ranges)
             ranked = len(report["sensitivity"])
-            total = len(layers(self.float_model))
+            total = len(layers(float_model))
             report["sensitivity_note"] = (
                 f"each layer quantized alone, output SQNR vs float over {report['accuracy']['samples']} samples; "
                 f"{ranked} of {total} layers ranked (largest first)"
             )
             report["kept_in_float"] = []
             if self.accuracy_budget is not None:
-                graph = self._fit_budget(settings, ranges, graph, report)
+                graph = self._fit_budget(float_model, settings, ranges, graph, report)
         passes = ({"name": f"quantize-{settings.precision}", **settings.to_dict(),
                    "kept_in_float": report.get("kept_in_float", [])},)
         return PreparedGraph(graph, passes, report)
 
-    def _fit_budget(self, settings: QuantSettings, ranges, graph: onnx.ModelProto, report: dict) -> onnx.ModelProto:
+    def _fit_budget(self, float_model: onnx.ModelProto, settings: QuantSettings, ranges, graph: onnx.ModelProto,
+                    report: dict) -> onnx.ModelProto:
         budget = self.accuracy_budget
         what = "top-1 points" if self.evaluation.labels is not None else "% top-1 disagreement with float"
         report["budget"] = {"limit": budget, "metric": what, "initial_drop": self.drop(report["accuracy"])}
@@ -163,7 +166,7 @@ class PrecisionStage:
             kept.append(row["node"])
             self.progress(f"precision: over budget ({self.drop(report['accuracy']):.2f} > {budget} {what}); "
                           f"keeping {row['node']} in float")
-            graph = self._rewrite(settings, ranges, exclude=kept)
+            graph = self._rewrite(float_model, settings, ranges, exclude=kept)
             report["accuracy"] = self.accuracy(run_graph(graph, self.evaluation.inputs))
         report["kept_in_float"] = kept
         final = self.drop(report["accuracy"])

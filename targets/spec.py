@@ -104,6 +104,8 @@ class TargetSpec:
     tolerances: Mapping[str, Tolerance]
     hardware: Hardware
     quantization: QuantizationSupport | None = None
+    #: Fusions the hardware executes (names of compiler.passes.fusion rules), in order.
+    fusions: tuple[str, ...] = ()
     source_file: str = ""
 
     def options_for(self, backend: str) -> Mapping[str, Any]:
@@ -145,6 +147,7 @@ _TOP_KEYS = {
     "backend_options": False,
     "verify": True,
     "quantization": False,
+    "fusion": False,
     "hardware": True,
 }
 _REACH_KEYS = {"kind": True, "arch": False, "cpu_flags": False, "rpc_key": False, "reason": False}
@@ -308,6 +311,15 @@ def spec_from_dict(data: Mapping[str, Any], file: str = "<spec>") -> TargetSpec:
     elif any(p in QUANTIZED for p in precisions):
         raise SpecError(f"{file}: missing required key 'quantization' (supports.precisions lists a quantized precision)")
 
+    fusions: tuple[str, ...] = ()
+    if "fusion" in data:
+        table = _expect(data["fusion"], dict, "fusion", file)
+        _check_keys(table, {"rules": True}, "fusion.", file)
+        rules = _expect(table["rules"], list, "fusion.rules", file)
+        if not all(isinstance(r, str) and r for r in rules) or len(set(rules)) != len(rules):
+            raise SpecError(f"{file}: fusion.rules must list distinct fusion names")
+        fusions = tuple(rules)
+
     return TargetSpec(
         id=target_id,
         name=_expect(data["name"], str, "name", file),
@@ -322,6 +334,7 @@ def spec_from_dict(data: Mapping[str, Any], file: str = "<spec>") -> TargetSpec:
         tolerances=tolerances,
         hardware=_load_hardware(_expect(data["hardware"], dict, "hardware", file), file),
         quantization=quantization,
+        fusions=fusions,
         source_file=file,
     )
 

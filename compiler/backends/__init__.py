@@ -38,6 +38,8 @@ class Lowered:
     notes: tuple[str, ...] = ()
     #: Structure check for artifacts that cannot run here (e.g. op types in a Core ML program).
     structure: Mapping[str, Any] | None = None
+    #: Ops the target's accelerator will not take, run by a fallback (e.g. the CPU provider).
+    fallbacks: tuple[str, ...] = ()
 
 
 class Runner(Protocol):
@@ -69,6 +71,10 @@ class Backend(Protocol):
     #: (the others it produces itself, e.g. Core ML's fp16 compute).
     graph_precisions: tuple[str, ...]
     symbolic_dims: bool  # True if its artifacts keep symbolic dims (e.g. the batch)
+    #: Op domains besides the standard one that the backend can lower (fusions producing others are skipped).
+    accepted_domains: tuple[str, ...]
+
+    def lowers_onnx(self, model: TracedModel, precision: str) -> bool: ...
 
     def versions(self) -> dict[str, str]: ...
 

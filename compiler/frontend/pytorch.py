@@ -161,10 +161,13 @@ def _from_program(
         model_proto = fix_dims(model_proto, dim_bindings(signature_from_onnx(model_proto), signature))
     output_names = [t.name for t in signature.outputs]
     module = program.module()
+    example = getattr(program, "example_inputs", None)
+    by_keyword = bool(example and example[1])  # exported from keyword arguments (e.g. input_ids=...)
 
     def reference(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tensors = {t.name: torch.from_numpy(np.ascontiguousarray(inputs[t.name])) for t in signature.inputs}
         with torch.no_grad():
-            outs = module(*(torch.from_numpy(np.ascontiguousarray(inputs[t.name])) for t in signature.inputs))
+            outs = module(**tensors) if by_keyword else module(*tensors.values())
         flat = torch.utils._pytree.tree_leaves(outs)
         return {n: o.detach().numpy() for n, o in zip(output_names, flat)}
 
@@ -190,8 +193,9 @@ def program_for(traced: TracedModel) -> torch.export.ExportedProgram:
     program_static = all(isinstance(d, int) for _, val in specs for d in val.shape)
     if not traced.signature.is_static or program_static:
         return program
-    args = tuple(
-        torch.zeros(tuple(int(d) for d in spec.shape), dtype=val.dtype)
-        for (_, val), spec in zip(specs, traced.signature.inputs)
-    )
-    return torch.export.export(program.module(), args)
+    tensors = {spec.name: torch.zeros(tuple(int(d) for d in spec.shape), dtype=val.dtype)
+               for (_, val), spec in zip(specs, traced.signature.inputs)}
+    example = getattr(program, "example_inputs", None)
+    if example and example[1]:
+        return torch.export.export(program.module(), (), tensors)
+    return torch.export.export(program.module(), tuple(tensors.values()))

@@ -19,7 +19,8 @@ _ELEMENT_BYTES = {
     onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8, onnx.TensorProto.BOOL: 1,
 }
 #: Ops whose cost is their multiply-accumulates; everything else costs one op per output element.
-MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "MatMulNBits", "MatMulInteger", "QLinearConv", "QLinearMatMul")
+MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "MatMulNBits", "MatMulInteger", "QLinearConv", "QLinearMatMul",
+           "FusedConv", "FusedGemm", "FusedMatMul")
 #: Ops that move or reinterpret data without arithmetic.
 FREE_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Constant", "Cast")
 
@@ -78,11 +79,16 @@ def _static(model: onnx.ModelProto) -> onnx.ModelProto:
         return copy
 
 
-def graph_cost(model: onnx.ModelProto, precision: str = "fp32") -> GraphCost:
-    """Per-node cost with every symbolic dim at 1. Nodes whose shapes are unknown count their known parts."""
+def graph_cost(model: onnx.ModelProto, precision: str = "fp32", shapes_from: onnx.ModelProto | None = None) -> GraphCost:
+    """Per-node cost with every symbolic dim at 1. Nodes whose shapes are unknown count their known parts.
+
+    ONNX shape inference does not know contrib ops (FusedConv, SkipLayerNormalization...): pass the
+    graph before fusion as ``shapes_from`` and the tensors both graphs share take their shapes from it.
+    """
     inferred = _static(model)
     shapes: dict[str, tuple[list[int], int]] = {}
-    for value in list(inferred.graph.input) + list(inferred.graph.output) + list(inferred.graph.value_info):
+    values = list(_static(shapes_from).graph.value_info) if shapes_from is not None else []
+    for value in values + list(inferred.graph.input) + list(inferred.graph.output) + list(inferred.graph.value_info):
         t = value.type.tensor_type
         if t.HasField("shape"):
             shapes[value.name] = ([d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim], t.elem_type)
@@ -133,7 +139,7 @@ def _mac_ops(node: onnx.NodeProto, shapes) -> int:
 
     out = shapes.get(node.output[0], ([], 0))[0]
     op = node.op_type
-    if op in ("Conv", "QLinearConv", "ConvTranspose"):
+    if op in ("Conv", "QLinearConv", "ConvTranspose", "FusedConv"):
         w = dims(3 if op == "QLinearConv" else 1)
         if not w or not out:
             return 0

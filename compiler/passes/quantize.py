@@ -49,7 +49,10 @@ class QuantSettings:
     block_size: int = 0
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v not in ("", 0) or k == "per_channel"}
+        data = {k: v for k, v in asdict(self).items() if v not in ("", 0, False)}
+        if self.precision == "int8":
+            data["per_channel"] = self.per_channel
+        return data
 
 
 def settings_for(target: TargetSpec, request: QuantRequest) -> QuantSettings:

@@ -19,6 +19,10 @@ class CoreMLBackend:
     precisions = ("fp32", "fp16")
     graph_precisions = ()  # fp16 is coremltools' compute_precision on the torch program
     symbolic_dims = False  # flexible shapes need enumerated ranges; static shapes are what the ANE runs best
+    accepted_domains = ()
+
+    def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
+        return False  # converts the torch program; Core ML's own compiler fuses for the Neural Engine
 
     def versions(self) -> dict[str, str]:
         return {"coremltools": package_version("coremltools")}

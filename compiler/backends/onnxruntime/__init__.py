@@ -19,6 +19,10 @@ class OnnxRuntimeBackend:
     precisions = ("fp32", "fp16", "int8", "int4")
     graph_precisions = ("fp16", "int8", "int4")
     symbolic_dims = True
+    accepted_domains = ("com.microsoft",)
+
+    def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
+        return True
 
     def versions(self) -> dict[str, str]:
         return {"onnxruntime": package_version("onnxruntime"), "onnx": package_version("onnx")}

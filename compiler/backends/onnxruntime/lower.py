@@ -83,9 +83,15 @@ def lower(
     for node in optimized_model.graph.node:
         histogram[node.op_type] = histogram.get(node.op_type, 0) + 1
     passes = passes + ({"name": f"onnxruntime-graph-optimization-{level}", "op_histogram_after": histogram},)
+    fallbacks: tuple[str, ...] = ()
+    if options["execution_provider"] != "CPUExecutionProvider":
+        # Contrib ops (com.microsoft) are CPU-provider kernels: an accelerator's provider hands them back.
+        fallbacks = tuple(f"{n.name or n.output[0]} ({n.domain}.{n.op_type})" for n in optimized_model.graph.node
+                          if n.domain not in ("", "ai.onnx"))
     return Lowered(
         files=tuple(files),
         signature=signature_from_onnx(optimized_model),
         options=dict(options),
         passes=passes,
+        fallbacks=fallbacks,
     )

@@ -19,6 +19,11 @@ class TvmBackend:
     precisions = ("fp32", "fp16", "int8")  # no int4: TVM's ONNX importer has no MatMulNBits
     graph_precisions = ("fp16", "int8")
     symbolic_dims = True
+    accepted_domains = ()  # TVM's ONNX importer takes standard ops only
+
+    def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
+        # fp32 PyTorch models go through TVM's torch importer (and TVM's own fusion), the rest through ONNX.
+        return not (precision == "fp32" and model.exported_program is not None)
 
     def versions(self) -> dict[str, str]:
         return {"apache-tvm": package_version("apache-tvm"), "apache-tvm-ffi": package_version("apache-tvm-ffi")}
