@@ -29,6 +29,7 @@ from compiler.backends import Backend, NotRunnable, backend_registry
 from compiler.errors import BuildError, ChipfitError, UsageError
 from compiler.passes.cost import graph_cost
 from compiler.passes.quantize import QuantRequest, QuantSettings, settings_for
+from compiler.passes.quantize_torch import TORCH_METHODS
 from compiler.fusion_stage import FusionOptions, FusionStage
 from compiler.precision import EvalSet, PrecisionStage
 from compiler.signature import run_batched, seeded_inputs, static_batch
@@ -57,6 +58,10 @@ class Cell:
     @property
     def rewrites_graph(self) -> bool:
         return self.precision in self.backend.graph_precisions
+
+    @property
+    def rewrites_program(self) -> bool:
+        return self.precision in getattr(self.backend, "program_precisions", ())
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,9 @@ def plan(model: TracedModel, options: BuildOptions, ctx: BuildContext) -> list[C
             if precision not in backend.precisions:
                 raise UsageError(f"backend {backend.name} does not build {precision} (it builds {', '.join(backend.precisions)})")
             backend.check_options(target)
+            if precision in getattr(backend, "program_precisions", ()) and settings.method not in TORCH_METHODS:
+                raise UsageError(f"--method {settings.method}: target {target.id} quantizes the torch program for "
+                                 f"{backend.name} with PyTorch's PT2E observers, which offer {', '.join(TORCH_METHODS)}")
             # The target's preferred backend owns build/<model>/<target>; others sit beside it.
             dirname = target.id if backend.name == target.backends[0] else f"{target.id}@{backend.name}"
             cells.append(Cell(target, backend, settings, model_dir / dirname))
@@ -186,7 +194,7 @@ def _tokenizer(options: BuildOptions) -> Path | None:
 
 
 def _calibration(model: TracedModel, options: BuildOptions, cells: Sequence[Cell]) -> CalibrationSet | None:
-    needed = any(c.precision == "int8" and c.rewrites_graph for c in cells)
+    needed = any(c.precision == "int8" and (c.rewrites_graph or c.rewrites_program) for c in cells)
     try:
         if options.calibration == "random":
             return random_samples(model.signature.concretized())
@@ -264,7 +272,7 @@ def _manifest(model: TracedModel, cell: Cell, lowered, files: dict, numerics: Nu
         "calibration": (
             {"origin": calibration.origin, "digest": calibration.digest, "samples": len(calibration),
              "random": calibration.is_random}
-            if calibration is not None and cell.precision == "int8" and cell.rewrites_graph
+            if calibration is not None and cell.precision == "int8" and (cell.rewrites_graph or cell.rewrites_program)
             else None
         ),
         "quantization": dict(report) if report else None,
@@ -313,7 +321,7 @@ def build(model: TracedModel, options: BuildOptions, ctx: BuildContext | None = 
     inputs, inputs_label = _verification_inputs(model, options, calibration)
     reference = _reference(model, inputs, inputs_label)
     stage = None
-    if any(c.rewrites_graph for c in cells):
+    if any(c.rewrites_graph or c.rewrites_program for c in cells):
         evaluation = _evaluation_set(model, options, calibration, (inputs, inputs_label))
         stage = PrecisionStage(
             calibration=calibration,
@@ -356,6 +364,11 @@ def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildO
                                  passes=prepared.passes)
         if not cell.backend.symbolic_dims and not model.signature.is_static:
             cell_model = cell_model.with_signature(model.signature.concretized())
+        if cell.rewrites_program:
+            prepared_program = shared.stage.prepare_program(cell.settings, cell_model)
+            report = prepared_program.report
+            cell_model = replace(cell_model, exported_program=prepared_program.program, graph_precision=cell.precision,
+                                 passes=prepared_program.passes)
         with Staging(cell.dest) as staging:
             lowered = cell.backend.lower(cell_model, cell.target, cell.precision, staging.path)
             files = hash_files(staging.path, lowered.files)

@@ -21,6 +21,7 @@ from calibration import CalibrationSet, compare_outputs
 from calibration.readers import CalibrationError
 from calibration.statistics import Ranges, collect_ranges, graph_digest
 from compiler.errors import BuildError, UsageError
+from compiler.passes.fusion import FUSIONS, FusionPass
 from compiler.passes.quantize import (
     QuantSettings,
     layers,
@@ -41,6 +42,13 @@ class EvalSet:
     inputs: Mapping[str, np.ndarray]
     labels: np.ndarray | None
     origin: str
+
+
+@dataclass(frozen=True)
+class PreparedProgram:
+    program: Any  # torch.export.ExportedProgram with quantize/dequantize ops
+    passes: tuple[Mapping[str, Any], ...]
+    report: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ class PrecisionStage:
     cache_dir: Path
     accuracy_budget: float | None = None
     progress: Callable[[str], None] = lambda m: None
-    _prepared: dict[tuple[QuantSettings, str], PreparedGraph] = field(default_factory=dict)
+    _prepared: dict[tuple, Any] = field(default_factory=dict)
 
     # --- metrics -------------------------------------------------------------------------------
 
@@ -135,7 +143,12 @@ class PrecisionStage:
         label = settings.precision + (f" ({settings.method})" if settings.method else "")
         self.progress(f"precision: rewriting the graph to {label}")
         graph = self._rewrite(float_model, settings, ranges)
-        report: dict[str, Any] = {"settings": settings.to_dict(), "accuracy": self.accuracy(run_graph(graph, self.evaluation.inputs))}
+        qdq_cleanup = 0
+        if settings.precision == "int8":
+            # Q/DQ placement clean-up: a doubled Q/DQ pair costs two requantizations on an NPU for nothing.
+            cleaned = FusionPass(FUSIONS["qdq_cleanup"]).run(graph)
+            graph, qdq_cleanup = cleaned.model, cleaned.details["fired"]
+        report: dict[str, Any] = {"qdq_pairs_removed": qdq_cleanup,"settings": settings.to_dict(), "accuracy": self.accuracy(run_graph(graph, self.evaluation.inputs))}
         if ranges is not None:
             report["statistics"] = {"method": ranges.method, "cache": str(ranges.path), "from_cache": ranges.cached}
         if settings.precision in ("int8", "int4"):
@@ -153,6 +166,26 @@ class PrecisionStage:
         passes = ({"name": f"quantize-{settings.precision}", **settings.to_dict(),
                    "kept_in_float": report.get("kept_in_float", [])},)
         return PreparedGraph(graph, passes, report)
+
+    def prepare_program(self, settings: QuantSettings, traced) -> PreparedProgram:
+        """The (static) torch program of ``traced`` quantized with PT2E, with its accuracy report."""
+        from compiler.frontend.pytorch import program_for
+        from compiler.passes.quantize_torch import quantize_program, run_program, settings_record
+
+        key = ("program", settings, traced.source_digest, traced.signature)
+        if key not in self._prepared:
+            if self.calibration is None:
+                raise UsageError("int8 needs calibration samples: pass --calibration PATH, or --calibration random")
+            names = [t.name for t in traced.signature.inputs]
+            self.progress(f"precision: quantizing the torch program to int8 (PT2E, {settings.method})")
+            program = quantize_program(program_for(traced), self.calibration, names, settings.method)
+            outputs = run_program(program, self.evaluation.inputs, names, [t.name for t in traced.signature.outputs])
+            report = {"settings": {**settings.to_dict(), **settings_record(settings.method)},
+                      "accuracy": self.accuracy(outputs),
+                      "sensitivity_note": "per-layer sensitivity is ranked for ONNX-quantized graphs only"}
+            passes = ({"name": "quantize-int8-pt2e", **settings.to_dict(), **settings_record(settings.method)},)
+            self._prepared[key] = PreparedProgram(program, passes, report)
+        return self._prepared[key]
 
     def _fit_budget(self, float_model: onnx.ModelProto, settings: QuantSettings, ranges, graph: onnx.ModelProto,
                     report: dict) -> onnx.ModelProto:

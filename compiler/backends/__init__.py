@@ -70,6 +70,8 @@ class Backend(Protocol):
     #: Precisions for which the backend lowers the ONNX graph rewritten by the precision stage
     #: (the others it produces itself, e.g. Core ML's fp16 compute).
     graph_precisions: tuple[str, ...]
+    #: Precisions for which the backend lowers the torch program quantized by the precision stage (PT2E).
+    program_precisions: tuple[str, ...]
     symbolic_dims: bool  # True if its artifacts keep symbolic dims (e.g. the batch)
     #: Op domains besides the standard one that the backend can lower (fusions producing others are skipped).
     accepted_domains: tuple[str, ...]

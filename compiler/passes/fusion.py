@@ -66,6 +66,27 @@ class ConvActivation(pattern.RewriteRuleClassBase):
         return op.FusedConv(x, w, b, activation=self.activation, _domain=MS, **{k: v for k, v in attributes.items()}, **extra)
 
 
+class DoubledQDQ(pattern.RewriteRuleClassBase):
+    """QuantizeLinear(DequantizeLinear(q, s, z), s, z) -> q: a requantization that changes nothing."""
+
+    def pattern(self, op, q, s1, z1, s2, z2):
+        return op.QuantizeLinear(op.DequantizeLinear(q, s1, z1, _allow_other_attributes=True), s2, z2,
+                                 _allow_other_attributes=True)
+
+    def check(self, context, q, s1, z1, s2, z2, **_):
+        result = pattern.MatchResult()
+        values = [v.const_value for v in (s1, z1, s2, z2)]
+        if any(v is None for v in values):
+            return result.fail("scales or zero points are not constants")
+        a, b, c, d = (v.numpy() for v in values)
+        if a.shape != c.shape or b.dtype != d.dtype or not (a == c).all() or not (b == d).all():
+            return result.fail("the two pairs use different scales or zero points (a real requantization)")
+        return result
+
+    def rewrite(self, op, q, **_):
+        return op.Identity(q)
+
+
 def _rule_pass(rules: Callable[[], list]) -> Callable[[ir.Model, bool], int]:
     def apply(model: ir.Model, debug: bool) -> int:
         rule_set = pattern.RewriteRuleSet(rules())
@@ -148,6 +169,8 @@ FUSIONS: dict[str, FusionRule] = {
                    lambda m, d: _ort("rms_normalization", "fuse_rms_normalization")(m, d)
                    + _ort("skip_normalization", "fuse_skip_rms_normalization")(m, d), (MS,)),
         FusionRule("attention", "scaled-dot-product attention into MultiHeadAttention / Attention", _attention, (MS,)),
+        FusionRule("qdq_cleanup", "doubled DequantizeLinear -> QuantizeLinear pairs with equal parameters removed",
+                   lambda m, d: _rule_pass(lambda: [DoubledQDQ.rule()])(m, d)),
         FusionRule("rotary", "rotary position embedding into RotaryEmbedding",
                    lambda m, d: _ort("rotary_embedding", "fuse_rotary_embedding")(m, d)
                    + _ort("cos_sin_cache", "fuse_cos_sin_cache")(m, d), (MS,)),

@@ -164,3 +164,22 @@ def test_contrib_fusions_are_skipped_for_standard_only_backends():
     assert skipped == [{"name": "attention", "reason": "produces com.microsoft ops this backend does not take"}]
     with pytest.raises(UsageError, match=r"spec.toml: unknown fusion\(s\) \['flash_attention'\]"):
         fusion_passes(["flash_attention"], (), "spec.toml")
+
+
+def test_doubled_qdq_pairs_are_removed_and_real_requantization_kept():
+    scale = numpy_helper.from_array(np.array(0.05, np.float32), "s")
+    other = numpy_helper.from_array(np.array(0.1, np.float32), "s2")
+    zero = numpy_helper.from_array(np.array(0, np.uint8), "z")
+
+    def graph(second_scale):
+        return _model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                       helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+                       helper.make_node("QuantizeLinear", ["d", second_scale, "z"], ["q2"]),
+                       helper.make_node("DequantizeLinear", ["q2", second_scale, "z"], ["y"])], [scale, other, zero])
+
+    fused, record, inputs = _fuse(graph("s"), "qdq_cleanup")
+    assert record["fired"] == 1
+    assert op_histogram(fused) == {"DequantizeLinear": 1, "QuantizeLinear": 1}
+    _same_outputs(graph("s"), fused, inputs)
+    kept, record, _ = _fuse(graph("s2"), "qdq_cleanup")
+    assert record["fired"] == 0 and op_histogram(kept)["QuantizeLinear"] == 2

@@ -125,7 +125,7 @@ def test_pt2_and_onnx_models_build(conv_pt2, conv_onnx, tmp_path, capsys):
         (["build", "example", "-t", "rpi9"], "unknown target 'rpi9'; known targets: apple-a17, arm64-cortex-a76"),
         (["build", "example", "-t", "host", "--input", "image=1x3x8x8"], "dimension 1 of example's input is fixed at 1"),
         (["build", "example", "-t", "host", "--input", "pixels=1x1x8x8"], "has no input named 'pixels'"),
-        (["build", "example", "-t", "apple-a17", "--precision", "int8"], "runs fp16, fp32, not int8 (supports.precisions)"),
+        (["build", "example", "-t", "apple-a17", "--precision", "int4"], "runs fp16, fp32, int8, not int4 (supports.precisions)"),
         (["build", "example", "-t", "host", "--backend", "coreml"], "--backend coreml: target host is built by"),
         (["build", "example", "-t", "host", "--samples", "/nonexistent"], "--samples: /nonexistent"),
     ],

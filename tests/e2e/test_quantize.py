@@ -166,3 +166,22 @@ def test_cli_prints_the_accuracy_report(digits, tmp_path, capsys):
     assert "int8 (method percentile" in out and "top-1" in out and "most sensitive layers" in out
     assert main(["inspect", str(tmp_path / "out" / "digits" / "host")]) == 0
     assert "sensitivity:" in capsys.readouterr().out
+
+
+def test_core_ml_int8_from_the_pt2e_quantized_program(digits, tmp_path):
+    traced, folder = digits
+    results = _int8(traced, folder, tmp_path, targets=["apple-a17"])
+    (result,) = results
+    assert result.status == "not-run" and result.precision == "int8"
+    structure = result.numerics.structure
+    assert {"quantize", "dequantize", "constexpr_affine_dequantize"} <= set(structure["op_histogram"])
+    report = result.quantization
+    assert report["settings"]["tool"].startswith("torchao PT2E")
+    assert report["accuracy"]["top1_drop_points"] <= 1.0  # the quantized torch program, run here
+    manifest = json.loads((tmp_path / "digits" / "apple-a17" / "manifest.json").read_text())
+    assert manifest["passes"][0]["name"] == "quantize-int8-pt2e" and manifest["calibration"]["samples"] == 128
+
+
+def test_core_ml_refuses_methods_pt2e_lacks(tmp_path, capsys):
+    assert main(["build", "example", "-t", "apple-a17", "--quantize", "int8", "--method", "entropy", "-o", str(tmp_path)]) == 2
+    assert "PT2E observers, which offer minmax, mse" in capsys.readouterr().err

@@ -16,8 +16,9 @@ class CoreMLBackend:
     name = "coreml"
     api_version = BACKEND_API_VERSION
     consumes = "torch"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
     graph_precisions = ()  # fp16 is coremltools' compute_precision on the torch program
+    program_precisions = ("int8",)  # W8A8 from the PT2E-quantized torch program
     symbolic_dims = False  # flexible shapes need enumerated ranges; static shapes are what the ANE runs best
     accepted_domains = ()
 

@@ -57,7 +57,9 @@ def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path,
             "converter: give chipfit the PyTorch model (.pt2) for this target"
         )
     ct = _coremltools()
-    program = program_for(model).run_decompositions({})
+    if precision == "int8" and model.graph_precision != "int8":
+        raise BuildError("coreml lowers int8 from the PT2E-quantized torch program, but was given a float one")
+    program = (model.exported_program if precision == "int8" else program_for(model)).run_decompositions({})
     signature = model.signature
     try:
         mlmodel = ct.convert(
@@ -65,7 +67,7 @@ def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path,
             convert_to="mlprogram",
             minimum_deployment_target=getattr(ct.target, options["minimum_deployment_target"]),
             compute_units=ct.ComputeUnit[options["compute_units"]],
-            compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+            compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
             outputs=[ct.TensorType(name=t.name) for t in signature.outputs],
         )
     except NotImplementedError as exc:
@@ -84,13 +86,16 @@ def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path,
         )
     if precision == "fp16" and "FLOAT16" not in structure["weight_dtypes"]:
         raise BuildError(f"{package}: fp16 was asked for but the program holds no fp16 weights")
+    if precision == "int8" and not {"quantize", "constexpr_affine_dequantize"} <= set(structure["op_histogram"]):
+        raise BuildError(f"{package}: int8 was asked for but the program holds no int8 weights and activations")
     files = tuple(sorted(str(p.relative_to(workdir)) for p in package.rglob("*") if p.is_file()))
     outputs = tuple(TensorSpec(name, t.shape, t.dtype) for name, t in zip(structure["outputs"], signature.outputs))
     return Lowered(
         files=files,
         signature=Signature(signature.inputs, outputs),
         options=dict(options),
-        passes=({"name": "coremltools.convert", "compute_precision": precision, "ops": structure["op_histogram"]},),
+        passes=tuple(model.passes) + ({"name": "coremltools.convert", "compute_precision": precision,
+                                        "ops": structure["op_histogram"]},),
         notes=("Core ML packages embed generated identifiers (Manifest.json); two builds are not byte-identical",),
         structure=structure,
     )

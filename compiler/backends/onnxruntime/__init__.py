@@ -18,6 +18,7 @@ class OnnxRuntimeBackend:
     consumes = "onnx"
     precisions = ("fp32", "fp16", "int8", "int4")
     graph_precisions = ("fp16", "int8", "int4")
+    program_precisions = ()
     symbolic_dims = True
     accepted_domains = ("com.microsoft",)
 

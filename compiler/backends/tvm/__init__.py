@@ -18,6 +18,7 @@ class TvmBackend:
     consumes = "torch"  # the torch program where there is one, else the ONNX graph
     precisions = ("fp32", "fp16", "int8")  # no int4: TVM's ONNX importer has no MatMulNBits
     graph_precisions = ("fp16", "int8")
+    program_precisions = ()
     symbolic_dims = True
     accepted_domains = ()  # TVM's ONNX importer takes standard ops only
 
