@@ -78,6 +78,7 @@ class CellResult:
     quantization: Mapping[str, Any] | None = None
     fusion: Mapping[str, Any] | None = None
     fallbacks: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
     message: str = ""
 
     @property
@@ -102,6 +103,7 @@ class CellResult:
             "quantization": dict(self.quantization) if self.quantization else None,
             "fusion": dict(self.fusion) if self.fusion else None,
             "fallbacks": list(self.fallbacks),
+            "warnings": list(self.warnings),
             "message": self.message,
         }
 
@@ -374,6 +376,7 @@ def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildO
             files = hash_files(staging.path, lowered.files)
             seconds = time.perf_counter() - start
             cost = graph_cost(cell_model.onnx_model, cell.precision, shapes_from=model.onnx_model).to_dict()
+            warnings = _memory_warnings(cell.target, files, cost)
             manifest = partial(_manifest, model, cell, lowered, files, calibration=shared.calibration, report=report,
                                seconds=seconds, versions=shared.versions, cost=cost, fusion=fusion_report)
             numerics, latency = _check(cell, staging.path, manifest(numerics=Numerics("not-run", cell.precision)),
@@ -393,7 +396,20 @@ def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildO
     return CellResult(**base, status=numerics.status, artifact=str(dest),
                       size_bytes=sum(f["bytes"] for f in files.values()), build_seconds=seconds,
                       numerics=numerics, latency=latency, quantization=report, fusion=fusion_report,
-                      fallbacks=tuple(lowered.fallbacks))
+                      fallbacks=tuple(lowered.fallbacks), warnings=warnings)
+
+
+def _memory_warnings(target: TargetSpec, files: Mapping[str, Any], cost: Mapping[str, Any]) -> tuple[str, ...]:
+    """A model larger than the target's memory builds (the spec may be conservative) but is flagged;
+    `chipfit profile` then fails it."""
+    capacity = target.hardware.figures.get("memory_gb")
+    if not isinstance(capacity, (int, float)) or isinstance(capacity, bool):
+        return ()
+    need = max(sum(f["bytes"] for f in files.values()), cost.get("weight_bytes", 0))
+    if need > capacity * 1e9:
+        return (f"the artifact needs {need / 1e9:.2f} GB but target {target.id} has {capacity} GB of memory "
+                f"({target.source_file}: hardware.memory_gb)",)
+    return ()
 
 
 def _check(cell: Cell, path: Path, manifest, lowered, shared: _Shared, ctx: BuildContext,

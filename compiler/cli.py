@@ -174,6 +174,9 @@ def cmd_build(args: argparse.Namespace) -> int:
             print(line)
         for line in _fusion_lines(results, args.explain_fusion):
             print(line)
+        for r in results:
+            for warning in r.warnings:
+                print(f"warning: {r.target} ({r.backend}): {warning}", file=sys.stderr)
         failures = [r for r in results if not r.ok]
         if failures:
             print(f"\n{len(failures)} of {len(results)} artifacts failed:", file=sys.stderr)

@@ -57,3 +57,15 @@ def test_failed_verification_is_kept_aside_and_exits_1(example_traced, tmp_path)
     assert not (out / "example" / "strict-npu").exists()
     manifest = json.loads((out / "example" / "strict-npu.failed" / "manifest.json").read_text())
     assert manifest["numerics"]["status"] == "failed"
+
+
+def test_model_larger_than_target_memory_warns_at_build(example_traced, tmp_path):
+    from dataclasses import replace
+
+    registry = target_registry([EntryPoint("arm64-cortex-a76", "targets.builtin:arm64_cortex_a76", TARGETS_GROUP)])
+    spec = registry.get("arm64-cortex-a76")
+    registry._loaded["arm64-cortex-a76"] = replace(spec, hardware=replace(
+        spec.hardware, figures=dict(spec.hardware.figures, memory_gb=1e-5)))
+    (result,) = build(example_traced, BuildOptions(targets=["arm64-cortex-a76"], out_dir=tmp_path, measure_latency=False),
+                      BuildContext(targets=registry))
+    assert result.ok and result.warnings and "has 1e-05 GB of memory" in result.warnings[0]

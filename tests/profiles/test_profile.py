@@ -184,3 +184,26 @@ def test_cli_profile_prints_the_cross_target_table(built, tmp_path, capsys):
     assert code == 0
     assert "measured:host" in out and "estimated:roofline-v1" in out
     assert report.read_text().startswith("<!doctype html>")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (.ci/setup installs Debian's chromium)")
+def test_html_report_renders_with_its_plots_in_a_headless_browser(profiled, tmp_path):
+    from PIL import Image
+
+    page = tmp_path / "report.html"
+    page.write_text(html_report(profiled.profiles, profiled.fit, profiled.errors))
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,2400"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    for plot in ('id="latency-distribution"', 'id="latency-vs-energy"', 'class="plot top-ops"'):
+        assert plot in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    pixels = list(Image.open(shot).convert("RGB").getdata())
+    colours = {"box": (158, 202, 225), "estimated point": (31, 119, 180), "op bar": (116, 196, 118)}
+    for name, rgb in colours.items():
+        assert sum(1 for p in pixels if p == rgb) > 20, f"no {name} pixels in the rendered report"
