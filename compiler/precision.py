@@ -150,7 +150,8 @@ class PrecisionStage:
             graph, qdq_cleanup = cleaned.model, cleaned.details["fired"]
         report: dict[str, Any] = {"qdq_pairs_removed": qdq_cleanup,"settings": settings.to_dict(), "accuracy": self.accuracy(run_graph(graph, self.evaluation.inputs))}
         if ranges is not None:
-            report["statistics"] = {"method": ranges.method, "cache": str(ranges.path), "from_cache": ranges.cached}
+            report["statistics"] = {"method": ranges.method, "cache": str(ranges.path), "from_cache": ranges.cached,
+                                    "samples_from": self.calibration.origin, "random_data": self.calibration.is_random}
         if settings.precision in ("int8", "int4"):
             self.progress(f"precision: ranking layer sensitivity ({label})")
             report["sensitivity"] = self._sensitivity(float_model, settings, ranges)

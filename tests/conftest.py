@@ -97,3 +97,15 @@ def registry():
     from targets import target_registry
 
     return target_registry()
+
+
+@pytest.fixture(scope="session")
+def hf_bert():
+    """A 2-layer BERT built from a config with random weights (no download), traced with input_ids."""
+    transformers = pytest.importorskip("transformers")
+    from compiler.frontend import trace_module
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=64)
+    return trace_module(transformers.BertModel(config).eval(), {"input_ids": torch.randint(0, 100, (1, 16))}, name="bert")

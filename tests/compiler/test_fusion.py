@@ -89,17 +89,6 @@ def test_transformer_block_layer_norm_and_bias_gelu(block_traced):
 
 
 @pytest.fixture(scope="module")
-def hf_bert():
-    transformers = pytest.importorskip("transformers")
-    from compiler.frontend import trace_module
-
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=64, max_position_embeddings=64)
-    return trace_module(transformers.BertModel(config).eval(), {"input_ids": torch.randint(0, 100, (1, 16))}, name="bert")
-
-
-@pytest.fixture(scope="module")
 def hf_llama():
     transformers = pytest.importorskip("transformers")
     from compiler.frontend import trace_module

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
-
 from compiler.build import BuildOptions, build
 from compiler.cli import main
 from compiler.fusion_stage import FusionOptions
 
 
-@pytest.fixture(scope="module")
-def bert():
-    transformers = pytest.importorskip("transformers")
-    from compiler.frontend import trace_module
-
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=64, max_position_embeddings=64)
-    return trace_module(transformers.BertModel(config).eval(), {"input_ids": torch.randint(0, 100, (1, 16))}, name="bert")
-
-
-def test_fused_where_declared_and_left_alone_elsewhere(bert, tmp_path):
+def test_fused_where_declared_and_left_alone_elsewhere(hf_bert, tmp_path):
+    bert = hf_bert
     results = build(bert, BuildOptions(targets=["host", "intel-npu-3720"], out_dir=tmp_path, measure_latency=False))
     by = {(r.target, r.backend): r for r in results}
     assert all(r.ok for r in results), [r.message for r in results]

@@ -86,8 +86,9 @@ def lower(
     fallbacks: tuple[str, ...] = ()
     if options["execution_provider"] != "CPUExecutionProvider":
         # Contrib ops (com.microsoft) are CPU-provider kernels: an accelerator's provider hands them back.
+        # The exception is 16-bit Q/DQ, which lives in that domain before opset 21 and which NPU providers take.
         fallbacks = tuple(f"{n.name or n.output[0]} ({n.domain}.{n.op_type})" for n in optimized_model.graph.node
-                          if n.domain not in ("", "ai.onnx"))
+                          if n.domain not in ("", "ai.onnx") and n.op_type not in ("QuantizeLinear", "DequantizeLinear"))
     return Lowered(
         files=tuple(files),
         signature=signature_from_onnx(optimized_model),
