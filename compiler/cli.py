@@ -63,6 +63,15 @@ def _figure(value: Any) -> str:
 def cmd_targets(args: argparse.Namespace) -> int:
     from targets.registry import target_registry
 
+    if args.action == "validate":
+        from compiler.validate import validate_spec
+
+        spec, checks = validate_spec(args.target)
+        for check in checks:
+            print(f"{'ok  ' if check.ok else 'FAIL'}  {check.name:<20} {check.detail}")
+        bad = [c for c in checks if not c.ok]
+        print(f"\n{args.target}: " + ("valid" if not bad else f"{len(bad)} problem(s)"))
+        return 1 if bad else 0
     registry = target_registry()
     if args.action == "show":
         spec = registry.get(args.target)
@@ -424,8 +433,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("targets", help="list registered targets, or show one")
-    t.add_argument("action", nargs="?", choices=("list", "show"), default="list")
-    t.add_argument("target", nargs="?", help="target id (for show)")
+    t.add_argument("action", nargs="?", choices=("list", "show", "validate"), default="list")
+    t.add_argument("target", nargs="?", help="target id (for show), or a spec file (for validate)")
     t.add_argument("--json", action="store_true", help="machine-readable output")
     t.set_defaults(func=cmd_targets)
 
@@ -477,8 +486,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "targets" and args.action == "show" and not args.target:
-        parser().error("targets show needs a target id")
+    if args.command == "targets" and args.action in ("show", "validate") and not args.target:
+        parser().error(f"targets {args.action} needs a target id (show) or a spec file (validate)")
     _quiet_libraries()
     try:
         return args.func(args)

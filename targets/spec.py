@@ -214,6 +214,10 @@ def _load_hardware(table: Mapping[str, Any], file: str) -> Hardware:
                     f"{file}: hardware.{key} must be a number or \"unknown\" (figures are never guessed), got {value!r}"
                 )
             known = _is_figure(value)
+        numbers = list(value.values()) if isinstance(value, dict) else [value]
+        for number in numbers:
+            if _is_figure(number) and number <= 0:
+                raise SpecError(f"{file}: hardware.{key} must be positive, got {number} (write \"unknown\" if not known)")
         if known and key not in sources:
             raise SpecError(f"{file}: hardware.{key} has a value but no hardware.sources.{key}: say where it comes from")
         figures[key] = dict(value) if isinstance(value, dict) else value
