@@ -314,6 +314,41 @@ def _add_profile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--html", help="also write an HTML report with plots here")
 
 
+# --- conformance ---------------------------------------------------------------------------------
+
+
+def cmd_conformance(args: argparse.Namespace) -> int:
+    from compiler.build import BuildContext
+    from compiler.conformance import OP_TESTS, run_conformance, write_reports
+    from targets.registry import target_registry
+
+    registry = target_registry()
+    ids = registry.names() if args.target == ["all"] else args.target
+    for target_id in ids:
+        registry.get(target_id)
+    progress = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    reports = []
+    with contextlib.redirect_stdout(sys.stderr):
+        for target_id in ids:
+            progress(f"conformance: {target_id}")
+            reports.append(run_conformance(target_id, ops=OP_TESTS[: args.ops] if args.ops else OP_TESTS,
+                                           models=not args.no_models, progress=progress,
+                                           ctx=BuildContext(targets=registry, progress=lambda m: None)))
+    write_reports(reports, args.report, args.html)
+    for report in reports:
+        data = report.to_dict()
+        print(f"\n{report.target} ({report.backend}): {data['passed']} of {data['total']} checks passed")
+        rows = [(s, v["reached"], v["failed"], "-" if v["pass_rate"] is None else f"{v['pass_rate'] * 100:.1f}%")
+                for s, v in data["stages"].items()]
+        print(_table(("stage", "reached", "failed", "pass rate"), rows))
+        for o in data["outcomes"]:
+            if not o["passed"]:
+                print(f"  {o['stage']:<9} {o['kind']:<8} {o['item']} {o['precision']}: {o['message'][:160]}")
+        if data["unsupported_ops"]:
+            print(f"  ops {report.backend} cannot lower: {', '.join(data['unsupported_ops'])}")
+    return 0 if all(r.to_dict()["passed"] == r.to_dict()["total"] for r in reports) else 1
+
+
 # --- inspect ---------------------------------------------------------------------------------
 
 
@@ -476,6 +511,15 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     pr.add_argument("-q", "--quiet", action="store_true")
     pr.set_defaults(func=cmd_profile)
+
+    c = sub.add_parser("conformance", help="run the conformance kit against targets")
+    c.add_argument("-t", "--target", action="append", required=True, help="target id (repeatable; 'all')")
+    c.add_argument("--report", help="write the JSON report here")
+    c.add_argument("--html", help="write an HTML summary here")
+    c.add_argument("--ops", type=int, help="run only the first N op tests")
+    c.add_argument("--no-models", action="store_true", help="skip the model zoo (op, artifact and profile checks only)")
+    c.add_argument("-q", "--quiet", action="store_true")
+    c.set_defaults(func=cmd_conformance)
 
     i = sub.add_parser("inspect", help="describe an artifact (or every artifact under a folder)")
     i.add_argument("path")

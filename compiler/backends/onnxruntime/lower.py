@@ -89,10 +89,16 @@ def lower(
         # The exception is 16-bit Q/DQ, which lives in that domain before opset 21 and which NPU providers take.
         fallbacks = tuple(f"{n.name or n.output[0]} ({n.domain}.{n.op_type})" for n in optimized_model.graph.node
                           if n.domain not in ("", "ai.onnx") and n.op_type not in ("QuantizeLinear", "DequantizeLinear"))
+    notes = ()
+    if options["ort_format"]:
+        # Found by the conformance kit's determinism check: some 50 bytes of the flatbuffer vary per build.
+        notes = ("model.ort is not byte-identical across builds (ONNX Runtime's ORT-format writer); "
+                 "model.onnx is, and both carry the same graph",)
     return Lowered(
         files=tuple(files),
         signature=signature_from_onnx(optimized_model),
         options=dict(options),
         passes=passes,
         fallbacks=fallbacks,
+        notes=notes,
     )

@@ -1,0 +1,1 @@
+"""MyNPU support for chipfit: a target spec and a backend, registered through entry points."""

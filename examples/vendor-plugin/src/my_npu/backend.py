@@ -1,0 +1,83 @@
+"""The MyNPU backend: the backend protocol of `compiler.backends`, for a vendor runtime.
+
+A real vendor replaces `_compile` with its compiler (ONNX in, a binary out) and `MyNpuRunner`
+with its runtime's Python binding. The template uses ONNX Runtime's CPU provider for both, so it
+builds, runs and passes chipfit's conformance kit anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from compiler.backends import BACKEND_API_VERSION, Lowered, NotRunnable, OptionField, OptionSchema, RunPlan, host_mismatch
+from compiler.frontend.onnx_file import signature_from_onnx
+from compiler.traced import TracedModel
+from targets.host import HostInfo
+from targets.spec import TargetSpec
+
+SCHEMA = OptionSchema("my-npu-runtime", {"compiler_level": OptionField(int, choices=(0, 1, 2), default=2)})
+_LEVELS = {0: ort.GraphOptimizationLevel.ORT_DISABLE_ALL, 1: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+           2: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
+
+
+class MyNpuRunner:
+    def __init__(self, path: Path) -> None:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.description = f"MyNPU runtime (template: onnxruntime {ort.__version__} CPU)"
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self._session.get_outputs()]
+        feeds = {i.name: inputs[i.name] for i in self._session.get_inputs()}
+        return dict(zip(names, self._session.run(names, feeds)))
+
+
+class MyNpuBackend:
+    name = "my-npu-runtime"
+    api_version = BACKEND_API_VERSION
+    consumes = "onnx"
+    precisions = ("fp32", "int8")
+    graph_precisions = ("int8",)  # chipfit's precision stage hands over the QDQ graph
+    program_precisions = ()
+    symbolic_dims = True
+    accepted_domains = ()  # standard ONNX ops only: contrib fusions are skipped for this backend
+
+    def versions(self) -> dict[str, str]:
+        return {"onnxruntime": ort.__version__, "my-npu-compiler": "0.1.0 (template)"}
+
+    def check_options(self, target: TargetSpec) -> None:
+        SCHEMA.resolve(target)
+
+    def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
+        return True
+
+    def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered:
+        options = SCHEMA.resolve(target)
+        source = workdir / "input.onnx"
+        onnx.save(model.onnx_model, source)
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = _LEVELS[options["compiler_level"]]
+        session_options.optimized_model_filepath = str(workdir / "model.mynpu.onnx")
+        ort.InferenceSession(str(source), session_options, providers=["CPUExecutionProvider"])  # "compile"
+        source.unlink()
+        (workdir / "mynpu.json").write_text(json.dumps({"compiler_level": options["compiler_level"],
+                                                       "precision": precision}, indent=2) + "\n")
+        compiled = onnx.load(str(workdir / "model.mynpu.onnx"))
+        return Lowered(files=("model.mynpu.onnx", "mynpu.json"), signature=signature_from_onnx(compiled),
+                       options=options, passes=tuple(model.passes) + ({"name": "mynpu-compile", **options},))
+
+    def plan_run(self, artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:
+        why = host_mismatch(target, host)
+        if why:
+            raise NotRunnable(why)
+        return RunPlan(MyNpuRunner(artifact_dir / "model.mynpu.onnx"))
+
+
+backend = MyNpuBackend()
