@@ -168,7 +168,7 @@ def plan(model: TracedModel, options: BuildOptions, ctx: BuildContext) -> list[C
                 )
             names = [options.backend]
         else:
-            names = list(target.backends) if target.build_all_backends else [target.backends[0]]
+            names = list(target.backends)
         precision = options.precision or target.default_precision
         settings = settings_for(target, QuantRequest(precision, options.method, options.activation_dtype, options.block_size))
         backends = [ctx.backends.get(name) for name in names]
@@ -176,9 +176,14 @@ def plan(model: TracedModel, options: BuildOptions, ctx: BuildContext) -> list[C
         if not able:
             builds = "; ".join(f"{b.name} builds {'/'.join(b.precisions)}" for b in backends)
             raise UsageError(f"target {target.id}: no backend of {', '.join(names)} builds {precision} ({builds})")
-        for skipped in (b for b in backends if b not in able and target.build_all_backends and not options.backend):
+        for skipped in (b for b in backends if b not in able and target.build_all_backends and not options.backend
+                        and precision not in b.precisions):
             ctx.progress(f"{target.id}: {skipped.name} does not build {precision}; building with the others")
-        for backend in able if target.build_all_backends and not options.backend else backends:
+        if not target.build_all_backends and not options.backend:
+            if able[0] is not backends[0]:
+                ctx.progress(f"{target.id}: {backends[0].name} does not build {precision}; using {able[0].name}")
+            able = able[:1]
+        for backend in able if not options.backend else backends:
             if precision not in backend.precisions:
                 raise UsageError(f"backend {backend.name} does not build {precision} (it builds {', '.join(backend.precisions)})")
             backend.check_options(target)

@@ -334,7 +334,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
             reports.append(run_conformance(target_id, ops=OP_TESTS[: args.ops] if args.ops else OP_TESTS,
                                            models=not args.no_models, progress=progress,
                                            ctx=BuildContext(targets=registry, progress=lambda m: None)))
-    write_reports(reports, args.report, args.html)
+    write_reports(reports, args.report, args.html, args.markdown)
     for report in reports:
         data = report.to_dict()
         print(f"\n{report.target} ({report.backend}): {data['passed']} of {data['total']} checks passed")
@@ -346,6 +346,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
                 print(f"  {o['stage']:<9} {o['kind']:<8} {o['item']} {o['precision']}: {o['message'][:160]}")
         if data["unsupported_ops"]:
             print(f"  ops {report.backend} cannot lower: {', '.join(data['unsupported_ops'])}")
+        for note in data["notes"]:
+            print(f"  note: {note}")
     return 0 if all(r.to_dict()["passed"] == r.to_dict()["total"] for r in reports) else 1
 
 
@@ -516,6 +518,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("-t", "--target", action="append", required=True, help="target id (repeatable; 'all')")
     c.add_argument("--report", help="write the JSON report here")
     c.add_argument("--html", help="write an HTML summary here")
+    c.add_argument("--markdown", help="write a Markdown table of pass rates here (docs/conformance.md is made so)")
     c.add_argument("--ops", type=int, help="run only the first N op tests")
     c.add_argument("--no-models", action="store_true", help="skip the model zoo (op, artifact and profile checks only)")
     c.add_argument("-q", "--quiet", action="store_true")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -55,6 +56,7 @@ class Report:
     backend: str
     outcomes: list[Outcome] = field(default_factory=list)
     unsupported_ops: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def pass_rates(self) -> dict[str, dict[str, Any]]:
         """Per stage: how many items reached it and how many of those passed it."""
@@ -72,7 +74,8 @@ class Report:
         passed = sum(o.passed for o in self.outcomes)
         return {"target": self.target, "backend": self.backend, "total": total, "passed": passed,
                 "pass_rate": round(passed / total, 4) if total else None, "stages": self.pass_rates(),
-                "unsupported_ops": self.unsupported_ops, "outcomes": [asdict(o) for o in self.outcomes]}
+                "unsupported_ops": self.unsupported_ops, "notes": self.notes,
+                "outcomes": [asdict(o) for o in self.outcomes]}
 
 
 def _stage_applies(kind: str, stage: str) -> bool:
@@ -110,7 +113,7 @@ def _precision_for_ops(target) -> str:
 def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence[str], progress) -> None:
     from dataclasses import replace
 
-    from calibration.readers import from_arrays
+    from calibration.readers import CalibrationSet
     from calibration.statistics import collect_ranges
     from compiler.backends import NotRunnable
     from compiler.errors import UnsupportedOpError
@@ -124,7 +127,15 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
     precision = _precision_for_ops(target)
     tolerance = target.tolerance(precision)
     host = detect_host()
-    for case in _node_cases(ops):
+    cases = _node_cases(ops)
+    if cases:
+        probe = TracedModel("probe", "probe", "onnx", "0" * 64, signature_from_onnx(cases[0].model), cases[0].model,
+                            onnx_reference(cases[0].model))
+        if not backend.lowers_onnx(probe, precision):
+            report.notes.append(f"op battery not applicable: {backend.name} lowers torch programs, and ONNX's node "
+                                "tests are ONNX graphs; its op coverage shows in the model battery")
+            return
+    for case in cases:
         progress(f"op {case.name}")
         inputs_list, outputs_list = case.data_sets[0]
         model = case.model
@@ -141,7 +152,8 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
                 if precision == "fp16":
                     graph = to_fp16(model)
                 else:
-                    calib = from_arrays({k: v for k, v in inputs.items()}, signature, case.name)
+                    # The test's own inputs, as one calibration sample (their leading dims are not a batch).
+                    calib = CalibrationSet((inputs,), origin=case.name, digest=case.name)
                     settings = QuantSettings("int8", "minmax", target.quantization.activation_dtypes[0], "int8",
                                              target.quantization.per_channel, target.quantization.symmetric_activations)
                     graph = quantize_int8(model, settings, collect_ranges(model, calib, "minmax", workdir / "cache"))
@@ -237,6 +249,9 @@ def run_model_battery(target_id: str, workdir: Path, report: Report, ctx, progre
                 continue
             for r in results:
                 if r.status == "error":
+                    unsupported = re.search(r"cannot lower op '([^']+)'", r.message)
+                    if unsupported:
+                        report.unsupported_ops.append(unsupported.group(1))
                     report.outcomes.append(Outcome(f"{name}", "model", False, _classify(r.message), r.message[:300], precision))
                 elif r.status == "failed":
                     stage = "RUN" if "running the artifact failed" in r.numerics.reason else "MISMATCH"
@@ -334,8 +349,31 @@ def html_summary(reports: Sequence[Report]) -> str:
             + "".join(blocks) + "</body></html>\n")
 
 
-def write_reports(reports: Sequence[Report], json_path: str | None, html_path: str | None) -> None:
+def markdown_summary(reports: Sequence[dict[str, Any]]) -> str:
+    """Pass rates per target and stage, and the ops each backend cannot lower, for the docs."""
+    lines = ["| target | backend | passed | " + " | ".join(STAGES) + " | ops it cannot lower |",
+             "|---|---|---|" + "---|" * len(STAGES) + "---|"]
+    for r in reports:
+        rates = " | ".join("-" if r["stages"][s]["pass_rate"] is None else f"{r['stages'][s]['pass_rate'] * 100:.0f}%"
+                           for s in STAGES)
+        lines.append(f"| {r['target']} | {r['backend']} | {r['passed']}/{r['total']} | {rates} | "
+                     f"{', '.join(r['unsupported_ops']) or 'none'} |")
+    lines.append("")
+    for r in reports:
+        failures = [o for o in r["outcomes"] if not o["passed"]]
+        if failures or r.get("notes"):
+            lines.append(f"**{r['target']}** ({r['backend']}):")
+            lines += [f"- {note}" for note in r.get("notes", [])]
+            lines += [f"- {o['stage']}: {o['kind']} `{o['item']}` {o['precision']}: {o['message'][:200]}" for o in failures]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def write_reports(reports: Sequence[Report], json_path: str | None, html_path: str | None,
+                  markdown_path: str | None = None) -> None:
     if json_path:
         Path(json_path).write_text(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
     if html_path:
         Path(html_path).write_text(html_summary(reports))
+    if markdown_path:
+        Path(markdown_path).write_text(markdown_summary([r.to_dict() for r in reports]) + "\n")

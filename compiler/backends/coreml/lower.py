@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,11 @@ def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path,
             outputs=[ct.TensorType(name=t.name) for t in signature.outputs],
         )
     except NotImplementedError as exc:
-        op = str(exc).split("'")[1] if "'" in str(exc) else "?"
-        raise UnsupportedOpError("coreml", op, op, str(exc)) from exc
+        # coremltools says e.g. "Unsupported fx node diff, kind diff" or "PyTorch convert function for op 'x' not implemented".
+        found = re.search(r"Unsupported fx node (\S+), kind (\S+)", str(exc)) or re.search(r"op '([^']+)'", str(exc))
+        node = found.group(1).rstrip(",") if found else "?"
+        op = found.group(2) if found and found.lastindex == 2 else node
+        raise UnsupportedOpError("coreml", op, node, "coremltools has no converter for it") from exc
     except Exception as exc:
         raise BuildError(f"coremltools could not convert {model.name}: {type(exc).__name__}: {exc}") from exc
     package = workdir / PACKAGE
