@@ -18,32 +18,19 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from compiler.example.model import DigitsCNN
+from compiler.example.model import train
 
 OUT = Path(__file__).resolve().parents[2] / "compiler" / "example"
 
 
 def main() -> None:
-    torch.manual_seed(0)
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)[:, None]
     labels = digits.target.astype(np.int64)
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=0.25, random_state=0, stratify=labels
     )
-    model = DigitsCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    for epoch in range(40):
-        model.train()
-        perm = torch.randperm(len(xt))
-        for i in range(0, len(xt), 64):
-            idx = perm[i : i + 64]
-            loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+    model = train(x_train, y_train, epochs=40)
     with torch.no_grad():
         acc = (model(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean()
     print(f"held-out top-1: {acc:.4f} on {len(y_test)} digits")

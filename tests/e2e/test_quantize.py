@@ -13,7 +13,7 @@ from compiler import precision as precision_stage
 from compiler.build import BuildOptions, build
 from compiler.cli import main
 from compiler.errors import UsageError
-from compiler.example.model import DigitsCNN
+from compiler.example.model import train
 from compiler.frontend import trace_module
 from tests.conftest import TransformerBlock, seeded
 
@@ -23,27 +23,16 @@ def digits(tmp_path_factory):
     """A conv net trained for a second on 1300 digits; 128 calibration and 497 labelled test samples on disk."""
     from sklearn.datasets import load_digits
 
-    torch.manual_seed(0)
     data = load_digits()
     images = (data.images / 16.0).astype(np.float32)[:, None]
     labels = data.target.astype(np.int64)
-    model = DigitsCNN()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = torch.from_numpy(images[:1300]), torch.from_numpy(labels[:1300])
-    for _ in range(12):
-        order = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            batch = order[i : i + 64]
-            loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    model = train(images[:1300], labels[:1300], epochs=12)
     folder = tmp_path_factory.mktemp("digits")
     np.savez(folder / "calib.npz", image=images[:128])
     np.savez(folder / "eval.npz", image=images[1300:], label=labels[1300:])
     np.savez(folder / "eval_unlabelled.npz", image=images[1300:])
     np.savez(folder / "calib_wrong_scale.npz", image=images[:128] * 50)  # e.g. pixels not divided by 16
-    traced = trace_module(model.eval(), (torch.zeros(2, 1, 8, 8),), name="digits", dynamic_batch=True)
+    traced = trace_module(model, (torch.zeros(2, 1, 8, 8),), name="digits", dynamic_batch=True)
     return traced, folder
 
 
