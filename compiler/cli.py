@@ -314,6 +314,60 @@ def _add_profile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--html", help="also write an HTML report with plots here")
 
 
+# --- compare and baseline ------------------------------------------------------------------------
+
+
+def _thresholds(items: Sequence[str]) -> dict[str, float]:
+    from profiles.compare import DEFAULT_THRESHOLDS
+
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in DEFAULT_THRESHOLDS:
+            raise UsageError(f"--threshold {item}: unknown metric {name!r}; metrics: {', '.join(DEFAULT_THRESHOLDS)}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise UsageError(f"--threshold {item}: {value!r} is not a number") from None
+    return out
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from profiles.compare import CompareError, compare, junit, load_profiles, markdown
+
+    try:
+        baseline, current = load_profiles(args.baseline), load_profiles(args.current)
+    except CompareError as exc:
+        raise UsageError(str(exc)) from exc
+    verdicts, added, removed = compare(baseline, current, _thresholds(args.threshold))
+    text = markdown(verdicts, added, removed)
+    if args.summary:
+        Path(args.summary).write_text(text)
+    if args.junit:
+        Path(args.junit).write_text(junit(verdicts))
+    rows = [(v.key, v.metric, v.status.upper() if v.status != "ok" else "ok",
+             "-" if v.ratio is None else f"{v.ratio:.3f}",
+             "-" if v.interval is None else f"{v.interval[0]:.3f}-{v.interval[1]:.3f}", f"{v.threshold:g}", v.test)
+            for v in verdicts if v.status != "ok" or args.all]
+    if rows:
+        print(_table(("cell", "metric", "verdict", "ratio", "95% interval", "threshold", "test"), rows))
+    regressions = sum(v.status == "regression" for v in verdicts)
+    print(f"\n{regressions} regression(s), {sum(v.status == 'alarm' for v in verdicts)} alarm(s) in {len(verdicts)} checks; "
+          f"added {len(added)}, removed {len(removed)} cell(s)")
+    return 1 if regressions else 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from profiles.compare import CompareError, update_baseline
+
+    try:
+        count = update_baseline(args.current, args.baseline)
+    except CompareError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"baseline {args.baseline}: {count} profile(s) from {args.current}")
+    return 0
+
+
 # --- conformance ---------------------------------------------------------------------------------
 
 
@@ -513,6 +567,22 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     pr.add_argument("-q", "--quiet", action="store_true")
     pr.set_defaults(func=cmd_profile)
+
+    cmp = sub.add_parser("compare", help="compare profiles against a baseline (exit 1 on regression)")
+    cmp.add_argument("baseline")
+    cmp.add_argument("current")
+    cmp.add_argument("--junit", help="write JUnit XML here (one test case per model x target x metric)")
+    cmp.add_argument("--summary", help="write a Markdown summary here (e.g. a CI job summary)")
+    cmp.add_argument("--threshold", action="append", default=[], metavar="METRIC=VALUE",
+                     help="e.g. latency=1.05 (largest accepted ratio); accuracy=0.001 (largest cosine drop)")
+    cmp.add_argument("--all", action="store_true", help="list every verdict, not only the non-ok ones")
+    cmp.set_defaults(func=cmd_compare)
+
+    bl = sub.add_parser("baseline", help="accept current profiles as the new baseline")
+    bl.add_argument("action", choices=("update",))
+    bl.add_argument("current")
+    bl.add_argument("baseline")
+    bl.set_defaults(func=cmd_baseline)
 
     c = sub.add_parser("conformance", help="run the conformance kit against targets")
     c.add_argument("-t", "--target", action="append", required=True, help="target id (repeatable; 'all')")

@@ -1,0 +1,204 @@
+"""Compare profiles against a baseline: a verdict per model x target x metric, noise-aware.
+
+Measured latencies are compared on their raw samples: a seeded bootstrap gives a 95% interval for
+the ratio of medians (current / baseline), and a regression is reported only when the ratio is
+beyond the threshold *and* the whole interval is above 1 (beyond the noise). Estimated and
+deterministic figures (size, estimated latency/energy, peak memory, accuracy) are compared directly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+
+from profiles.profile import PROFILE_NAME, PROFILE_SCHEMA_VERSION
+
+#: Largest accepted current/baseline ratio per metric (accuracy: largest accepted drop in cosine).
+DEFAULT_THRESHOLDS = {"latency": 1.10, "energy": 1.10, "memory": 1.10, "size": 1.05, "accuracy": 0.001}
+BOOTSTRAP_ROUNDS = 2000
+
+
+class CompareError(Exception):
+    """The baseline or current profiles cannot be compared; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    key: str  # model/target/backend/precision
+    metric: str
+    status: str  # "ok", "regression", "improvement", "alarm"
+    baseline: float | None
+    current: float | None
+    ratio: float | None
+    interval: tuple[float, float] | None
+    threshold: float
+    test: str  # "bootstrap ratio of medians" or "direct"
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _key(profile: Mapping[str, Any]) -> str:
+    return f"{profile['model']}/{profile['target']}/{profile['backend']}/{profile['precision']}"
+
+
+def load_profiles(root: str | Path) -> dict[str, dict[str, Any]]:
+    root = Path(root)
+    if not root.is_dir():
+        raise CompareError(f"{root}: no such folder of profiles")
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(root.rglob(PROFILE_NAME)):
+        profile = json.loads(path.read_text())
+        version = profile.get("schema_version")
+        if version != PROFILE_SCHEMA_VERSION:
+            raise CompareError(f"{path}: profile schema_version {version!r}; this chipfit reads "
+                               f"{PROFILE_SCHEMA_VERSION}. Re-profile the baseline with this version.")
+        manifest = path.parent / "manifest.json"
+        profile["_manifest"] = json.loads(manifest.read_text()) if manifest.exists() else {}
+        found[_key(profile)] = profile
+    if not found:
+        raise CompareError(f"{root}: holds no {PROFILE_NAME}; run `chipfit profile` on it first")
+    return found
+
+
+def bootstrap_ratio(baseline: Sequence[float], current: Sequence[float], rounds: int = BOOTSTRAP_ROUNDS,
+                    seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Ratio of medians (current / baseline) and its 95% bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    b, c = np.asarray(baseline, float), np.asarray(current, float)
+    b_med = np.median(rng.choice(b, (rounds, len(b))), axis=1)
+    c_med = np.median(rng.choice(c, (rounds, len(c))), axis=1)
+    ratios = c_med / b_med
+    return float(np.median(c) / np.median(b)), (float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5)))
+
+
+def _direct(key: str, metric: str, base: float | None, cur: float | None, threshold: float, note: str = "") -> Verdict:
+    if base is None or cur is None or base <= 0:
+        return Verdict(key, metric, "ok", base, cur, None, None, threshold, "direct", note or "not comparable: a figure is missing")
+    ratio = cur / base
+    status = "regression" if ratio > threshold else "improvement" if ratio < 1 / threshold else "ok"
+    return Verdict(key, metric, status, base, cur, ratio, None, threshold, "direct", note)
+
+
+def _latency(key: str, base: Mapping[str, Any], cur: Mapping[str, Any], threshold: float) -> Verdict:
+    b, c = base.get("latency_samples_ms"), cur.get("latency_samples_ms")
+    if b and c and str(base.get("latency_method", "")).startswith("measured") \
+            and base.get("latency_method") == cur.get("latency_method"):
+        ratio, (lo, hi) = bootstrap_ratio(b, c)
+        status = "ok"
+        if ratio > threshold and lo > 1.0:
+            status = "regression"
+        elif ratio < 1 / threshold and hi < 1.0:
+            status = "improvement"
+        note = "beyond the threshold but within the noise" if status == "ok" and ratio > threshold else ""
+        return Verdict(key, "latency", status, float(np.median(b)), float(np.median(c)), ratio, (lo, hi), threshold,
+                       "bootstrap ratio of medians", note)
+    note = "" if base.get("latency_method") == cur.get("latency_method") else \
+        f"methods differ: {base.get('latency_method')} vs {cur.get('latency_method')}"
+    return _direct(key, "latency", base.get("latency_ms_p50"), cur.get("latency_ms_p50"), threshold, note)
+
+
+def _min_cosine(profile: Mapping[str, Any]) -> float | None:
+    outputs = (profile.get("_manifest", {}).get("numerics") or {}).get("outputs") or []
+    return min((o["cosine"] for o in outputs), default=None)
+
+
+def compare(baseline: Mapping[str, dict], current: Mapping[str, dict], thresholds: Mapping[str, float] | None = None
+            ) -> tuple[list[Verdict], list[str], list[str]]:
+    """Verdicts for every cell in both, plus the keys added and removed."""
+    limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    verdicts: list[Verdict] = []
+    for key in sorted(set(baseline) & set(current)):
+        b, c = baseline[key], current[key]
+        verdicts.append(_latency(key, b, c, limits["latency"]))
+        verdicts.append(_direct(key, "energy", b.get("energy_mj"), c.get("energy_mj"), limits["energy"],
+                                f"{c.get('energy_method')}"))
+        verdicts.append(_direct(key, "memory", b.get("peak_memory_mb"), c.get("peak_memory_mb"), limits["memory"]))
+        verdicts.append(_direct(key, "size", b.get("artifact_mb"), c.get("artifact_mb"), limits["size"]))
+        bc, cc = _min_cosine(b), _min_cosine(c)
+        if bc is not None and cc is not None:
+            drop = bc - cc
+            status = "regression" if drop > limits["accuracy"] else "ok"
+            verdicts.append(Verdict(key, "accuracy", status, bc, cc, cc / bc if bc else None, None, limits["accuracy"],
+                                    "direct (cosine to float reference)", f"cosine drop {drop:.6f}"))
+    verdicts += _int8_alarms(current)
+    return verdicts, sorted(set(current) - set(baseline)), sorted(set(baseline) - set(current))
+
+
+def _int8_alarms(current: Mapping[str, dict]) -> list[Verdict]:
+    alarms = []
+    for key, profile in current.items():
+        if profile["precision"] != "int8" or not profile.get("latency_ms_p50"):
+            continue
+        for float_precision in ("fp32", "fp16"):
+            sibling = current.get(key.rsplit("/", 1)[0] + f"/{float_precision}")
+            if sibling and sibling.get("latency_ms_p50") and profile["latency_ms_p50"] >= sibling["latency_ms_p50"]:
+                alarms.append(Verdict(key, "int8_vs_float", "alarm", sibling["latency_ms_p50"], profile["latency_ms_p50"],
+                                      profile["latency_ms_p50"] / sibling["latency_ms_p50"], None, 1.0, "direct",
+                                      f"int8 is not faster than its {float_precision} sibling"))
+                break
+    return alarms
+
+
+def markdown(verdicts: Sequence[Verdict], added: Sequence[str], removed: Sequence[str]) -> str:
+    regressions = [v for v in verdicts if v.status == "regression"]
+    lines = [f"## chipfit compare: {len(regressions)} regression(s) in {len(verdicts)} checks", "",
+             "| cell | metric | verdict | baseline | current | ratio | 95% interval | threshold | test |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    order = {"regression": 0, "alarm": 1, "improvement": 2, "ok": 3}
+    for v in sorted(verdicts, key=lambda v: (order[v.status], v.key, v.metric)):
+        fmt = (lambda x: "-" if x is None else f"{x:.4g}")
+        interval = "-" if v.interval is None else f"{v.interval[0]:.3f}-{v.interval[1]:.3f}"
+        lines.append(f"| {v.key} | {v.metric} | **{v.status}** | {fmt(v.baseline)} | {fmt(v.current)} | {fmt(v.ratio)} "
+                     f"| {interval} | {v.threshold:g} | {v.test}{'; ' + v.note if v.note else ''} |")
+    if added or removed:
+        lines += ["", f"Added: {', '.join(added) or 'none'}. Removed: {', '.join(removed) or 'none'}."]
+    return "\n".join(lines) + "\n"
+
+
+def junit(verdicts: Sequence[Verdict]) -> str:
+    failures = sum(v.status == "regression" for v in verdicts)
+    cases = []
+    for v in verdicts:
+        name = quoteattr(f"{v.key}:{v.metric}")
+        body = ""
+        text = (f"{v.metric}: baseline {v.baseline}, current {v.current}, ratio {v.ratio}, interval {v.interval}, "
+                f"threshold {v.threshold}, {v.test}. {v.note}")
+        if v.status == "regression":
+            body = f"<failure message={quoteattr(text)} type=\"regression\">{escape(text)}</failure>"
+        elif v.status == "alarm":
+            body = f"<system-out>{escape('ALARM: ' + text)}</system-out>"
+        cases.append(f'  <testcase classname={quoteattr(v.key)} name={name} time="0">{body}</testcase>')
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name="chipfit.compare" tests="{len(verdicts)}" '
+            f'failures="{failures}" errors="0" skipped="0">\n' + "\n".join(cases) + "\n</testsuite>\n")
+
+
+def update_baseline(current_root: str | Path, baseline_root: str | Path) -> int:
+    """Copy every profile (with its manifest, not the artifact files) into ``baseline_root``, atomically."""
+    current_root, baseline_root = Path(current_root), Path(baseline_root)
+    profiles = sorted(current_root.rglob(PROFILE_NAME))
+    if not profiles:
+        raise CompareError(f"{current_root}: holds no {PROFILE_NAME}; run `chipfit profile` first")
+    staging = baseline_root.with_name(f".{baseline_root.name}.staging-{uuid.uuid4().hex[:8]}")
+    for path in profiles:
+        dest = staging / path.parent.relative_to(current_root)
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest / PROFILE_NAME)
+        if (path.parent / "manifest.json").exists():
+            shutil.copy2(path.parent / "manifest.json", dest / "manifest.json")
+    old = None
+    if baseline_root.exists():
+        old = baseline_root.with_name(f".{baseline_root.name}.old-{uuid.uuid4().hex[:8]}")
+        baseline_root.replace(old)
+    staging.replace(baseline_root)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return len(profiles)

@@ -1,0 +1,99 @@
+"""The regression gate: known shifts are caught, noise is not, and the outputs are well formed."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler.cli import main
+from profiles.compare import bootstrap_ratio, compare, junit, load_profiles, markdown, update_baseline
+
+
+def _profile(samples, *, target="host", precision="fp32", size=1.0, cosine=1.0, method="measured:host"):
+    return {"schema_version": 1, "model": "m", "target": target, "backend": "onnxruntime", "precision": precision,
+            "latency_samples_ms": list(samples), "latency_ms_p50": float(np.median(samples)), "latency_method": method,
+            "energy_mj": 1.0, "energy_method": "estimated:roofline-v1", "peak_memory_mb": 100.0, "artifact_mb": size,
+            "_manifest": {"numerics": {"outputs": [{"cosine": cosine}]}}}
+
+
+def _cells(**profiles):
+    return {f"m/{p['target']}/onnxruntime/{p['precision']}": p for p in profiles.values()}
+
+
+RNG = np.random.default_rng(0)
+BASE = RNG.normal(10.0, 0.3, 200)
+
+
+def test_a_ten_percent_slowdown_is_caught():
+    ratio, (lo, hi) = bootstrap_ratio(BASE, BASE * 1.10 + RNG.normal(0, 0.05, 200))
+    assert 1.08 < ratio < 1.12 and lo > 1.0
+    verdicts, _, _ = compare(_cells(a=_profile(BASE)), _cells(a=_profile(BASE * 1.15)), {"latency": 1.10})
+    latency = next(v for v in verdicts if v.metric == "latency")
+    assert latency.status == "regression" and latency.test == "bootstrap ratio of medians"
+
+
+def test_a_noisy_equal_pair_is_not_a_regression():
+    noisy = np.random.default_rng(1).lognormal(np.log(10), 0.5, 15)
+    other = np.random.default_rng(2).lognormal(np.log(10), 0.5, 15)
+    verdicts, _, _ = compare(_cells(a=_profile(noisy)), _cells(a=_profile(other)), {"latency": 1.05})
+    latency = next(v for v in verdicts if v.metric == "latency")
+    assert latency.status == "ok"
+    assert latency.interval[0] < 1.0 < latency.interval[1]
+
+
+def test_direct_metrics_accuracy_added_removed_and_int8_alarm():
+    base = _cells(a=_profile(BASE, size=1.0), b=_profile(BASE, target="old"))
+    cur = _cells(a=_profile(BASE, size=1.2, cosine=0.99), c=_profile(BASE, target="new"),
+                 q=_profile(BASE * 1.3, precision="int8"))
+    verdicts, added, removed = compare(base, cur)
+    by = {(v.key, v.metric): v for v in verdicts}
+    assert by[("m/host/onnxruntime/fp32", "size")].status == "regression"
+    assert by[("m/host/onnxruntime/fp32", "accuracy")].status == "regression"
+    assert by[("m/host/onnxruntime/int8", "int8_vs_float")].status == "alarm"
+    assert added == ["m/host/onnxruntime/int8", "m/new/onnxruntime/fp32"] and removed == ["m/old/onnxruntime/fp32"]
+    text = markdown(verdicts, added, removed)
+    assert "**regression**" in text and "Removed: m/old/onnxruntime/fp32" in text
+    suite = ET.fromstring(junit(verdicts))
+    assert suite.tag == "testsuite" and int(suite.get("failures")) == 2
+    assert all(case.get("classname") and case.get("name") for case in suite.iter("testcase"))
+
+
+def _write(root: Path, profile: dict) -> None:
+    folder = root / profile["model"] / profile["target"]
+    folder.mkdir(parents=True)
+    data = {k: v for k, v in profile.items() if k != "_manifest"}
+    (folder / "profile.json").write_text(json.dumps(data))
+    (folder / "manifest.json").write_text(json.dumps(profile["_manifest"]))
+
+
+def test_cli_gate_exit_codes_and_baseline_update(tmp_path, capsys):
+    base, same, slow = tmp_path / "base", tmp_path / "same", tmp_path / "slow"
+    _write(base, _profile(BASE))
+    _write(same, _profile(BASE[::-1]))
+    _write(slow, _profile(BASE * 1.3))
+    assert main(["compare", str(base), str(same)]) == 0
+    report, summary = tmp_path / "r.xml", tmp_path / "s.md"
+    assert main(["compare", str(base), str(slow), "--junit", str(report), "--summary", str(summary)]) == 1
+    assert "REGRESSION" in capsys.readouterr().out
+    assert ET.parse(report).getroot().get("failures") == "1" and "regression" in summary.read_text()
+    assert main(["baseline", "update", str(slow), str(base)]) == 0
+    assert main(["compare", str(base), str(slow)]) == 0  # accepted as the new baseline
+    assert main(["compare", str(base), str(tmp_path / "nope")]) == 2
+    assert main(["compare", str(base), str(slow), "--threshold", "speed=2"]) == 2
+
+
+def test_old_baseline_schema_is_refused_by_version(tmp_path):
+    _write(tmp_path, _profile(BASE))
+    path = tmp_path / "m" / "host" / "profile.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 0}))
+    with pytest.raises(Exception, match="profile schema_version 0; this chipfit reads 1"):
+        load_profiles(tmp_path)
+
+
+def test_update_baseline_needs_profiles(tmp_path):
+    with pytest.raises(Exception, match="holds no profile.json"):
+        update_baseline(tmp_path, tmp_path / "b")
