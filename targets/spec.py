@@ -85,9 +85,6 @@ class Hardware:
     sources: Mapping[str, tuple[str, ...]]
     notes: str = ""
 
-    def figure(self, key: str) -> Any:
-        return self.figures[key]
-
 
 @dataclass(frozen=True)
 class TargetSpec:
