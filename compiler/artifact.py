@@ -22,6 +22,8 @@ from compiler.errors import UsageError
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
 STAGING_MARK = ".staging-"
+#: a build whose verification failed is kept beside its place as ``<target>.failed``, for inspection
+FAILED_SUFFIX = ".failed"
 
 
 def sha256_file(path: Path) -> str:
@@ -93,14 +95,19 @@ class Staging:
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         tmp.replace(self.path / MANIFEST_NAME)
         _fsync_tree(self.path)
-        old = None
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-            dest.replace(old)
-        self.path.replace(dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return dest
+        return swap_into(self.path, dest)
+
+
+def swap_into(source: Path, dest: Path) -> Path:
+    """Rename a complete directory onto ``dest``, replacing what was there (same filesystem)."""
+    old = None
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        dest.replace(old)
+    source.replace(dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,8 @@ def find_artifacts(root: str | Path) -> list[Artifact]:
     found = []
     for manifest in sorted(root.rglob(MANIFEST_NAME)):
         directory = manifest.parent
-        if any(STAGING_MARK in part or part.startswith(".") for part in directory.relative_to(root).parts):
+        if any(STAGING_MARK in part or part.startswith(".") or part.endswith(FAILED_SUFFIX)
+               for part in directory.relative_to(root).parts):
             continue
         found.append(read_artifact(directory))
     return found

@@ -24,7 +24,7 @@ import numpy as np
 from calibration import CalibrationSet
 from calibration.readers import CalibrationError, from_arrays, load_labels, load_samples, random_samples
 from compiler import __version__
-from compiler.artifact import MANIFEST_SCHEMA_VERSION, Staging, hash_files
+from compiler.artifact import FAILED_SUFFIX, MANIFEST_SCHEMA_VERSION, Staging, hash_files
 from compiler.backends import Backend, NotRunnable, backend_registry
 from compiler.errors import BuildError, ChipfitError, UsageError
 from compiler.passes.cost import graph_cost
@@ -32,6 +32,7 @@ from compiler.passes.quantize import QuantRequest, QuantSettings, settings_for
 from compiler.passes.quantize_torch import TORCH_METHODS
 from compiler.fusion_stage import FusionOptions, FusionStage
 from compiler.precision import EvalSet, PrecisionStage
+from compiler.reproducibility import content_digest
 from compiler.signature import run_batched, seeded_inputs, static_batch
 from compiler.traced import TracedModel
 from compiler.verify import Numerics, verify
@@ -263,7 +264,8 @@ def _evaluation_set(model: TracedModel, options: BuildOptions, calibration: Cali
 def _manifest(model: TracedModel, cell: Cell, lowered, files: dict, numerics: Numerics,
               calibration: CalibrationSet | None, report: Mapping[str, Any] | None, seconds: float,
               versions: dict[str, str], cost: Mapping[str, Any] | None = None,
-              fusion: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              fusion: Mapping[str, Any] | None = None,
+              reproducibility: Mapping[str, Any] | None = None) -> dict[str, Any]:
     target = cell.target
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -289,6 +291,7 @@ def _manifest(model: TracedModel, cell: Cell, lowered, files: dict, numerics: Nu
         "fallbacks": list(lowered.fallbacks),
         "signature": lowered.signature.to_dict(),
         "files": files,
+        "reproducibility": reproducibility,
         "primary_file": lowered.files[0],
         "numerics": numerics.to_dict(),
         "cost": dict(cost) if cost else None,
@@ -383,11 +386,12 @@ def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildO
             cost = graph_cost(cell_model.onnx_model, cell.precision, shapes_from=model.onnx_model).to_dict()
             warnings = _memory_warnings(cell.target, files, cost)
             manifest = partial(_manifest, model, cell, lowered, files, calibration=shared.calibration, report=report,
-                               seconds=seconds, versions=shared.versions, cost=cost, fusion=fusion_report)
+                               seconds=seconds, versions=shared.versions, cost=cost, fusion=fusion_report,
+                               reproducibility=content_digest(staging.path, files))
             numerics, latency = _check(cell, staging.path, manifest(numerics=Numerics("not-run", cell.precision)),
                                        lowered, shared, ctx, options)
             if numerics.status == "failed":
-                failed = staging.commit(manifest(numerics=numerics), cell.dest.with_name(cell.dest.name + ".failed"))
+                failed = staging.commit(manifest(numerics=numerics), cell.dest.with_name(cell.dest.name + FAILED_SUFFIX))
                 return CellResult(**base, status="failed", artifact=str(failed), numerics=numerics,
                                   size_bytes=sum(f["bytes"] for f in files.values()), build_seconds=seconds,
                                   quantization=report, fusion=fusion_report, fallbacks=tuple(lowered.fallbacks),

@@ -4,6 +4,8 @@
     chipfit targets show ID [--json]         one target: backend, options, figures with sources
     chipfit build MODEL -t T [-t T ...]      trace, lower, verify; exit 0 only if every artifact verified
     chipfit inspect PATH [--json]            an artifact: what it is, its manifest, its numerics
+    chipfit release RELEASE.toml -o dist/    every model x target of a release, cached, verified, profiled
+    chipfit compare BASELINE CURRENT         regressions beyond threshold and noise (exit 1)
 
 Exit codes: 0 success, 1 a build or verification failed, 2 bad input (file, option, target).
 """
@@ -332,6 +334,18 @@ def _thresholds(items: Sequence[str]) -> dict[str, float]:
     return out
 
 
+def _release_thresholds(current: Path) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Thresholds a release recorded in its index.json (from release.toml); --threshold overrides them."""
+    index = current / "index.json"
+    if not index.is_file():
+        return {}, {}
+    try:
+        recorded = json.loads(index.read_text()).get("thresholds") or {}
+    except ValueError as exc:
+        raise UsageError(f"{index}: not valid JSON ({exc})") from None
+    return dict(recorded.get("default", {})), {t: dict(v) for t, v in recorded.get("target", {}).items()}
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from profiles.compare import CompareError, compare, junit, load_profiles, markdown
 
@@ -339,7 +353,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         baseline, current = load_profiles(args.baseline), load_profiles(args.current)
     except CompareError as exc:
         raise UsageError(str(exc)) from exc
-    verdicts, added, removed = compare(baseline, current, _thresholds(args.threshold))
+    thresholds, per_target = _release_thresholds(Path(args.current))
+    thresholds.update(_thresholds(args.threshold))
+    verdicts, added, removed = compare(baseline, current, thresholds, per_target)
     text = markdown(verdicts, added, removed)
     if args.summary:
         Path(args.summary).write_text(text)
@@ -366,6 +382,54 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     print(f"baseline {args.baseline}: {count} profile(s) from {args.current}")
     return 0
+
+
+# --- release -------------------------------------------------------------------------------------
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from compiler.release.cache import default_cache_dir
+    from compiler.release.config import load_release
+    from compiler.release.driver import (INDEX_NAME, SUMMARY_HEADERS, SUMMARY_NAME, ReleaseOptions, release,
+                                         summary_rows, temporary_cache)
+
+    config = load_release(args.release)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be at least 1")
+    cache_dir = temporary_cache() if args.no_cache else Path(args.cache) if args.cache else default_cache_dir()
+    progress = (lambda m: None) if args.quiet else print_progress_line
+    options = ReleaseOptions(out_dir=Path(args.output), cache_dir=cache_dir, jobs=args.jobs,
+                             check_reproducible=args.check_reproducible,
+                             profile=not args.no_profile and config.profile.enabled,
+                             cell_timeout_s=args.cell_timeout)
+    with contextlib.redirect_stdout(sys.stderr):
+        report = release(config, options, progress)
+    index = json.loads((options.out_dir / INDEX_NAME).read_text())
+    if args.json:
+        print(json.dumps(index, indent=2))
+    else:
+        print(f"\nrelease {config.name} -> {options.out_dir}")
+        print(_table(SUMMARY_HEADERS, summary_rows(index)))
+        s = index["summary"]
+        print(f"\n{s['cells']} cells: {s['built']} built, {s['cached']} from the cache, {s['failed']} failed "
+              f"verification, {s['error']} could not be built; {index['seconds']} s")
+        print(f"index: {options.out_dir / INDEX_NAME}; summary: {options.out_dir / SUMMARY_NAME}")
+    for outcome in report.outcomes:
+        if not outcome.ok:
+            detail = outcome.message or "; ".join(c["detail"] for c in outcome.reproducible or [] if not c["ok"])
+            print(f"error: {outcome.cell.label}: {detail}" + (f" (log: {outcome.log})" if outcome.log else ""),
+                  file=sys.stderr)
+    for path, error in report.profile_errors.items():
+        print(f"error: profile {path}: {error}", file=sys.stderr)
+    if args.no_cache:
+        import shutil
+
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    return 0 if report.ok else 1
+
+
+def print_progress_line(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 # --- conformance ---------------------------------------------------------------------------------
@@ -583,6 +647,20 @@ def parser() -> argparse.ArgumentParser:
     bl.add_argument("current")
     bl.add_argument("baseline")
     bl.set_defaults(func=cmd_baseline)
+
+    r = sub.add_parser("release", help="build, verify and profile every model x target of a release file, cached")
+    r.add_argument("release", help="a release.toml (models, precisions, targets, thresholds)")
+    r.add_argument("-o", "--output", default="dist", help="output folder (default: dist)")
+    r.add_argument("-j", "--jobs", type=int, default=1, help="cells built at once, each in its own process (default 1)")
+    r.add_argument("--cache", help="build cache folder (default: $CHIPFIT_CACHE_DIR or ~/.cache/chipfit)")
+    r.add_argument("--no-cache", action="store_true", help="build everything in a throwaway cache")
+    r.add_argument("--check-reproducible", action="store_true",
+                   help="build every cell a second time, outside the cache, and compare the artifacts")
+    r.add_argument("--no-profile", action="store_true", help="skip profiling (the release file's [profile] also can)")
+    r.add_argument("--cell-timeout", type=float, default=1800.0, help="seconds one cell may build (default 1800)")
+    r.add_argument("--json", action="store_true", help="print dist/index.json")
+    r.add_argument("-q", "--quiet", action="store_true")
+    r.set_defaults(func=cmd_release)
 
     c = sub.add_parser("conformance", help="run the conformance kit against targets")
     c.add_argument("-t", "--target", action="append", required=True, help="target id (repeatable; 'all')")

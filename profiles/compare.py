@@ -103,7 +103,30 @@ def _latency(key: str, base: Mapping[str, Any], cur: Mapping[str, Any], threshol
                        "bootstrap ratio of medians", note)
     note = "" if base.get("latency_method") == cur.get("latency_method") else \
         f"methods differ: {base.get('latency_method')} vs {cur.get('latency_method')}"
+    if _both_estimated(base, cur, "latency_method"):
+        return _direct(key, "latency", _fixed(base, "latency_ms"), _fixed(cur, "latency_ms"), threshold,
+                       "estimated; compared at the model's fixed efficiency")
     return _direct(key, "latency", base.get("latency_ms_p50"), cur.get("latency_ms_p50"), threshold, note)
+
+
+def _both_estimated(base: Mapping[str, Any], cur: Mapping[str, Any], method_key: str) -> bool:
+    """Both figures come from the datasheet model, and both profiles carry it at a fixed efficiency.
+
+    The reported estimate uses an efficiency fitted on each run's own measurements, which moves
+    by several percent between runs; the fixed-efficiency figure moves only with the artifact or spec.
+    """
+    return all(str(p.get(method_key, "")).startswith("estimated") and p.get("estimate_fixed") for p in (base, cur))
+
+
+def _fixed(profile: Mapping[str, Any], figure: str) -> float | None:
+    return (profile.get("estimate_fixed") or {}).get(figure)
+
+
+def _energy(key: str, base: Mapping[str, Any], cur: Mapping[str, Any], threshold: float) -> Verdict:
+    if _both_estimated(base, cur, "energy_method"):
+        return _direct(key, "energy", _fixed(base, "energy_mj"), _fixed(cur, "energy_mj"), threshold,
+                       "estimated; compared at the model's fixed efficiency")
+    return _direct(key, "energy", base.get("energy_mj"), cur.get("energy_mj"), threshold, f"{cur.get('energy_method')}")
 
 
 def _min_cosine(profile: Mapping[str, Any]) -> float | None:
@@ -111,16 +134,20 @@ def _min_cosine(profile: Mapping[str, Any]) -> float | None:
     return min((o["cosine"] for o in outputs), default=None)
 
 
-def compare(baseline: Mapping[str, dict], current: Mapping[str, dict], thresholds: Mapping[str, float] | None = None
+def compare(baseline: Mapping[str, dict], current: Mapping[str, dict], thresholds: Mapping[str, float] | None = None,
+            target_thresholds: Mapping[str, Mapping[str, float]] | None = None
             ) -> tuple[list[Verdict], list[str], list[str]]:
-    """Verdicts for every cell in both, plus the keys added and removed."""
-    limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    """Verdicts for every cell in both, plus the keys added and removed.
+
+    ``thresholds`` override the defaults; ``target_thresholds`` (target id -> metric -> value) override
+    both for that target's cells.
+    """
     verdicts: list[Verdict] = []
     for key in sorted(set(baseline) & set(current)):
         b, c = baseline[key], current[key]
+        limits = {**DEFAULT_THRESHOLDS, **(thresholds or {}), **(target_thresholds or {}).get(c["target"], {})}
         verdicts.append(_latency(key, b, c, limits["latency"]))
-        verdicts.append(_direct(key, "energy", b.get("energy_mj"), c.get("energy_mj"), limits["energy"],
-                                f"{c.get('energy_method')}"))
+        verdicts.append(_energy(key, b, c, limits["energy"]))
         verdicts.append(_direct(key, "memory", b.get("peak_memory_mb"), c.get("peak_memory_mb"), limits["memory"]))
         verdicts.append(_direct(key, "size", b.get("artifact_mb"), c.get("artifact_mb"), limits["size"]))
         bc, cc = _min_cosine(b), _min_cosine(c)
@@ -194,6 +221,9 @@ def update_baseline(current_root: str | Path, baseline_root: str | Path) -> int:
         shutil.copy2(path, dest / PROFILE_NAME)
         if (path.parent / "manifest.json").exists():
             shutil.copy2(path.parent / "manifest.json", dest / "manifest.json")
+    for name in ("index.json", "summary.md"):  # a release's record of what was built, kept with its profiles
+        if (current_root / name).is_file():
+            shutil.copy2(current_root / name, staging / name)
     old = None
     if baseline_root.exists():
         old = baseline_root.with_name(f".{baseline_root.name}.old-{uuid.uuid4().hex[:8]}")

@@ -54,6 +54,15 @@ class ProfileOptions:
     key: str | None = None  # device key; default: the target's reach.rpc_key
     meter: str | None = None
     timeout_s: float = 600.0
+    #: keep the measurements of a profile.json already beside an artifact when the artifact, the host and
+    #: the runtime versions are unchanged (a resumed or repeated release does not re-time what it timed)
+    reuse: bool = False
+
+
+#: the measured part of a profile, the part `reuse` keeps
+_MEASURED_KEYS = ("runner", "runner_description", "cpus", "latency", "latency_samples_ms", "latency_ms_p50",
+                  "latency_method", "peak_memory_mb", "runner_baseline_mb", "per_op", "per_op_source", "energy_mj",
+                  "energy_method", "energy_detail", "energy_error", "not_measured_because")
 
 
 def artifact_digest(artifact: Artifact) -> str:
@@ -168,6 +177,21 @@ def profile_artifacts(root: str | Path, options: ProfileOptions = ProfileOptions
             "weight_mb": round((artifact.manifest.get("cost") or {}).get("weight_bytes", artifact.size_bytes) / 1e6, 4),
             "artifact_mb": round(artifact.size_bytes / 1e6, 4),
         }
+        previous = _reusable(artifact, profile, options)
+        if previous is not None:
+            profile.update({k: previous[k] for k in _MEASURED_KEYS if k in previous},
+                           measured_at=previous["measured_at"], reused_measurement=True)
+            (pending if profile["runner"] == "estimate" else measured).append((artifact, profile, target.hardware.figures))
+            # Estimated figures are recomputed below with this run's fit.
+            if profile["runner"] == "estimate":
+                for key in ("latency_ms_p50", "latency_method"):
+                    profile.pop(key, None)
+            if str(profile.get("energy_method", "")).startswith("estimated"):
+                profile.pop("energy_mj", None)
+                profile.pop("energy_method", None)
+            _check_memory(profile, target)
+            continue
+        profile["measured_at"] = profile_time()
         try:
             if options.rpc and artifact.backend == "tvm":
                 _profile_rpc(artifact, target, options, profile)
@@ -208,6 +232,11 @@ def profile_artifacts(root: str | Path, options: ProfileOptions = ProfileOptions
             efficiency, source = DEFAULT_EFFICIENCY, "default (nothing measured here to fit it)"
         est = _estimate(artifact, figures, efficiency, source)
         profile["estimate"] = est.to_dict() if est else None
+        # The same model at a fixed efficiency: it moves only when the artifact or the spec does, not with
+        # the fit of this run's measurements, so `chipfit compare` gates estimated figures on it.
+        fixed = _estimate(artifact, figures, DEFAULT_EFFICIENCY, "fixed")
+        profile["estimate_fixed"] = ({"efficiency": DEFAULT_EFFICIENCY, "latency_ms": fixed.latency_ms,
+                                      "energy_mj": fixed.energy_mj} if fixed else None)
         if profile["runner"] == "estimate":
             profile["latency_ms_p50"] = est.latency_ms if est else None
             profile["latency_method"] = est.method if est else "unavailable (no cost in manifest)"
@@ -224,6 +253,29 @@ def profile_artifacts(root: str | Path, options: ProfileOptions = ProfileOptions
         run.profiles.append(profile)
     run.profiles.sort(key=lambda p: (p["model"], p["target"], p["backend"]))
     return run
+
+
+def profile_time() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _reusable(artifact: Artifact, profile: Mapping[str, Any], options: ProfileOptions) -> dict[str, Any] | None:
+    """The existing profile.json's measurements, if the same artifact was measured here with the same runtimes."""
+    path = artifact.path / PROFILE_NAME
+    if not options.reuse or options.rpc or options.meter or not path.is_file():
+        return None
+    try:
+        previous = json.loads(path.read_text())
+    except ValueError:
+        return None
+    same_host = all(previous.get("host", {}).get(k) == profile["host"].get(k) for k in ("cpu", "arch", "cores"))
+    if (previous.get("schema_version") == PROFILE_SCHEMA_VERSION and previous.get("artifact_digest") ==
+            profile["artifact_digest"] and same_host and previous.get("tool_versions") == profile["tool_versions"]
+            and previous.get("measured_at") and previous.get("runner") in ("host", "estimate")):
+        return previous
+    return None
 
 
 def _fill_measured(profile: dict[str, Any], result: Mapping[str, Any]) -> None:

@@ -40,12 +40,28 @@ class EntryPointRegistry(Generic[T]):
         self._eps = {ep.name: ep for ep in sorted(eps, key=lambda e: e.name)}
         self._convert = convert
         self._loaded: dict[str, T] = {}
+        self._extra: dict[str, T] = {}
+
+    def including(self, extra: dict[str, T], origin: str) -> "EntryPointRegistry[T]":
+        """A new registry that also holds ``extra`` (e.g. spec files named in a release file).
+
+        A name already registered is refused rather than shadowed: two different specs under one id
+        would make artifacts and profiles ambiguous.
+        """
+        for name in extra:
+            if name in self._eps:
+                raise TargetError(f"{origin}: {self._kind} {name!r} is already registered (entry point "
+                                  f"{self._eps[name].value}); give the spec file another id")
+        other = EntryPointRegistry(self._group, self._kind, self._eps.values(), self._convert)
+        other._loaded = {**self._loaded, **extra}
+        other._extra = {**self._extra, **extra}
+        return other
 
     def names(self) -> list[str]:
-        return list(self._eps)
+        return list(self._eps) + [n for n in self._extra if n not in self._eps]
 
     def __contains__(self, name: str) -> bool:
-        return name in self._eps
+        return name in self._eps or name in self._extra
 
     def get(self, name: str) -> T:
         if name in self._loaded:
@@ -72,7 +88,7 @@ class EntryPointRegistry(Generic[T]):
         """Every plugin that loads, and an error message for each that does not."""
         ok: dict[str, T] = {}
         failed: dict[str, str] = {}
-        for name in self._eps:
+        for name in self.names():
             try:
                 ok[name] = self.get(name)
             except PluginLoadError as exc:

@@ -1,0 +1,199 @@
+"""The content-addressed build cache.
+
+A cell's key is the sha256 of its *components*, each itself a digest: the source model (with its
+external data), the target spec, the pass and quantization settings, the calibration / verification /
+evaluation data, and the toolchain (package versions and chipfit's own source). The same inputs give
+the same key on any machine; changing one target's spec changes only that target's keys.
+
+Layout under the cache root::
+
+    entries/<key>/entry.json         what was built, from what, and each artifact's manifest sha256
+    entries/<key>/<artifact dir>/    the artifacts, exactly as built
+    locks/<key>.lock                 flock'ed while a process looks up or builds the key
+    tmp/                             staging for builds and commits (abandoned ones are removed)
+
+An entry is committed by renaming a complete staging directory, so it either exists whole or not at
+all. Every lookup re-hashes the entry's files against its manifests: a corrupt entry is removed and
+rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import onnx
+
+from compiler.artifact import MANIFEST_NAME, STAGING_MARK, _alive, read_artifact, sha256_file
+from compiler.errors import UsageError
+
+ENTRY_NAME = "entry.json"
+ENTRY_SCHEMA_VERSION = 1
+#: chipfit's own code that shapes an artifact; a change to it invalidates every entry.
+SOURCE_PACKAGES = ("compiler", "targets", "calibration")
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("CHIPFIT_CACHE_DIR"):
+        return Path(os.environ["CHIPFIT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "chipfit"
+
+
+def digest_path(path: str | Path) -> str:
+    """sha256 over a file's bytes, or over a folder's files (relative names and bytes, sorted)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_file():
+        h.update(sha256_file(path).encode())
+        return h.hexdigest()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+    return h.hexdigest()
+
+
+def digest_model_source(path: str) -> str:
+    """The model file, and for ONNX every external-data file it references."""
+    if path == "example":
+        from compiler import example
+
+        package = Path(example.__file__).parent
+        return digest_path(package)
+    file = Path(path)
+    h = hashlib.sha256(sha256_file(file).encode())
+    if file.suffix.lower() == ".onnx":
+        try:
+            proto = onnx.load(str(file), load_external_data=False)
+        except Exception as exc:
+            raise UsageError(f"{file}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        locations = sorted({entry.value for tensor in proto.graph.initializer for entry in tensor.external_data
+                            if entry.key == "location"})
+        for location in locations:
+            data = file.parent / location
+            h.update(f"{location}\0{sha256_file(data) if data.is_file() else 'missing'}\n".encode())
+    return h.hexdigest()
+
+
+def digest_source_code() -> str:
+    """chipfit's own Python code (the packages that build artifacts)."""
+    import compiler
+
+    root = Path(compiler.__file__).parent.parent
+    h = hashlib.sha256()
+    for package in SOURCE_PACKAGES:
+        for file in sorted((root / package).rglob("*.py")):
+            h.update(f"{file.relative_to(root).as_posix()}\0{sha256_file(file)}\n".encode())
+    return h.hexdigest()
+
+
+def cache_key(components: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(dict(sorted(components.items()))).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    key: str
+    path: Path
+    record: Mapping[str, Any]
+
+    @property
+    def artifacts(self) -> list[str]:
+        return list(self.record["artifacts"])
+
+
+class BuildCache:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _entry_dir(self, key: str) -> Path:
+        return self.root / "entries" / key
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Held while a process looks up, builds or commits ``key``; others wait (and then hit)."""
+        locks = self.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{key}.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def lookup(self, key: str) -> tuple[CacheEntry | None, str]:
+        """The verified entry for ``key``, or None and why (empty: never built; else what was wrong).
+
+        Call with the key's lock held. A corrupt entry is removed before returning.
+        """
+        path = self._entry_dir(key)
+        if not path.exists():
+            return None, ""
+        problem = self._problem(key, path)
+        if problem is None:
+            return CacheEntry(key, path, json.loads((path / ENTRY_NAME).read_text())), ""
+        self._discard(path)
+        return None, f"cache entry {key[:12]} was corrupt ({problem}); removed and rebuilt"
+
+    def _problem(self, key: str, path: Path) -> str | None:
+        try:
+            record = json.loads((path / ENTRY_NAME).read_text())
+        except (OSError, ValueError) as exc:
+            return f"{ENTRY_NAME} unreadable: {exc}"
+        if record.get("schema_version") != ENTRY_SCHEMA_VERSION or record.get("key") != key:
+            return f"{ENTRY_NAME} is for schema {record.get('schema_version')!r}, key {str(record.get('key'))[:12]}"
+        for name, manifest_sha in record.get("artifacts", {}).items():
+            artifact_dir = path / name
+            manifest = artifact_dir / MANIFEST_NAME
+            if not manifest.is_file():
+                return f"{name}/{MANIFEST_NAME} missing"
+            if sha256_file(manifest) != manifest_sha:
+                return f"{name}/{MANIFEST_NAME} sha256 differs from the entry's"
+            try:
+                problems = read_artifact(artifact_dir).file_problems()
+            except UsageError as exc:
+                return str(exc)
+            if problems:
+                return f"{name}: {problems[0]}"
+        return None
+
+    def _discard(self, path: Path) -> None:
+        doomed = self.root / "tmp" / f"discard-{uuid.uuid4().hex[:8]}"
+        doomed.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def staging(self, label: str) -> Path:
+        """A fresh directory for one build; ones left by dead processes are removed first."""
+        tmp = self.root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        for old in tmp.glob(f"*{STAGING_MARK}*"):
+            pid = old.name.rsplit(STAGING_MARK, 1)[1].split("-")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        path = tmp / f"{label}{STAGING_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        path.mkdir()
+        return path
+
+    def commit(self, key: str, artifacts: Mapping[str, Path], record: Mapping[str, Any]) -> CacheEntry:
+        """Copy built artifact directories (name -> path) in as one entry; call with the key's lock held."""
+        staged = self.staging(f"entry-{key[:12]}")
+        manifests = {}
+        for name, source in artifacts.items():
+            shutil.copytree(source, staged / name, symlinks=True)
+            manifests[name] = sha256_file(staged / name / MANIFEST_NAME)
+        full = {"schema_version": ENTRY_SCHEMA_VERSION, "key": key, **record, "artifacts": manifests}
+        (staged / ENTRY_NAME).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+        dest = self._entry_dir(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():  # a corrupt entry another process left between our lookup and now: never reached
+            self._discard(dest)  # under the lock, but kept for safety against manual edits
+        staged.replace(dest)
+        return CacheEntry(key, dest, full)

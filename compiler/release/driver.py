@@ -1,0 +1,529 @@
+"""The release driver: every model x precision x target cell, cached, in worker processes, into ``dist/``.
+
+1. **plan**: read the release file, resolve targets (ids or spec files) and precisions, and compute
+   each cell's cache key. Anything wrong (a target that does not build a precision, int8 without
+   calibration data, a threshold for a target not in the release) stops here, before any work.
+2. **build**: up to ``jobs`` cells at once. Under the key's lock, a verified cache entry is used as is;
+   otherwise the cell is built by ``python -m compiler.release.worker`` into a staging folder and
+   committed to the cache. A worker that fails or crashes is reported in its cell; the others go on.
+3. **fill dist/**: each cell's artifacts are copied to ``dist/<model>/<precision>/<target>[@backend]``
+   by atomic rename; artifacts of cells no longer in the release are removed.
+4. **check** (``--check-reproducible``): every cell is built a second time, outside the cache, and
+   compared file by file (or by content digest where the format embeds nondeterminism).
+5. **profile** every artifact in ``dist/`` (measurements already taken of the same artifact on this
+   host are kept), then write ``dist/index.json`` and ``dist/summary.md``.
+
+A killed run leaves complete cache entries and complete dist artifacts only; run it again to resume.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from compiler import __version__
+from compiler.artifact import FAILED_SUFFIX, MANIFEST_NAME, STAGING_MARK, read_artifact, sha256_file, swap_into
+from compiler.errors import UsageError
+from compiler.release.cache import (BuildCache, CacheEntry, cache_key, digest_model_source, digest_path,
+                                    digest_source_code)
+from compiler.release.config import ModelEntry, ReleaseConfig
+from compiler.release.worker import RESULT_NAME
+from compiler.reproducibility import compare_builds
+from targets.spec import TargetError, TargetSpec, load_spec
+
+INDEX_NAME = "index.json"
+INDEX_SCHEMA_VERSION = 1
+SUMMARY_NAME = "summary.md"
+Progress = Callable[[str], None]
+#: runs one worker: (request file, log file, timeout in seconds) -> exit status
+Spawn = Callable[[Path, Path, float], int]
+
+
+def spawn_worker(request: Path, log: Path, timeout_s: float) -> int:
+    with log.open("w") as handle:
+        try:
+            done = subprocess.run([sys.executable, "-m", "compiler.release.worker", str(request)],
+                                  stdout=handle, stderr=subprocess.STDOUT, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            handle.write(f"\nchipfit release: the worker ran past {timeout_s:.0f} s and was killed\n")
+            return -9
+    return done.returncode
+
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    out_dir: Path
+    cache_dir: Path
+    jobs: int = 1
+    check_reproducible: bool = False
+    profile: bool = True
+    cell_timeout_s: float = 1800.0
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    model: ModelEntry
+    target: TargetSpec
+    spec_file: str | None
+    precision: str
+    components: Mapping[str, str]
+    key: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.name}/{self.precision}/{self.target.id}"
+
+    @property
+    def slug(self) -> str:
+        return self.label.replace("/", "_")
+
+
+@dataclass
+class CellOutcome:
+    cell: CellPlan
+    status: str  # "built", "cached", "failed" (verification failed) or "error" (could not build)
+    seconds: float = 0.0
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""
+    cache_note: str = ""
+    log: str | None = None
+    reproducible: list[dict[str, Any]] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("built", "cached") and all(r["ok"] for r in self.reproducible or [])
+
+
+@dataclass
+class ReleaseReport:
+    config: ReleaseConfig
+    outcomes: list[CellOutcome]
+    profile_errors: dict[str, str] = field(default_factory=dict)
+    profile_fit: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes) and not self.profile_errors
+
+
+# --- plan ------------------------------------------------------------------------------------------
+
+
+def _resolve_targets(config: ReleaseConfig, registry) -> tuple[Any, dict[str, tuple[TargetSpec, str | None]]]:
+    refs = list(dict.fromkeys(list(config.targets) + [t for m in config.models for t in m.targets]))
+    specs: dict[str, tuple[TargetSpec, str | None]] = {}
+    extra = {}
+    for ref in refs:
+        if ref.endswith(".toml"):
+            spec = load_spec(ref)
+            extra[spec.id] = spec
+            specs[ref] = (spec, ref)
+    if extra:
+        registry = registry.including(extra, str(config.file))
+    for ref in refs:
+        if ref not in specs:
+            try:
+                specs[ref] = (registry.get(ref), None)
+            except TargetError as exc:
+                raise UsageError(f"{config.file}: targets: {exc}") from None
+    return registry, specs
+
+
+def plan_release(config: ReleaseConfig, registry=None) -> list[CellPlan]:
+    from compiler.backends import backend_registry
+    from compiler.build import toolchain_versions
+    from targets.registry import target_registry
+
+    registry, specs = _resolve_targets(config, registry or target_registry())
+    ids = {spec.id for spec, _ in specs.values()}
+    for target_id in config.target_thresholds:
+        if target_id not in ids:
+            raise UsageError(f"{config.file}: thresholds.target.{target_id}: no such target in this release "
+                             f"(targets: {', '.join(sorted(ids))})")
+    backends = backend_registry()
+    source_code = digest_source_code()
+    versions_by_backends: dict[tuple[str, ...], str] = {}
+    cells: list[CellPlan] = []
+    for n, model in enumerate(config.models):
+        source = digest_model_source(model.path)
+        data = {k: (v if v == "random" else digest_path(v)) for k in ("calibration", "samples", "eval", "tokenizer")
+                if (v := getattr(model, k))}
+        for ref in model.targets or config.targets:
+            spec, spec_file = specs[ref]
+            for requested in model.precisions:
+                precision = spec.default_precision if requested == "default" else requested
+                if precision not in spec.precisions:
+                    raise UsageError(
+                        f"{config.file}: model[{n}] ({model.name}): target {spec.id} does not build {precision} "
+                        f"(it builds {', '.join(spec.precisions)}); list the targets for this model with "
+                        f"`targets = [...]` in its [[model]] table")
+                if precision == "int8" and not model.calibration and model.path != "example":
+                    raise UsageError(f"{config.file}: model[{n}] ({model.name}) builds int8 for {spec.id}, which needs "
+                                     "calibration samples: add `calibration = \"PATH\"` (or \"random\") to the model")
+                if any(c.model is model and c.target.id == spec.id and c.precision == precision for c in cells):
+                    continue  # "default" and an explicit precision that coincide
+                names = tuple(spec.backends)
+                if names not in versions_by_backends:
+                    try:
+                        versions = toolchain_versions([backends.get(b) for b in names])
+                    except TargetError as exc:
+                        raise UsageError(f"target {spec.id}: {exc}") from None
+                    versions_by_backends[names] = json.dumps(versions, sort_keys=True)
+                settings = {"name": model.name, "inputs": list(model.inputs), "precision": precision,
+                            "method": model.method, "activation_dtype": model.activation_dtype,
+                            "block_size": model.block_size, "accuracy_budget": model.accuracy_budget,
+                            "fusion": model.fusion}
+                components = {
+                    "source_model": source,
+                    "target_spec": spec.digest,
+                    "settings": hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest(),
+                    "data": hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(),
+                    "toolchain": hashlib.sha256(versions_by_backends[names].encode()).hexdigest(),
+                    "chipfit_source": source_code,
+                }
+                cells.append(CellPlan(model, spec, spec_file, precision, components, cache_key(components)))
+    return cells
+
+
+# --- build -----------------------------------------------------------------------------------------
+
+
+def _request(cell: CellPlan, out_dir: Path, calibration_cache: Path) -> dict[str, Any]:
+    return {"model": asdict(cell.model), "target": cell.target.id, "spec_file": cell.spec_file,
+            "precision": cell.precision, "out_dir": str(out_dir), "calibration_cache": str(calibration_cache)}
+
+
+def _run_worker(cell: CellPlan, cache: BuildCache, log: Path, spawn: Spawn, timeout_s: float
+                ) -> tuple[Path, list[dict[str, Any]] | None, str]:
+    """Build one cell in a worker; returns (staging dir, results or None, error message)."""
+    staging = cache.staging(cell.slug)
+    out = staging / "out"
+    out.mkdir()
+    request = staging / "request.json"
+    request.write_text(json.dumps(_request(cell, out, cache.root / "calibration"), indent=2))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    code = spawn(request, log, timeout_s)
+    result = out / RESULT_NAME
+    if code != 0 or not result.is_file():
+        how = f"signal {-code}" if code < 0 else f"exit {code}"
+        tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:]) if log.exists() else ""
+        return staging, None, f"the worker crashed ({how}); log {log}: {tail[-400:]}"
+    payload = json.loads(result.read_text())
+    if "error" in payload:
+        return staging, None, payload["error"]
+    return staging, payload["results"], ""
+
+
+def _artifact_record(path: Path, dist: Path) -> dict[str, Any]:
+    artifact = read_artifact(path)
+    m = artifact.manifest
+    outputs = (m["numerics"] or {}).get("outputs") or []
+    return {
+        "path": path.relative_to(dist).as_posix(),
+        "model": m["model"]["name"],
+        "target": artifact.target,
+        "backend": artifact.backend,
+        "precision": m["precision"],
+        "manifest_sha256": sha256_file(path / MANIFEST_NAME),
+        "content_digest": (m.get("reproducibility") or {}).get("content_digest"),
+        "byte_identical_expected": (m.get("reproducibility") or {}).get("byte_identical_expected"),
+        "size_bytes": artifact.size_bytes,
+        "numerics": {"status": m["numerics"]["status"], "proxy": m["numerics"].get("proxy", False),
+                     "reason": m["numerics"].get("reason"),
+                     "min_cosine": min((o["cosine"] for o in outputs), default=None),
+                     "max_abs_error": max((o["max_abs_error"] for o in outputs), default=None)},
+        "toolchain": m.get("toolchain", {}),
+    }
+
+
+def _materialize(entry: CacheEntry, cell: CellPlan, dist: Path) -> list[dict[str, Any]]:
+    """Copy the entry's artifacts into dist (unless the same artifact is already there, intact)."""
+    root = dist / cell.model.name / cell.precision
+    root.mkdir(parents=True, exist_ok=True)
+    records = []
+    for name, manifest_sha in entry.record["artifacts"].items():
+        dest = root / name
+        current = dest / MANIFEST_NAME
+        intact = current.is_file() and sha256_file(current) == manifest_sha and not read_artifact(dest).file_problems()
+        if not intact:
+            staging = root / f".{name}{STAGING_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            shutil.copytree(entry.path / name, staging, symlinks=True)
+            swap_into(staging, dest)
+        shutil.rmtree(root / f"{name}{FAILED_SUFFIX}", ignore_errors=True)
+        records.append(_artifact_record(dest, dist))
+    return records
+
+
+def _keep_failed(staging: Path, cell: CellPlan, dist: Path) -> list[str]:
+    """Artifacts whose verification failed, moved to dist as ``<name>.failed`` for inspection."""
+    kept = []
+    root = dist / cell.model.name / cell.precision
+    for failed in (staging / "out" / cell.model.name).glob(f"*{FAILED_SUFFIX}"):
+        root.mkdir(parents=True, exist_ok=True)
+        swap_into(failed, root / failed.name)
+        kept.append((root / failed.name).relative_to(dist).as_posix())
+    return kept
+
+
+def _why_rebuilt(cell: CellPlan, previous: Mapping[str, Any]) -> str:
+    before = previous.get(cell.label)
+    if not before:
+        return "new cell"
+    changed = [k for k, v in cell.components.items() if before.get("components", {}).get(k) != v]
+    return ("changed: " + ", ".join(changed)) if changed else "not in the cache"
+
+
+def _build_one(cell: CellPlan, cache: BuildCache, options: ReleaseOptions, spawn: Spawn,
+               previous: Mapping[str, Any], progress: Progress, position: str) -> CellOutcome:
+    start = time.perf_counter()
+    log = options.out_dir / "logs" / f"{cell.slug}.log"
+    with cache.lock(cell.key):
+        entry, corrupt = cache.lookup(cell.key)
+        if entry is not None:
+            artifacts = _materialize(entry, cell, options.out_dir)
+            outcome = CellOutcome(cell, "cached", time.perf_counter() - start, artifacts)
+            progress(f"{position} {cell.label}: cache hit ({len(artifacts)} artifact(s), {outcome.seconds:.1f} s)")
+            return outcome
+        note = corrupt or _why_rebuilt(cell, previous)
+        progress(f"{position} {cell.label}: building ({note})")
+        staging, results, error = _run_worker(cell, cache, log, spawn, options.cell_timeout_s)
+        try:
+            if results is None:
+                outcome = CellOutcome(cell, "error", time.perf_counter() - start, message=error, cache_note=note,
+                                      log=str(log))
+            elif any(r["status"] not in ("verified", "not-run") for r in results):
+                bad = [r for r in results if r["status"] not in ("verified", "not-run")]
+                kept = _keep_failed(staging, cell, options.out_dir)
+                message = "; ".join(f"{r['backend']}: {r['message'] or r['status']}" for r in bad)
+                outcome = CellOutcome(cell, "failed" if all(r["status"] == "failed" for r in bad) else "error",
+                                      time.perf_counter() - start, message=message + (f" (kept: {', '.join(kept)})"
+                                                                                       if kept else ""),
+                                      cache_note=note, log=str(log))
+            else:
+                built = {Path(r["artifact"]).name: Path(r["artifact"]) for r in results}
+                entry = cache.commit(cell.key, built, {"cell": cell.label, "components": dict(cell.components),
+                                                       "built": _now(), "results": results})
+                artifacts = _materialize(entry, cell, options.out_dir)
+                outcome = CellOutcome(cell, "built", time.perf_counter() - start, artifacts, cache_note=note,
+                                      log=str(log))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    verdict = outcome.status if outcome.status == "built" else f"{outcome.status.upper()}: {outcome.message[:300]}"
+    progress(f"{position} {cell.label}: {verdict} ({outcome.seconds:.1f} s)")
+    return outcome
+
+
+def _check_reproducible(outcome: CellOutcome, cache: BuildCache, options: ReleaseOptions, spawn: Spawn,
+                        progress: Progress) -> None:
+    """Build the cell again outside the cache and compare each artifact with the one in dist."""
+    cell = outcome.cell
+    log = options.out_dir / "logs" / f"{cell.slug}.rebuild.log"
+    staging, results, error = _run_worker(cell, cache, log, spawn, options.cell_timeout_s)
+    try:
+        if results is None:
+            outcome.reproducible = [{"ok": False, "artifact": cell.label, "detail": f"second build failed: {error}"}]
+            return
+        second = {Path(r["artifact"]).name: Path(r["artifact"]) for r in results if r["artifact"]}
+        checks = []
+        for record in outcome.artifacts:
+            name = Path(record["path"]).name
+            first_manifest = json.loads((options.out_dir / record["path"] / MANIFEST_NAME).read_text())
+            if name not in second:
+                checks.append({"ok": False, "artifact": record["path"], "detail": "the second build made no such artifact"})
+                continue
+            again = json.loads((second[name] / MANIFEST_NAME).read_text())
+            same, detail = compare_builds(first_manifest, again)
+            checks.append({"ok": same, "artifact": record["path"], "detail": detail})
+        outcome.reproducible = checks
+        for check in checks:
+            progress(f"reproducible? {check['artifact']}: {'yes' if check['ok'] else 'NO'} ({check['detail']})")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _previous_index(dist: Path) -> dict[str, Any]:
+    path = dist / INDEX_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return {}
+
+
+def _remove_stale(dist: Path, previous: Mapping[str, Any], outcomes: Sequence[CellOutcome]) -> list[str]:
+    """Artifacts the previous release put in dist that this release did not produce."""
+    keep = {a["path"] for o in outcomes for a in o.artifacts}
+    removed = []
+    for cell in previous.get("cells", []):
+        for artifact in cell.get("artifacts", []):
+            rel = artifact.get("path", "")
+            if rel and rel not in keep and (dist / rel / MANIFEST_NAME).is_file():
+                shutil.rmtree(dist / rel)
+                removed.append(rel)
+    return removed
+
+
+def release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress = lambda m: None,
+            spawn: Spawn = spawn_worker, registry=None) -> ReleaseReport:
+    start = time.perf_counter()
+    cells = plan_release(config, registry)
+    dist = options.out_dir
+    dist.mkdir(parents=True, exist_ok=True)
+    cache = BuildCache(options.cache_dir)
+    previous = _previous_index(dist)
+    previous_cells = {f"{c['model']}/{c['precision']}/{c['target']}": c for c in previous.get("cells", [])}
+    progress(f"release {config.name}: {len(cells)} cell(s) ({len(config.models)} model(s)); cache {cache.root}; "
+             f"{options.jobs} job(s)")
+    lock = threading.Lock()
+
+    def say(message: str) -> None:
+        with lock:
+            progress(message)
+
+    width = len(str(len(cells)))
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        futures = [pool.submit(_build_one, cell, cache, options, spawn, previous_cells, say,
+                               f"[{n:>{width}}/{len(cells)}]") for n, cell in enumerate(cells, 1)]
+        outcomes = [f.result() for f in futures]
+        if options.check_reproducible:
+            checks = [pool.submit(_check_reproducible, o, cache, options, spawn, say) for o in outcomes
+                      if o.status in ("built", "cached")]
+            for f in checks:
+                f.result()
+    for rel in _remove_stale(dist, previous, outcomes):
+        progress(f"removed {rel}: no longer in the release")
+    report = ReleaseReport(config, outcomes)
+    if options.profile and any(o.artifacts for o in outcomes):
+        _profile(report, options, progress)
+    report.seconds = time.perf_counter() - start
+    _write_index(report, options)
+    return report
+
+
+def _profile(report: ReleaseReport, options: ReleaseOptions, progress: Progress) -> None:
+    from profiles.profile import PROFILE_NAME, ProfileError, ProfileOptions, profile_artifacts
+
+    settings = report.config.profile
+    if not settings.enabled:
+        return
+    profile_options = ProfileOptions(runs=settings.runs, warmup=settings.warmup, budget_s=settings.budget_s,
+                                     threads=settings.threads, rpc=settings.rpc, key=settings.key, reuse=True)
+    try:
+        run = profile_artifacts(options.out_dir, profile_options, progress)
+    except ProfileError as exc:
+        report.profile_errors = {str(options.out_dir): str(exc)}
+        return
+    report.profile_errors = {str(Path(p).relative_to(options.out_dir.resolve()) if Path(p).is_absolute() else p): e
+                             for p, e in run.errors.items()}
+    report.profile_fit = run.fit
+    for outcome in report.outcomes:
+        for record in outcome.artifacts:
+            path = options.out_dir / record["path"] / PROFILE_NAME
+            if path.is_file():
+                p = json.loads(path.read_text())
+                record["profile"] = {k: p.get(k) for k in ("runner", "latency_ms_p50", "latency_method", "energy_mj",
+                                                           "energy_method", "peak_memory_mb", "artifact_mb",
+                                                           "reused_measurement")}
+
+
+def _write_index(report: ReleaseReport, options: ReleaseOptions) -> None:
+    from profiles.profile import host_facts
+
+    counts = {s: sum(o.status == s for o in report.outcomes) for s in ("built", "cached", "failed", "error")}
+    index = {
+        "schema_version": INDEX_SCHEMA_VERSION,
+        "release": report.config.name,
+        "release_file": str(report.config.file),
+        "release_file_sha256": sha256_file(report.config.file),
+        "created": _now(),
+        "chipfit_version": __version__,
+        "host": host_facts(),
+        "cache": str(options.cache_dir),
+        "seconds": round(report.seconds, 2),
+        "thresholds": report.config.thresholds_dict(),
+        "summary": {**counts, "cells": len(report.outcomes),
+                    "artifacts": sum(len(o.artifacts) for o in report.outcomes),
+                    "reproducibility_checked": options.check_reproducible, "ok": report.ok},
+        "cells": [{"model": o.cell.model.name, "precision": o.cell.precision, "target": o.cell.target.id,
+                   "status": o.status, "seconds": round(o.seconds, 2), "key": o.cell.key,
+                   "components": dict(o.cell.components), "cache_note": o.cache_note, "message": o.message,
+                   "log": o.log, "artifacts": o.artifacts, "reproducible": o.reproducible}
+                  for o in report.outcomes],
+        "profile": {"fit": report.profile_fit, "errors": report.profile_errors},
+    }
+    _atomic_write(options.out_dir / INDEX_NAME, json.dumps(index, indent=2, sort_keys=True) + "\n")
+    _atomic_write(options.out_dir / SUMMARY_NAME, summary_markdown(index))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _fmt(value: Any, spec: str = ".3g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def summary_rows(index: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    rows = []
+    for cell in index["cells"]:
+        base = (cell["model"], cell["precision"], cell["target"])
+        if not cell["artifacts"]:
+            rows.append(base + ("-", cell["status"].upper(), "-", "-", "-", "-", cell["message"][:120]))
+            continue
+        for a in cell["artifacts"]:
+            p = a.get("profile") or {}
+            n = a["numerics"]
+            numerics = n["status"] + (" (proxy)" if n.get("proxy") else "") + (
+                f" cos {n['min_cosine']:.6f}" if n.get("min_cosine") is not None else "")
+            repro = ""
+            for check in cell.get("reproducible") or []:
+                if check["artifact"] == a["path"]:
+                    repro = "; reproducible" if check["ok"] else f"; NOT REPRODUCIBLE: {check['detail']}"
+            latency = f"{_fmt(p.get('latency_ms_p50'))} {str(p.get('latency_method', '')).split(':')[0]}" if p else "-"
+            energy = f"{_fmt(p.get('energy_mj'))} {str(p.get('energy_method', '')).split(':')[0]}" if p else "-"
+            rows.append(base + (a["backend"], cell["status"], f"{a['size_bytes'] / 1024:.1f} KB", numerics, latency,
+                                energy, repro.lstrip("; ")))
+    return rows
+
+
+SUMMARY_HEADERS = ("model", "precision", "target", "backend", "status", "size", "numerics", "latency ms",
+                   "energy mJ", "notes")
+
+
+def summary_markdown(index: Mapping[str, Any]) -> str:
+    s = index["summary"]
+    lines = [f"## chipfit release {index['release']}: {s['cells']} cells, {s['artifacts']} artifacts", "",
+             f"{s['built']} built, {s['cached']} from the cache, {s['failed']} failed verification, "
+             f"{s['error']} could not be built; {index['seconds']} s on {index['host']['cpu']}.", "",
+             "| " + " | ".join(SUMMARY_HEADERS) + " |", "|" + "---|" * len(SUMMARY_HEADERS)]
+    for row in summary_rows(index):
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
+    lines += ["", "latency/energy: `measured` on this host or over RPC, `estimated` from the target's datasheet model."]
+    for path, error in index["profile"]["errors"].items():
+        lines.append(f"- profile error: {path}: {error}")
+    return "\n".join(lines) + "\n"
+
+
+def temporary_cache() -> Path:
+    return Path(tempfile.mkdtemp(prefix="chipfit-cache-"))
