@@ -101,8 +101,8 @@ def _write_atomic(path: Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _measure_host(artifact: Artifact, options: ProfileOptions) -> dict[str, Any]:
-    request = {"artifact": str(artifact.path), "runs": options.runs, "min_runs": options.min_runs,
+def _measure_host(artifact: Artifact, options: ProfileOptions, spec_file: str | None = None) -> dict[str, Any]:
+    request = {"artifact": str(artifact.path), "spec_file": spec_file, "runs": options.runs, "min_runs": options.min_runs,
                "max_runs": options.runs, "warmup": options.warmup, "budget_s": options.budget_s,
                "target_rel": options.target_rel, "threads": options.threads, "meter": options.meter}
     env = dict(os.environ)
@@ -139,14 +139,15 @@ class ProfileRun:
 
 
 def profile_artifacts(root: str | Path, options: ProfileOptions = ProfileOptions(),
-                      progress: Callable[[str], None] = lambda m: None) -> ProfileRun:
+                      progress: Callable[[str], None] = lambda m: None, registry=None) -> ProfileRun:
+    """Profile every artifact under ``root``; ``registry`` resolves target ids (default: the installed targets)."""
     root = Path(root)
     if not root.exists():
         raise ProfileError(f"{root}: no such artifact folder")
     artifacts = find_artifacts(root)
     if not artifacts:
         raise ProfileError(f"{root}: holds no chipfit artifact (no manifest.json at or under it)")
-    registry = target_registry()
+    registry = registry or target_registry()
     facts, tools = host_facts(), _tool_versions()
     run = ProfileRun()
     measured: list[tuple[Artifact, dict[str, Any], Mapping[str, Any]]] = []
@@ -197,7 +198,7 @@ def profile_artifacts(root: str | Path, options: ProfileOptions = ProfileOptions
                 _profile_rpc(artifact, target, options, profile)
                 measured.append((artifact, profile, target.hardware.figures))
             else:
-                result = _measure_host(artifact, options)
+                result = _measure_host(artifact, options, target.source_file)
                 if "error" in result:
                     raise ProfileError(f"{artifact.path}: {result['error']}")
                 if "not_runnable" in result:

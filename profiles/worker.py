@@ -45,7 +45,13 @@ def main() -> int:
     manifest = artifact.manifest
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     backend = backend_registry().get(manifest["backend"]["name"])
-    target = target_registry().get(manifest["target"]["id"])
+    registry = target_registry()
+    if request.get("spec_file") and manifest["target"]["id"] not in registry:
+        from targets.spec import load_spec
+
+        target = load_spec(request["spec_file"])  # a spec file named in a release, not an installed target
+    else:
+        target = registry.get(manifest["target"]["id"])
     try:
         plan = backend.plan_run(artifact.path, manifest, target, detect_host())
     except NotRunnable as exc:

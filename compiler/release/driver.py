@@ -384,7 +384,10 @@ def _remove_stale(dist: Path, previous: Mapping[str, Any], outcomes: Sequence[Ce
 
 def release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress = lambda m: None,
             spawn: Spawn = spawn_worker, registry=None) -> ReleaseReport:
+    from targets.registry import target_registry
+
     start = time.perf_counter()
+    registry, _ = _resolve_targets(config, registry or target_registry())
     cells = plan_release(config, registry)
     dist = options.out_dir
     dist.mkdir(parents=True, exist_ok=True)
@@ -413,13 +416,13 @@ def release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress =
         progress(f"removed {rel}: no longer in the release")
     report = ReleaseReport(config, outcomes)
     if options.profile and any(o.artifacts for o in outcomes):
-        _profile(report, options, progress)
+        _profile(report, options, progress, registry)
     report.seconds = time.perf_counter() - start
     _write_index(report, options)
     return report
 
 
-def _profile(report: ReleaseReport, options: ReleaseOptions, progress: Progress) -> None:
+def _profile(report: ReleaseReport, options: ReleaseOptions, progress: Progress, registry) -> None:
     from profiles.profile import PROFILE_NAME, ProfileError, ProfileOptions, profile_artifacts
 
     settings = report.config.profile
@@ -428,7 +431,7 @@ def _profile(report: ReleaseReport, options: ReleaseOptions, progress: Progress)
     profile_options = ProfileOptions(runs=settings.runs, warmup=settings.warmup, budget_s=settings.budget_s,
                                      threads=settings.threads, rpc=settings.rpc, key=settings.key, reuse=True)
     try:
-        run = profile_artifacts(options.out_dir, profile_options, progress)
+        run = profile_artifacts(options.out_dir, profile_options, progress, registry)
     except ProfileError as exc:
         report.profile_errors = {str(options.out_dir): str(exc)}
         return

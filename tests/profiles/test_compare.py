@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from compiler.cli import main
+from tests.profiles.junit_schema import validate_junit
 from profiles.compare import bootstrap_ratio, compare, junit, load_profiles, markdown, update_baseline
 
 
@@ -57,7 +58,7 @@ def test_direct_metrics_accuracy_added_removed_and_int8_alarm():
     assert added == ["m/host/onnxruntime/int8", "m/new/onnxruntime/fp32"] and removed == ["m/old/onnxruntime/fp32"]
     text = markdown(verdicts, added, removed)
     assert "**regression**" in text and "Removed: m/old/onnxruntime/fp32" in text
-    suite = ET.fromstring(junit(verdicts))
+    suite = validate_junit(junit(verdicts))
     assert suite.tag == "testsuite" and int(suite.get("failures")) == 2
     assert all(case.get("classname") and case.get("name") for case in suite.iter("testcase"))
 
@@ -79,7 +80,7 @@ def test_cli_gate_exit_codes_and_baseline_update(tmp_path, capsys):
     report, summary = tmp_path / "r.xml", tmp_path / "s.md"
     assert main(["compare", str(base), str(slow), "--junit", str(report), "--summary", str(summary)]) == 1
     assert "REGRESSION" in capsys.readouterr().out
-    assert ET.parse(report).getroot().get("failures") == "1" and "regression" in summary.read_text()
+    assert validate_junit(report.read_text()).get("failures") == "1" and "regression" in summary.read_text()
     assert main(["baseline", "update", str(slow), str(base)]) == 0
     assert main(["compare", str(base), str(slow)]) == 0  # accepted as the new baseline
     assert main(["compare", str(base), str(tmp_path / "nope")]) == 2
@@ -97,3 +98,23 @@ def test_old_baseline_schema_is_refused_by_version(tmp_path):
 def test_update_baseline_needs_profiles(tmp_path):
     with pytest.raises(Exception, match="holds no profile.json"):
         update_baseline(tmp_path, tmp_path / "b")
+
+
+def test_estimated_figures_are_gated_at_the_fixed_efficiency_and_per_target_thresholds_apply():
+    def estimated(latency, fixed, target="npu"):
+        p = _profile([1.0], target=target, method="estimated:roofline-v1")
+        p.update(latency_samples_ms=None, latency_ms_p50=latency,
+                 estimate_fixed={"efficiency": 0.3, "latency_ms": fixed, "energy_mj": 1.0})
+        return p
+
+    # the fitted estimate moved 20% (a different fit), the artifact did not: no regression
+    verdicts, _, _ = compare(_cells(a=estimated(1.0, 2.0)), _cells(a=estimated(1.2, 2.0)), {"latency": 1.1})
+    latency = next(v for v in verdicts if v.metric == "latency")
+    assert latency.status == "ok" and "fixed efficiency" in latency.note
+    # the artifact got 20% more expensive: a regression, unless that target allows 25%
+    verdicts, _, _ = compare(_cells(a=estimated(1.0, 2.0)), _cells(a=estimated(1.0, 2.4)), {"latency": 1.1})
+    assert next(v for v in verdicts if v.metric == "latency").status == "regression"
+    verdicts, _, _ = compare(_cells(a=estimated(1.0, 2.0)), _cells(a=estimated(1.0, 2.4)), {"latency": 1.1},
+                             {"npu": {"latency": 1.25}})
+    latency = next(v for v in verdicts if v.metric == "latency")
+    assert latency.status == "ok" and latency.threshold == 1.25
