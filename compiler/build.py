@@ -11,7 +11,6 @@ inspection, never in the place of a good artifact.
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from functools import partial
@@ -34,6 +33,7 @@ from compiler.fusion_stage import FusionOptions, FusionStage
 from compiler.precision import EvalSet, PrecisionStage
 from compiler.reproducibility import content_digest
 from compiler.signature import run_batched, seeded_inputs, static_batch
+from compiler.toolchain import toolchain_versions
 from compiler.traced import TracedModel
 from compiler.verify import Numerics, verify
 from profiles.latency import LatencyStats, time_callable
@@ -142,17 +142,6 @@ class BuildContext:
     backends: EntryPointRegistry[Backend] = field(default_factory=backend_registry)
     host: HostInfo = field(default_factory=detect_host)
     progress: Progress = lambda message: None
-
-
-def toolchain_versions(backends: Sequence[Backend]) -> dict[str, str]:
-    import onnx
-    import torch
-
-    versions = {"chipfit": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                "onnx": onnx.__version__, "numpy": np.__version__}
-    for backend in backends:
-        versions.update(backend.versions())
-    return dict(sorted(versions.items()))
 
 
 def plan(model: TracedModel, options: BuildOptions, ctx: BuildContext) -> list[Cell]:

@@ -545,6 +545,12 @@ def _describe_artifact(artifact, problems: list[str], drift: dict) -> str:
     if len(shown) > 8:
         lines.append(f"    ... and {len(shown) - 8} more")
     lines.append(f"  integrity: " + ("all files match their sha256" if not problems else "; ".join(problems)))
+    repro = m.get("reproducibility")
+    if repro:
+        varying = [f"{rel} normalized" for rel in repro["normalized"]] + [f"{rel} left out" for rel in repro["excluded"]]
+        lines.append(f"  content:   digest {repro['content_digest'][:16]}... ("
+                     + ("files byte-identical across builds" if repro["byte_identical_expected"] else
+                        "over what two builds share: " + ", ".join(varying)) + ")")
     lines.append(f"  numerics:  {numerics['status']}" + (f" ({numerics['reason']})" if numerics.get("reason") else ""))
     if numerics.get("runner"):
         lines.append(f"    runner: {numerics['runner']}")

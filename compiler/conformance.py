@@ -262,6 +262,7 @@ def run_model_battery(target_id: str, workdir: Path, report: Report, ctx, progre
 
 def run_artifact_checks(target_id: str, workdir: Path, report: Report, ctx, progress) -> Path | None:
     from compiler.artifact import read_artifact
+    from compiler.reproducibility import compare_builds
     from compiler.build import BuildOptions, build
     from compiler.frontend import load_model
 
@@ -279,15 +280,9 @@ def run_artifact_checks(target_id: str, workdir: Path, report: Report, ctx, prog
     problems = first.file_problems()
     report.outcomes.append(Outcome("manifest and hashes", "artifact", not problems, "" if not problems else "MISMATCH",
                                    "; ".join(problems) or "manifest readable, every file matches its sha256"))
-    differ = [f for f in first.manifest["files"] if first.manifest["files"][f]["sha256"] !=
-              second.manifest["files"].get(f, {}).get("sha256")]
-    notes = " ".join(first.manifest.get("notes", []))
-    declared = "not byte-identical" in notes
-    ok = not differ or declared
-    report.outcomes.append(Outcome("determinism", "artifact", ok, "" if ok else "MISMATCH",
-                                   "two builds are byte-identical" if not differ else
-                                   f"{len(differ)} file(s) differ between two builds ({', '.join(differ[:3])})"
-                                   + (" -- the backend declares this" if declared else "")))
+    same, detail = compare_builds(first.manifest, second.manifest)
+    report.outcomes.append(Outcome("determinism", "artifact", same, "" if same else "MISMATCH",
+                                   f"two builds: {detail}"))
     return paths[0]
 
 

@@ -22,6 +22,8 @@ import datetime
 import hashlib
 import json
 import os
+import queue
+import select
 import shutil
 import subprocess
 import sys
@@ -40,7 +42,7 @@ from compiler.errors import UsageError
 from compiler.release.cache import (BuildCache, CacheEntry, cache_key, digest_model_source, digest_path,
                                     digest_source_code)
 from compiler.release.config import ModelEntry, ReleaseConfig
-from compiler.release.worker import RESULT_NAME
+from compiler.release.worker import DONE, READY, RESULT_NAME
 from compiler.reproducibility import compare_builds
 from targets.spec import TargetError, TargetSpec, load_spec
 
@@ -53,6 +55,7 @@ Spawn = Callable[[Path, Path, float], int]
 
 
 def spawn_worker(request: Path, log: Path, timeout_s: float) -> int:
+    """One cell in a fresh process (used for one-off builds; `WorkerPool` serves a whole release)."""
     with log.open("w") as handle:
         try:
             done = subprocess.run([sys.executable, "-m", "compiler.release.worker", str(request)],
@@ -61,6 +64,90 @@ def spawn_worker(request: Path, log: Path, timeout_s: float) -> int:
             handle.write(f"\nchipfit release: the worker ran past {timeout_s:.0f} s and was killed\n")
             return -9
     return done.returncode
+
+
+class _Worker:
+    """A serving worker process: request paths in on stdin, one answer line per cell out."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "compiler.release.worker", "--serve"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, bufsize=1)
+        self.cells = 0
+
+    def _answer(self, timeout_s: float) -> str | None:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        return self.proc.stdout.readline().strip() if ready else None
+
+    def run(self, request: Path, log: Path, timeout_s: float) -> int:
+        if self.cells == 0 and self._answer(120.0) != READY:
+            self.stop()
+            return self.proc.returncode or -1
+        self.cells += 1
+        try:
+            self.proc.stdin.write(f"{request}\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            return self.proc.wait()
+        answer = self._answer(timeout_s)
+        if answer == DONE:
+            return 0
+        if answer is None:
+            with log.open("a") as handle:
+                handle.write(f"\nchipfit release: the worker ran past {timeout_s:.0f} s and was killed\n")
+            self.stop()
+            return -9
+        return self.proc.wait()  # end of output: the worker died mid-cell
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.stop()
+
+
+class WorkerPool:
+    """Up to ``size`` serving workers; a worker that crashes is replaced for the next cell.
+
+    A worker is retired after ``max_cells`` cells so a slow leak in a toolchain cannot grow unbounded.
+    """
+
+    def __init__(self, size: int, max_cells: int = 16) -> None:
+        self._idle: queue.Queue[_Worker | None] = queue.Queue()
+        for _ in range(size):
+            self._idle.put(None)  # started on first use
+        self._all: list[_Worker] = []
+        self._lock = threading.Lock()
+        self.max_cells = max_cells
+
+    def __call__(self, request: Path, log: Path, timeout_s: float) -> int:
+        worker = self._idle.get()
+        try:
+            if worker is None or worker.proc.poll() is not None or worker.cells >= self.max_cells:
+                if worker is not None:
+                    worker.close()
+                worker = _Worker()
+                with self._lock:
+                    self._all.append(worker)
+            code = worker.run(request, log, timeout_s)
+            if code != 0:
+                worker.stop()
+                worker = None
+            return code
+        finally:
+            self._idle.put(worker)
+
+    def close(self) -> None:
+        with self._lock:
+            for worker in self._all:
+                worker.close()
 
 
 @dataclass(frozen=True)
@@ -145,7 +232,7 @@ def _resolve_targets(config: ReleaseConfig, registry) -> tuple[Any, dict[str, tu
 
 def plan_release(config: ReleaseConfig, registry=None) -> list[CellPlan]:
     from compiler.backends import backend_registry
-    from compiler.build import toolchain_versions
+    from compiler.toolchain import toolchain_versions
     from targets.registry import target_registry
 
     registry, specs = _resolve_targets(config, registry or target_registry())
@@ -202,9 +289,10 @@ def plan_release(config: ReleaseConfig, registry=None) -> list[CellPlan]:
 # --- build -----------------------------------------------------------------------------------------
 
 
-def _request(cell: CellPlan, out_dir: Path, calibration_cache: Path) -> dict[str, Any]:
+def _request(cell: CellPlan, out_dir: Path, calibration_cache: Path, log: Path) -> dict[str, Any]:
     return {"model": asdict(cell.model), "target": cell.target.id, "spec_file": cell.spec_file,
-            "precision": cell.precision, "out_dir": str(out_dir), "calibration_cache": str(calibration_cache)}
+            "precision": cell.precision, "out_dir": str(out_dir), "calibration_cache": str(calibration_cache),
+            "log": str(log)}
 
 
 def _run_worker(cell: CellPlan, cache: BuildCache, log: Path, spawn: Spawn, timeout_s: float
@@ -214,8 +302,9 @@ def _run_worker(cell: CellPlan, cache: BuildCache, log: Path, spawn: Spawn, time
     out = staging / "out"
     out.mkdir()
     request = staging / "request.json"
-    request.write_text(json.dumps(_request(cell, out, cache.root / "calibration"), indent=2))
+    request.write_text(json.dumps(_request(cell, out, cache.root / "calibration", log.resolve()), indent=2))
     log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
     code = spawn(request, log, timeout_s)
     result = out / RESULT_NAME
     if code != 0 or not result.is_file():
@@ -383,7 +472,18 @@ def _remove_stale(dist: Path, previous: Mapping[str, Any], outcomes: Sequence[Ce
 
 
 def release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress = lambda m: None,
-            spawn: Spawn = spawn_worker, registry=None) -> ReleaseReport:
+            spawn: Spawn | None = None, registry=None) -> ReleaseReport:
+    """Build, check and profile the release; ``spawn`` runs one cell's worker (default: a `WorkerPool`)."""
+    pool = WorkerPool(max(1, options.jobs)) if spawn is None else None
+    try:
+        return _release(config, options, progress, spawn or pool, registry)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, spawn: Spawn,
+             registry) -> ReleaseReport:
     from targets.registry import target_registry
 
     start = time.perf_counter()

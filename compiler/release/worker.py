@@ -1,40 +1,59 @@
-"""One release cell, built in its own process: ``python -m compiler.release.worker REQUEST.json``.
+"""Release cells, built in worker processes so that a crash (a backend segfault, an out-of-memory kill)
+ends one process and is reported in its cell.
 
-The driver runs each cell here so that a crash (a backend segfault, an out-of-memory kill) ends
-this process only and is reported in that cell. The request names the model entry, the target (an
-id, or a spec file), the precision and the output folder; the results go to ``result.json`` in the
-output folder. Exit 0 means the results were written (they may say the build failed).
+    python -m compiler.release.worker REQUEST.json     build one cell, then exit
+    python -m compiler.release.worker --serve          build the cells whose request files arrive on stdin,
+                                                       one path per line, answering "done" per cell
+
+A request names the model entry, the target (an id, or a spec file), the precision and the output
+folder; the results go to ``result.json`` there. A serving worker keeps each traced model for the
+cells that follow (tracing is most of a small cell's time) and sends each cell's output to the log
+file the request names. Exit or answer means the results were written (they may say the build failed).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 RESULT_NAME = "result.json"
+READY = "ready"
+DONE = "done"
 
 
-def run(request: dict) -> list[dict]:
+class _Models:
+    """Traced models by (path, inputs): a serving worker traces each model once."""
+
+    def __init__(self) -> None:
+        self._traced: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def get(self, path: str, inputs: list[str]):
+        from compiler.frontend import load_model
+        from compiler.signature import parse_input_override
+
+        key = (path, tuple(inputs))
+        if key not in self._traced:
+            self._traced[key] = load_model(path, [parse_input_override(text) for text in inputs])
+        return self._traced[key]
+
+
+def run(request: dict, models: _Models) -> list[dict]:
     from compiler.build import BuildContext, BuildOptions, build
-    from compiler.cli import _quiet_libraries
     from compiler.fusion_stage import FusionOptions
-    from compiler.frontend import load_model
-    from compiler.signature import parse_input_override
     from targets.registry import target_registry
     from targets.spec import load_spec
 
-    _quiet_libraries()
     model_entry = request["model"]
     registry = target_registry()
     if request.get("spec_file"):
         spec = load_spec(request["spec_file"])
         registry = registry.including({spec.id: spec}, request["spec_file"])
-    overrides = [parse_input_override(text) for text in model_entry["inputs"]]
-    model = load_model(model_entry["path"], overrides)
-    model = replace(model, name=model_entry["name"])
+    model = replace(models.get(model_entry["path"], model_entry["inputs"]), name=model_entry["name"])
     options = BuildOptions(
         targets=[request["target"]],
         out_dir=Path(request["out_dir"]),
@@ -56,20 +75,65 @@ def run(request: dict) -> list[dict]:
     return [r.to_dict() for r in results]
 
 
-def main(argv: list[str]) -> int:
+def handle(request_path: Path, models: _Models) -> None:
     from compiler.errors import ChipfitError
     from targets.spec import TargetError
 
-    request = json.loads(Path(argv[0]).read_text())
-    out = Path(request["out_dir"])
+    request = json.loads(request_path.read_text())
     try:
-        with contextlib.redirect_stdout(sys.stderr):
-            payload = {"results": run(request)}
+        payload = {"results": run(request, models)}
     except (ChipfitError, TargetError) as exc:
         payload = {"error": str(exc)}
+    out = Path(request["out_dir"])
     tmp = out / (RESULT_NAME + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2))
     tmp.replace(out / RESULT_NAME)
+
+
+@contextlib.contextmanager
+def _output_to(log: Path):
+    """Send this process's stdout and stderr (Python's and native libraries') to ``log``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with log.open("a") as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def serve() -> int:
+    from compiler.cli import _quiet_libraries
+
+    _quiet_libraries()
+    models = _Models()
+    answers = os.fdopen(os.dup(1), "w", buffering=1)  # the driver reads answers here, never build output
+    answers.write(READY + "\n")
+    for line in sys.stdin:
+        request_path = Path(line.strip())
+        log = Path(json.loads(request_path.read_text())["log"])
+        with _output_to(log):
+            handle(request_path, models)
+        answers.write(DONE + "\n")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--serve"]:
+        return serve()
+    from compiler.cli import _quiet_libraries
+
+    _quiet_libraries()
+    with contextlib.redirect_stdout(sys.stderr):
+        handle(Path(argv[0]), _Models())
     return 0
 
 

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 from compiler.artifact import STAGING_MARK, find_artifacts
 from compiler.cli import main
 from compiler.release.config import load_release
-from compiler.release.driver import ReleaseOptions, release, spawn_worker
+from compiler.release.driver import ReleaseOptions, WorkerPool, release, spawn_worker
 from tests.profiles.junit_schema import validate_junit
 
 SPECS = Path(__file__).resolve().parents[3] / "targets" / "specs"
@@ -94,7 +95,7 @@ def no_worker(request: Path, log: Path, timeout: float) -> int:
     raise AssertionError(f"a worker was started for {request}: the cache should have answered")
 
 
-def run(paths: dict, spawn=spawn_worker, **kw):
+def run(paths: dict, spawn=None, **kw):
     options = ReleaseOptions(out_dir=paths["dist"], cache_dir=paths["cache"], **kw)
     return release(load_release(paths["file"]), options, spawn=spawn)
 
@@ -199,6 +200,35 @@ def test_a_crashing_cell_is_reported_in_its_cell_and_the_others_finish(built, tm
     assert not (paths["dist"] / "conv" / "fp16" / "intel-npu-3720").exists()
 
 
+def test_a_worker_killed_mid_cell_is_replaced_for_the_next_cell(built, tmp_path):
+    paths = copy_of(built, tmp_path)
+    doomed = [c for c in index(paths)["cells"] if c["model"] == "digits" and c["target"] != "test-avx2"]
+    for cell in doomed:
+        shutil.rmtree(paths["cache"] / "entries" / cell["key"])
+    pool = WorkerPool(1)
+    killed: list[int] = []
+
+    def kill_first(request: Path, log: Path, timeout: float) -> int:
+        if not killed:  # SIGKILL the serving worker while it builds the first cell
+            def shoot() -> None:
+                while not pool._all:
+                    time.sleep(0.05)
+                killed.append(pool._all[0].proc.pid)
+                os.kill(killed[0], signal.SIGKILL)
+            threading.Thread(target=shoot).start()
+        return pool(request, log, timeout)
+
+    try:
+        report = run(paths, spawn=kill_first, profile=False)
+    finally:
+        pool.close()
+    statuses = sorted(o.status for o in report.outcomes)
+    assert statuses == ["built", "cached", "cached", "cached", "cached", "error"], statuses
+    crashed = next(o for o in report.outcomes if o.status == "error")
+    assert "signal 9" in crashed.message
+    assert len(pool._all) == 2 and pool._all[1].proc.pid != killed[0]  # a fresh worker built the other cell
+
+
 def test_compare_on_real_profiles_uses_the_release_thresholds(built, tmp_path, capsys):
     paths = copy_of(built, tmp_path)
     baseline = tmp_path / "baseline"
@@ -239,8 +269,8 @@ enabled = false
 """
 
 
-def _small(tmp_path: Path) -> Path:
-    (tmp_path / "release.toml").write_text(SMALL)
+def _small(tmp_path: Path, text: str = SMALL) -> Path:
+    (tmp_path / "release.toml").write_text(text)
     return tmp_path / "release.toml"
 
 
@@ -265,7 +295,9 @@ def test_concurrent_runs_share_one_cache_safely(tmp_path):
 
 
 def test_a_killed_run_resumes_and_the_artifacts_are_reproducible(tmp_path):
-    file = _small(tmp_path)
+    # jobs 1 builds in this order; the kill lands in the TVM cell, after the first cell is cached
+    file = _small(tmp_path, SMALL.replace('"snapdragon-8gen3", "intel-npu-3720"',
+                                          '"snapdragon-8gen3", "x86-64-avx2", "intel-npu-3720"'))
     cache, dist = tmp_path / "cache", tmp_path / "dist"
     proc = _cli(["release", str(file), "-o", str(dist), "--cache", str(cache)], start_new_session=True)
     deadline = time.monotonic() + 240
@@ -280,9 +312,9 @@ def test_a_killed_run_resumes_and_the_artifacts_are_reproducible(tmp_path):
     out, err = done.communicate(timeout=300)
     assert done.returncode == 0, err[-2000:]
     data = json.loads((dist / "index.json").read_text())
-    assert data["summary"]["cached"] >= 1 and data["summary"]["cached"] + data["summary"]["built"] == 2
+    assert data["summary"]["cached"] >= 1 and data["summary"]["cached"] + data["summary"]["built"] == 3
     checks = [c for cell in data["cells"] for c in cell["reproducible"]]
-    assert len(checks) == 2 and all(c["ok"] and c["detail"] == "byte-identical" for c in checks), checks
+    assert len(checks) == 3 and all(c["ok"] and c["detail"] == "byte-identical" for c in checks), checks
     leftovers = [p for p in dist.rglob("*") if STAGING_MARK in p.name] + \
         [p for p in (cache / "tmp").iterdir() if STAGING_MARK in p.name]
     assert not leftovers

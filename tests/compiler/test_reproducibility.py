@@ -1,0 +1,70 @@
+"""Content digests: equal for two builds of the same inputs, different when the content differs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compiler.artifact import hash_files
+from compiler.build import BuildOptions, build
+from compiler.frontend import load_model
+from compiler.reproducibility import compare_builds, content_digest
+
+
+@pytest.fixture(scope="module")
+def two_builds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("repro")
+    model = load_model("example")
+    targets = ["apple-a17", "x86-64-avx2"]
+    for run in ("a", "b"):
+        build(model, BuildOptions(targets=targets, out_dir=root / run, backend=None, measure_latency=False))
+        build(model, BuildOptions(targets=["x86-64-avx2"], backend="onnxruntime", out_dir=root / run,
+                                  measure_latency=False))
+    return root
+
+
+def manifest(root: Path, run: str, artifact: str) -> dict:
+    return json.loads((root / run / "example" / artifact / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("artifact, expected", [
+    ("x86-64-avx2", "byte-identical"),  # TVM library
+    ("apple-a17", "content digest equal"),  # Core ML: UUIDs and metadata order normalized
+    ("x86-64-avx2@onnxruntime", "content digest equal"),  # model.ort left out
+])
+def test_two_builds_are_reproducible(two_builds, artifact, expected):
+    first, second = manifest(two_builds, "a", artifact), manifest(two_builds, "b", artifact)
+    same, detail = compare_builds(first, second)
+    assert same and detail.startswith(expected), detail
+    record = first["reproducibility"]
+    assert record["content_digest"] == second["reproducibility"]["content_digest"]
+    assert record["byte_identical_expected"] == (expected == "byte-identical")
+    if artifact == "apple-a17":
+        assert set(record["normalized"]) == {"model.mlpackage/Manifest.json",
+                                             "model.mlpackage/Data/com.apple.CoreML/model.mlmodel"}
+    if artifact.endswith("@onnxruntime"):
+        assert set(record["excluded"]) == {"model.ort"}
+
+
+def _tamper(root: Path, artifact: str, rel: str) -> dict:
+    """Flip a byte of one file of build b, and re-record its hashes and content digest."""
+    folder = root / "b" / "example" / artifact
+    data = bytearray((folder / rel).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / rel).write_bytes(bytes(data))
+    m = manifest(root, "b", artifact)
+    m["files"] = hash_files(folder, list(m["files"]))
+    m["reproducibility"] = content_digest(folder, m["files"])
+    return m
+
+
+def test_real_differences_are_caught(two_builds):
+    same, detail = compare_builds(manifest(two_builds, "a", "x86-64-avx2"),
+                                  _tamper(two_builds, "x86-64-avx2", "model.so"))
+    assert not same and "model.so" in detail
+    weights = next(p for p in (two_builds / "b" / "example" / "apple-a17").rglob("weight.bin"))
+    rel = weights.relative_to(two_builds / "b" / "example" / "apple-a17").as_posix()
+    same, detail = compare_builds(manifest(two_builds, "a", "apple-a17"), _tamper(two_builds, "apple-a17", rel))
+    assert not same and "weight.bin" in detail
