@@ -53,7 +53,10 @@ def _tamper(root: Path, artifact: str, rel: str) -> dict:
     folder = root / "b" / "example" / artifact
     data = bytearray((folder / rel).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (folder / rel).write_bytes(bytes(data))
+    # A new file renamed over the old one: the build's verification has the library mapped, and
+    # rewriting a mapped shared object in place corrupts this process's code.
+    (folder / (rel + ".new")).write_bytes(bytes(data))
+    (folder / (rel + ".new")).replace(folder / rel)
     m = manifest(root, "b", artifact)
     m["files"] = hash_files(folder, list(m["files"]))
     m["reproducibility"] = content_digest(folder, m["files"])
