@@ -6,6 +6,7 @@
     chipfit inspect PATH [--json]            an artifact: what it is, its manifest, its numerics
     chipfit release RELEASE.toml -o dist/    every model x target of a release, cached, verified, profiled
     chipfit compare BASELINE CURRENT         regressions beyond threshold and noise (exit 1)
+    chipfit cache info|prune                 the release build cache
 
 Exit codes: 0 success, 1 a build or verification failed, 2 bad input (file, option, target).
 """
@@ -361,12 +362,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         Path(args.summary).write_text(text)
     if args.junit:
         Path(args.junit).write_text(junit(verdicts))
-    rows = [(v.key, v.metric, v.status.upper() if v.status != "ok" else "ok",
+    figure = (lambda x: "-" if x is None else f"{x:.4g}")
+    rows = [(v.key, v.metric, v.status.upper() if v.status != "ok" else "ok", figure(v.baseline), figure(v.current),
              "-" if v.ratio is None else f"{v.ratio:.3f}",
-             "-" if v.interval is None else f"{v.interval[0]:.3f}-{v.interval[1]:.3f}", f"{v.threshold:g}", v.test)
+             "-" if v.interval is None else f"{v.interval[0]:.3f}-{v.interval[1]:.3f}", f"{v.threshold:g}",
+             v.test + (f"; {v.note}" if v.note else ""))
             for v in verdicts if v.status != "ok" or args.all]
     if rows:
-        print(_table(("cell", "metric", "verdict", "ratio", "95% interval", "threshold", "test"), rows))
+        print(_table(("cell", "metric", "verdict", "baseline", "current", "ratio", "95% interval", "threshold", "test"),
+                     rows))
     regressions = sum(v.status == "regression" for v in verdicts)
     print(f"\n{regressions} regression(s), {sum(v.status == 'alarm' for v in verdicts)} alarm(s) in {len(verdicts)} checks; "
           f"added {len(added)}, removed {len(removed)} cell(s)")
@@ -426,6 +430,25 @@ def cmd_release(args: argparse.Namespace) -> int:
 
         shutil.rmtree(cache_dir, ignore_errors=True)
     return 0 if report.ok else 1
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    import time
+
+    from compiler.release.cache import BuildCache, default_cache_dir
+
+    cache = BuildCache(Path(args.cache) if args.cache else default_cache_dir())
+    if args.action == "prune":
+        if args.max_age_days is None and args.max_size_gb is None:
+            raise UsageError("cache prune: give --max-age-days N and/or --max-size-gb G")
+        removed = cache.prune(max_age_s=None if args.max_age_days is None else args.max_age_days * 86400,
+                              max_bytes=None if args.max_size_gb is None else int(args.max_size_gb * 1e9))
+        print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} from {cache.root}")
+    entries = cache.entries()
+    total = sum(e[2] for e in entries)
+    oldest = f"; least recently used {(time.time() - entries[0][1]) / 86400:.1f} days ago" if entries else ""
+    print(f"{cache.root}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {_size(total)}{oldest}")
+    return 0
 
 
 def print_progress_line(message: str) -> None:
@@ -667,6 +690,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print dist/index.json")
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=cmd_release)
+
+    ca = sub.add_parser("cache", help="the release build cache: its size, or prune it")
+    ca.add_argument("action", choices=("info", "prune"))
+    ca.add_argument("--cache", help="cache folder (default: $CHIPFIT_CACHE_DIR or ~/.cache/chipfit)")
+    ca.add_argument("--max-age-days", type=float, help="prune: remove entries unused for this long")
+    ca.add_argument("--max-size-gb", type=float, help="prune: then remove least recently used entries down to this size")
+    ca.set_defaults(func=cmd_cache)
 
     c = sub.add_parser("conformance", help="run the conformance kit against targets")
     c.add_argument("-t", "--target", action="append", required=True, help="target id (repeatable; 'all')")

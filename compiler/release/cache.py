@@ -116,6 +116,54 @@ class BuildCache:
     def _entry_dir(self, key: str) -> Path:
         return self.root / "entries" / key
 
+    def entries(self) -> list[tuple[str, float, int]]:
+        """(key, last use as a timestamp, bytes) of every entry, least recently used first."""
+        found = []
+        for path in (self.root / "entries").glob("*"):
+            record = path / ENTRY_NAME
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            found.append((path.name, record.stat().st_mtime if record.exists() else 0.0, size))
+        return sorted(found, key=lambda e: e[1])
+
+    def prune(self, max_age_s: float | None = None, max_bytes: int | None = None,
+              now: float | None = None) -> list[str]:
+        """Remove entries unused for ``max_age_s``, then least recently used ones until under ``max_bytes``.
+
+        An entry whose lock another process holds (it is being used) is left alone.
+        """
+        import time
+
+        now = time.time() if now is None else now
+        entries = self.entries()
+        total = sum(e[2] for e in entries)
+        removed = []
+        for key, used, size in entries:
+            too_old = max_age_s is not None and now - used > max_age_s
+            too_big = max_bytes is not None and total > max_bytes
+            if not (too_old or too_big):
+                continue
+            with self._try_lock(key) as held:
+                if held and self._entry_dir(key).exists():
+                    self._discard(self._entry_dir(key))
+                    removed.append(key)
+                    total -= size
+        return removed
+
+    @contextlib.contextmanager
+    def _try_lock(self, key: str) -> Iterator[bool]:
+        locks = self.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{key}.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
         """Held while a process looks up, builds or commits ``key``; others wait (and then hit)."""
@@ -138,6 +186,7 @@ class BuildCache:
             return None, ""
         problem = self._problem(key, path)
         if problem is None:
+            os.utime(path / ENTRY_NAME)  # last use, for `prune`
             return CacheEntry(key, path, json.loads((path / ENTRY_NAME).read_text())), ""
         self._discard(path)
         return None, f"cache entry {key[:12]} was corrupt ({problem}); removed and rebuilt"

@@ -149,6 +149,11 @@ class WorkerPool:
             for worker in self._all:
                 worker.close()
 
+    def kill(self) -> None:
+        with self._lock:
+            for worker in self._all:
+                worker.stop()
+
 
 @dataclass(frozen=True)
 class ReleaseOptions:
@@ -477,6 +482,10 @@ def release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress =
     pool = WorkerPool(max(1, options.jobs)) if spawn is None else None
     try:
         return _release(config, options, progress, spawn or pool, registry)
+    except BaseException:
+        if pool is not None:
+            pool.kill()  # an interrupted cell leaves only its staging folder, removed by the next run
+        raise
     finally:
         if pool is not None:
             pool.close()
@@ -503,15 +512,21 @@ def _release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress,
             progress(message)
 
     width = len(str(len(cells)))
-    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-        futures = [pool.submit(_build_one, cell, cache, options, spawn, previous_cells, say,
-                               f"[{n:>{width}}/{len(cells)}]") for n, cell in enumerate(cells, 1)]
+    threads = ThreadPoolExecutor(max_workers=max(1, options.jobs))
+    try:
+        futures = [threads.submit(_build_one, cell, cache, options, spawn, previous_cells, say,
+                                  f"[{n:>{width}}/{len(cells)}]") for n, cell in enumerate(cells, 1)]
         outcomes = [f.result() for f in futures]
         if options.check_reproducible:
-            checks = [pool.submit(_check_reproducible, o, cache, options, spawn, say) for o in outcomes
+            checks = [threads.submit(_check_reproducible, o, cache, options, spawn, say) for o in outcomes
                       if o.status in ("built", "cached")]
             for f in checks:
                 f.result()
+    except BaseException:
+        # Ctrl-C: no new cell starts; the ones running end with their workers (see `release`).
+        threads.shutdown(wait=False, cancel_futures=True)
+        raise
+    threads.shutdown()
     for rel in _remove_stale(dist, previous, outcomes):
         progress(f"removed {rel}: no longer in the release")
     report = ReleaseReport(config, outcomes)

@@ -100,3 +100,38 @@ def test_concurrent_processes_commit_once_and_never_see_a_partial_entry(tmp_path
     assert sum(results.get(timeout=5) for _ in procs) == 1
     entry, note = BuildCache(tmp_path / "cache").lookup("c" * 64)
     assert entry is not None and note == ""
+
+
+def test_prune_removes_old_then_least_recently_used_entries_and_spares_held_ones(tmp_path):
+    import os
+
+    cache = BuildCache(tmp_path / "cache")
+    artifact = make_artifact(tmp_path / "built" / "host", b"x" * 10_000)
+    keys = [c * 64 for c in "abcd"]
+    for n, key in enumerate(keys):
+        with cache.lock(key):
+            entry = cache.commit(key, {"host": artifact}, {})
+        os.utime(entry.path / "entry.json", (1000.0 + n, 1000.0 + n))  # a used first, d last
+    assert [k for k, _, _ in cache.entries()] == keys
+    with cache.lock(keys[1]):  # another process is using b: left alone
+        removed = cache.prune(max_age_s=10.0, now=1012.0)  # a and b are older than 10 s
+    assert removed == [keys[0]]
+    size = cache.entries()[0][2]
+    assert cache.prune(max_bytes=2 * size + 1) == [keys[1]]  # least recently used first
+    assert [k for k, _, _ in cache.entries()] == keys[2:]
+    with cache.lock(keys[2]):
+        assert cache.lookup(keys[2])[0] is not None  # a hit marks it used
+    assert cache.prune(max_bytes=size + 1) == [keys[3]]
+
+
+def test_cache_cli(tmp_path, capsys):
+    from compiler.cli import main
+
+    cache = BuildCache(tmp_path / "cache")
+    with cache.lock("e" * 64):
+        cache.commit("e" * 64, {"host": make_artifact(tmp_path / "a" / "host")}, {})
+    assert main(["cache", "info", "--cache", str(cache.root)]) == 0
+    assert "1 entry" in capsys.readouterr().out
+    assert main(["cache", "prune", "--cache", str(cache.root)]) == 2
+    assert main(["cache", "prune", "--cache", str(cache.root), "--max-size-gb", "0"]) == 0
+    assert "removed 1 entry" in capsys.readouterr().out and cache.entries() == []
