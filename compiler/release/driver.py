@@ -481,7 +481,9 @@ def release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress =
     """Build, check and profile the release; ``spawn`` runs one cell's worker (default: a `WorkerPool`)."""
     pool = WorkerPool(max(1, options.jobs)) if spawn is None else None
     try:
-        return _release(config, options, progress, spawn or pool, registry)
+        # The second build of --check-reproducible runs in a fresh process: nondeterminism that shows only
+        # across processes (hash seeds, addresses) would be missed by a worker that built the first.
+        return _release(config, options, progress, spawn or pool, registry, spawn or spawn_worker)
     except BaseException:
         if pool is not None:
             pool.kill()  # an interrupted cell leaves only its staging folder, removed by the next run
@@ -492,7 +494,7 @@ def release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress =
 
 
 def _release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, spawn: Spawn,
-             registry) -> ReleaseReport:
+             registry, check_spawn: Spawn) -> ReleaseReport:
     from targets.registry import target_registry
 
     start = time.perf_counter()
@@ -518,7 +520,7 @@ def _release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress,
                                   f"[{n:>{width}}/{len(cells)}]") for n, cell in enumerate(cells, 1)]
         outcomes = [f.result() for f in futures]
         if options.check_reproducible:
-            checks = [threads.submit(_check_reproducible, o, cache, options, spawn, say) for o in outcomes
+            checks = [threads.submit(_check_reproducible, o, cache, options, check_spawn, say) for o in outcomes
                       if o.status in ("built", "cached")]
             for f in checks:
                 f.result()
