@@ -18,7 +18,9 @@ A killed run leaves complete cache entries and complete dist artifacts only; run
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -34,7 +36,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from compiler import __version__
 from compiler.artifact import FAILED_SUFFIX, MANIFEST_NAME, STAGING_MARK, read_artifact, sha256_file, swap_into
@@ -49,6 +51,8 @@ from targets.spec import TargetError, TargetSpec, load_spec
 INDEX_NAME = "index.json"
 INDEX_SCHEMA_VERSION = 1
 SUMMARY_NAME = "summary.md"
+REPORT_NAME = "report.html"
+LOCK_NAME = ".release.lock"
 Progress = Callable[[str], None]
 #: runs one worker: (request file, log file, timeout in seconds) -> exit status
 Spawn = Callable[[Path, Path, float], int]
@@ -502,6 +506,28 @@ def _release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress,
     cells = plan_release(config, registry)
     dist = options.out_dir
     dist.mkdir(parents=True, exist_ok=True)
+    with _dist_lock(dist):
+        return _fill(config, options, progress, spawn, registry, check_spawn, cells, start)
+
+
+@contextlib.contextmanager
+def _dist_lock(dist: Path) -> Iterator[None]:
+    """One release at a time writes a dist/ folder (runs into different folders share the cache freely)."""
+    with open(dist / LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{dist}: another chipfit release is writing to this folder; wait for it, or "
+                             "give -o another folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fill(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, spawn: Spawn, registry,
+          check_spawn: Spawn, cells: list[CellPlan], start: float) -> ReleaseReport:
+    dist = options.out_dir
     cache = BuildCache(options.cache_dir)
     previous = _previous_index(dist)
     previous_cells = {f"{c['model']}/{c['precision']}/{c['target']}": c for c in previous.get("cells", [])}
@@ -555,6 +581,9 @@ def _profile(report: ReleaseReport, options: ReleaseOptions, progress: Progress,
     report.profile_errors = {str(Path(p).relative_to(options.out_dir.resolve()) if Path(p).is_absolute() else p): e
                              for p, e in run.errors.items()}
     report.profile_fit = run.fit
+    from profiles.report import html_report
+
+    _atomic_write(options.out_dir / REPORT_NAME, html_report(run.profiles, run.fit, run.errors))
     for outcome in report.outcomes:
         for record in outcome.artifacts:
             path = options.out_dir / record["path"] / PROFILE_NAME
@@ -586,7 +615,8 @@ def _write_index(report: ReleaseReport, options: ReleaseOptions) -> None:
         "cells": [{"model": o.cell.model.name, "precision": o.cell.precision, "target": o.cell.target.id,
                    "status": o.status, "seconds": round(o.seconds, 2), "key": o.cell.key,
                    "components": dict(o.cell.components), "cache_note": o.cache_note, "message": o.message,
-                   "log": o.log, "artifacts": o.artifacts, "reproducible": o.reproducible}
+                   "log": Path(o.log).relative_to(options.out_dir).as_posix() if o.log else None,
+                   "artifacts": o.artifacts, "reproducible": o.reproducible}
                   for o in report.outcomes],
         "profile": {"fit": report.profile_fit, "errors": report.profile_errors},
     }

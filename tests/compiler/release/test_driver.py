@@ -328,3 +328,17 @@ def test_cli_exit_codes_for_bad_release_input(tmp_path, capsys):
     assert "model[0].path = 'nope.pt2': no such file" in err
     assert not (tmp_path / "d").exists()  # nothing written for a bad file
     assert main(["release", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_one_release_at_a_time_writes_a_dist_folder(built, tmp_path):
+    import fcntl
+
+    from compiler.errors import UsageError
+
+    paths = copy_of(built, tmp_path)
+    with open(paths["dist"] / ".release.lock", "a+") as held:  # as a running release holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(UsageError, match="another chipfit release is writing to this folder"):
+            run(paths, spawn=no_worker)
+    assert run(paths, spawn=no_worker, profile=False).ok
+    assert (paths["dist"] / "report.html").is_file()  # from the module's profiled release
