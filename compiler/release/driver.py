@@ -366,6 +366,20 @@ def _materialize(entry: CacheEntry, cell: CellPlan, dist: Path) -> list[dict[str
     return records
 
 
+def _failure(result: Mapping[str, Any]) -> str:
+    """What went wrong in one of a worker's results, without the worker's own (temporary) paths."""
+    if result["status"] != "failed":
+        return f"{result['backend']}: {result['message'] or result['status']}"
+    numerics = result.get("numerics") or {}
+    outputs = numerics.get("outputs") or []
+    figures = (f"min cosine {min(o['cosine'] for o in outputs):.6f}, max|err| "
+               f"{max(o['max_abs_error'] for o in outputs):.3g}" if outputs else numerics.get("reason") or "")
+    tolerance = numerics.get("tolerance") or {}
+    limit = (f"; tolerance atol {tolerance.get('atol')}, rtol {tolerance.get('rtol')}, cosine >= "
+             f"{tolerance.get('min_cosine')}" if tolerance else "")
+    return f"{result['backend']}: verification failed ({figures}{limit})"
+
+
 def _keep_failed(staging: Path, cell: CellPlan, dist: Path) -> list[str]:
     """Artifacts whose verification failed, moved to dist as ``<name>.failed`` for inspection."""
     kept = []
@@ -406,7 +420,7 @@ def _build_one(cell: CellPlan, cache: BuildCache, options: ReleaseOptions, spawn
             elif any(r["status"] not in ("verified", "not-run") for r in results):
                 bad = [r for r in results if r["status"] not in ("verified", "not-run")]
                 kept = _keep_failed(staging, cell, options.out_dir)
-                message = "; ".join(f"{r['backend']}: {r['message'] or r['status']}" for r in bad)
+                message = "; ".join(_failure(r) for r in bad)
                 outcome = CellOutcome(cell, "failed" if all(r["status"] == "failed" for r in bad) else "error",
                                       time.perf_counter() - start, message=message + (f" (kept: {', '.join(kept)})"
                                                                                        if kept else ""),

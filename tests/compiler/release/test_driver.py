@@ -342,3 +342,23 @@ def test_one_release_at_a_time_writes_a_dist_folder(built, tmp_path):
             run(paths, spawn=no_worker)
     assert run(paths, spawn=no_worker, profile=False).ok
     assert (paths["dist"] / "report.html").is_file()  # from the module's profiled release
+
+
+def test_a_cell_that_fails_verification_is_kept_for_inspection_and_not_cached(tmp_path, capsys):
+    spec = (SPECS / "intel-npu-3720.toml").read_text().replace('id = "intel-npu-3720"', 'id = "strict-npu"')
+    # fp16 cannot meet a zero tolerance: the artifact builds and fails verification
+    (tmp_path / "strict.toml").write_text(spec.replace("atol = 1e-2\nrtol = 1e-2", "atol = 0.0\nrtol = 0.0", 1))
+    file = _small(tmp_path, 'targets = ["strict.toml", "snapdragon-8gen3"]\n[[model]]\npath = "example"\n'
+                            '[profile]\nenabled = false\n')
+    dist, cache = tmp_path / "dist", tmp_path / "cache"
+    assert main(["release", str(file), "-o", str(dist), "--cache", str(cache), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "example/fp16/strict-npu: onnxruntime: verification failed (min cosine" in err
+    assert "tolerance atol 0.0, rtol 0.0" in err and "kept: example/fp16/strict-npu.failed" in err
+    data = json.loads((dist / "index.json").read_text())
+    by = {c["target"]: c for c in data["cells"]}
+    assert by["strict-npu"]["status"] == "failed" and by["strict-npu"]["artifacts"] == []
+    assert by["snapdragon-8gen3"]["status"] == "built"
+    assert (dist / "example" / "fp16" / "strict-npu.failed" / "manifest.json").is_file()
+    assert [a.target for a in find_artifacts(dist)] == ["snapdragon-8gen3"]
+    assert len(list((cache / "entries").iterdir())) == 1  # the failure was not cached
