@@ -394,8 +394,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     from compiler.release.cache import default_cache_dir
     from compiler.release.config import load_release
-    from compiler.release.driver import (INDEX_NAME, SUMMARY_HEADERS, SUMMARY_NAME, ReleaseOptions, release,
-                                         summary_rows, temporary_cache)
+    from compiler.release.driver import INDEX_NAME, SUMMARY_NAME, ReleaseOptions, release, temporary_cache
+    from compiler.release.summary import SUMMARY_HEADERS, summary_rows
 
     config = load_release(args.release)
     if args.jobs < 1:
@@ -567,7 +567,7 @@ def _describe_artifact(artifact, problems: list[str], drift: dict) -> str:
         lines.append(f"    {rel:<40} {_size(meta['bytes']):>9}  sha256 {meta['sha256'][:16]}...")
     if len(shown) > 8:
         lines.append(f"    ... and {len(shown) - 8} more")
-    lines.append(f"  integrity: " + ("all files match their sha256" if not problems else "; ".join(problems)))
+    lines.append("  integrity: " + ("all files match their sha256" if not problems else "; ".join(problems)))
     repro = m.get("reproducibility")
     if repro:
         varying = [f"{rel} normalized" for rel in repro["normalized"]] + [f"{rel} left out" for rel in repro["excluded"]]

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import onnx
 
 STAGES = ("LOAD", "LOWER", "QUANTIZE", "RUN", "MISMATCH", "PROFILE")
 #: The op battery: common ops of vision and language models, each an ONNX node test.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any, Mapping, Sequence
 

@@ -24,7 +24,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from compiler.artifact import MANIFEST_NAME, Artifact, find_artifacts
 from compiler.passes.cost import GraphCost

@@ -8,7 +8,6 @@ timeout, so an unreachable tracker or a key no device serves is a clear error, n
 from __future__ import annotations
 
 import socket
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping

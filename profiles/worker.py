@@ -14,7 +14,6 @@ import os
 import resource
 import sys
 import time
-from pathlib import Path
 
 
 def _pin(threads: int | None) -> list[int]:

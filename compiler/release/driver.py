@@ -24,11 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
-import queue
-import select
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -44,7 +40,9 @@ from compiler.errors import UsageError
 from compiler.release.cache import (BuildCache, CacheEntry, cache_key, digest_model_source, digest_path,
                                     digest_source_code)
 from compiler.release.config import ModelEntry, ReleaseConfig
-from compiler.release.worker import DONE, READY, RESULT_NAME
+from compiler.release.pool import Spawn, WorkerPool, spawn_worker
+from compiler.release.summary import summary_markdown
+from compiler.release.worker import RESULT_NAME
 from compiler.reproducibility import compare_builds
 from targets.spec import TargetError, TargetSpec, load_spec
 
@@ -54,109 +52,6 @@ SUMMARY_NAME = "summary.md"
 REPORT_NAME = "report.html"
 LOCK_NAME = ".release.lock"
 Progress = Callable[[str], None]
-#: runs one worker: (request file, log file, timeout in seconds) -> exit status
-Spawn = Callable[[Path, Path, float], int]
-
-
-def spawn_worker(request: Path, log: Path, timeout_s: float) -> int:
-    """One cell in a fresh process (used for one-off builds; `WorkerPool` serves a whole release)."""
-    with log.open("w") as handle:
-        try:
-            done = subprocess.run([sys.executable, "-m", "compiler.release.worker", str(request)],
-                                  stdout=handle, stderr=subprocess.STDOUT, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            handle.write(f"\nchipfit release: the worker ran past {timeout_s:.0f} s and was killed\n")
-            return -9
-    return done.returncode
-
-
-class _Worker:
-    """A serving worker process: request paths in on stdin, one answer line per cell out."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "compiler.release.worker", "--serve"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, bufsize=1)
-        self.cells = 0
-
-    def _answer(self, timeout_s: float) -> str | None:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
-        return self.proc.stdout.readline().strip() if ready else None
-
-    def run(self, request: Path, log: Path, timeout_s: float) -> int:
-        if self.cells == 0 and self._answer(120.0) != READY:
-            self.stop()
-            return self.proc.returncode or -1
-        self.cells += 1
-        try:
-            self.proc.stdin.write(f"{request}\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            return self.proc.wait()
-        answer = self._answer(timeout_s)
-        if answer == DONE:
-            return 0
-        if answer is None:
-            with log.open("a") as handle:
-                handle.write(f"\nchipfit release: the worker ran past {timeout_s:.0f} s and was killed\n")
-            self.stop()
-            return -9
-        return self.proc.wait()  # end of output: the worker died mid-cell
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.stop()
-
-
-class WorkerPool:
-    """Up to ``size`` serving workers; a worker that crashes is replaced for the next cell.
-
-    A worker is retired after ``max_cells`` cells so a slow leak in a toolchain cannot grow unbounded.
-    """
-
-    def __init__(self, size: int, max_cells: int = 16) -> None:
-        self._idle: queue.Queue[_Worker | None] = queue.Queue()
-        for _ in range(size):
-            self._idle.put(None)  # started on first use
-        self._all: list[_Worker] = []
-        self._lock = threading.Lock()
-        self.max_cells = max_cells
-
-    def __call__(self, request: Path, log: Path, timeout_s: float) -> int:
-        worker = self._idle.get()
-        try:
-            if worker is None or worker.proc.poll() is not None or worker.cells >= self.max_cells:
-                if worker is not None:
-                    worker.close()
-                worker = _Worker()
-                with self._lock:
-                    self._all.append(worker)
-            code = worker.run(request, log, timeout_s)
-            if code != 0:
-                worker.stop()
-                worker = None
-            return code
-        finally:
-            self._idle.put(worker)
-
-    def close(self) -> None:
-        with self._lock:
-            for worker in self._all:
-                worker.close()
-
-    def kill(self) -> None:
-        with self._lock:
-            for worker in self._all:
-                worker.stop()
 
 
 @dataclass(frozen=True)
@@ -642,51 +537,6 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _fmt(value: Any, spec: str = ".3g") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def summary_rows(index: Mapping[str, Any]) -> list[tuple[str, ...]]:
-    rows = []
-    for cell in index["cells"]:
-        base = (cell["model"], cell["precision"], cell["target"])
-        if not cell["artifacts"]:
-            rows.append(base + ("-", cell["status"].upper(), "-", "-", "-", "-", cell["message"][:120]))
-            continue
-        for a in cell["artifacts"]:
-            p = a.get("profile") or {}
-            n = a["numerics"]
-            numerics = n["status"] + (" (proxy)" if n.get("proxy") else "") + (
-                f" cos {n['min_cosine']:.6f}" if n.get("min_cosine") is not None else "")
-            repro = ""
-            for check in cell.get("reproducible") or []:
-                if check["artifact"] == a["path"]:
-                    repro = "; reproducible" if check["ok"] else f"; NOT REPRODUCIBLE: {check['detail']}"
-            latency = f"{_fmt(p.get('latency_ms_p50'))} {str(p.get('latency_method', '')).split(':')[0]}" if p else "-"
-            energy = f"{_fmt(p.get('energy_mj'))} {str(p.get('energy_method', '')).split(':')[0]}" if p else "-"
-            rows.append(base + (a["backend"], cell["status"], f"{a['size_bytes'] / 1024:.1f} KB", numerics, latency,
-                                energy, repro.lstrip("; ")))
-    return rows
-
-
-SUMMARY_HEADERS = ("model", "precision", "target", "backend", "status", "size", "numerics", "latency ms",
-                   "energy mJ", "notes")
-
-
-def summary_markdown(index: Mapping[str, Any]) -> str:
-    s = index["summary"]
-    lines = [f"## chipfit release {index['release']}: {s['cells']} cells, {s['artifacts']} artifacts", "",
-             f"{s['built']} built, {s['cached']} from the cache, {s['failed']} failed verification, "
-             f"{s['error']} could not be built; {index['seconds']} s on {index['host']['cpu']}.", "",
-             "| " + " | ".join(SUMMARY_HEADERS) + " |", "|" + "---|" * len(SUMMARY_HEADERS)]
-    for row in summary_rows(index):
-        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
-    lines += ["", "latency/energy: `measured` on this host or over RPC, `estimated` from the target's datasheet model."]
-    for path, error in index["profile"]["errors"].items():
-        lines.append(f"- profile error: {path}: {error}")
-    return "\n".join(lines) + "\n"
 
 
 def temporary_cache() -> Path:

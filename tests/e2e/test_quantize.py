@@ -12,7 +12,6 @@ import torch
 from compiler import precision as precision_stage
 from compiler.build import BuildOptions, build
 from compiler.cli import main
-from compiler.errors import UsageError
 from compiler.example.model import train
 from compiler.frontend import trace_module
 from tests.conftest import TransformerBlock, seeded

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -101,7 +100,6 @@ def test_missing_meter_is_reported(built, tmp_path):
 
 
 def test_memory_capacity_too_small_fails_the_profile(built, tmp_path, monkeypatch):
-    from targets.spec import load_spec
     import targets.registry as registry_module
 
     real = registry_module.target_registry
@@ -198,11 +196,21 @@ def test_html_report_renders_with_its_plots_in_a_headless_browser(profiled, tmp_
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,2400"]
-    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    for plot in ('id="latency-distribution"', 'id="latency-vs-energy"', 'class="plot top-ops"'):
-        assert plot in dom
+    plots = ('id="latency-distribution"', 'id="latency-vs-energy"', 'class="plot top-ops"')
     shot = tmp_path / "report.png"
-    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    # Headless Chromium now and then exits at start-up on a busy machine without rendering: one retry.
+    for _ in range(2):
+        done = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+        if all(plot in done.stdout for plot in plots):
+            break
+    for plot in plots:
+        assert plot in done.stdout, done.stderr[-2000:]
+    for _ in range(2):
+        done = subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True,
+                              timeout=120)
+        if shot.is_file():
+            break
+    assert shot.is_file(), done.stderr[-2000:]
     pixels = list(Image.open(shot).convert("RGB").getdata())
     colours = {"box": (158, 202, 225), "estimated point": (31, 119, 180), "op bar": (116, 196, 118)}
     for name, rgb in colours.items():

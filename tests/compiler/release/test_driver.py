@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,8 @@ import pytest
 from compiler.artifact import STAGING_MARK, find_artifacts
 from compiler.cli import main
 from compiler.release.config import load_release
-from compiler.release.driver import ReleaseOptions, WorkerPool, release, spawn_worker
+from compiler.release.driver import ReleaseOptions, release
+from compiler.release.pool import WorkerPool, spawn_worker
 from tests.profiles.junit_schema import validate_junit
 
 SPECS = Path(__file__).resolve().parents[3] / "targets" / "specs"
