@@ -1,9 +1,10 @@
 """Compare profiles against a baseline: a verdict per model x target x metric, noise-aware.
 
-Measured latencies are compared on their raw samples: a seeded bootstrap gives a 95% interval for
-the ratio of medians (current / baseline), and a regression is reported only when the ratio is
-beyond the threshold *and* the whole interval is above 1 (beyond the noise). Estimated and
-deterministic figures (size, estimated latency/energy, peak memory, accuracy) are compared directly.
+Measured latency and energy are compared on their raw samples (timed runs; the meter's repeated
+loops): a seeded bootstrap gives a 95% interval for the ratio of medians (current / baseline), and a
+regression is reported only when the ratio is beyond the threshold *and* the whole interval is
+above 1 (beyond the noise). Estimated and deterministic figures (size, estimated latency/energy, peak
+memory, accuracy) are compared directly.
 """
 
 from __future__ import annotations
@@ -88,19 +89,27 @@ def _direct(key: str, metric: str, base: float | None, cur: float | None, thresh
     return Verdict(key, metric, status, base, cur, ratio, None, threshold, "direct", note)
 
 
+def _sampled(key: str, metric: str, b: Sequence[float], c: Sequence[float], threshold: float) -> Verdict:
+    """Raw measurements on both sides: beyond the threshold *and* the bootstrap interval above 1."""
+    ratio, (lo, hi) = bootstrap_ratio(b, c)
+    status = "ok"
+    if ratio > threshold and lo > 1.0:
+        status = "regression"
+    elif ratio < 1 / threshold and hi < 1.0:
+        status = "improvement"
+    note = "beyond the threshold but within the noise" if status == "ok" and ratio > threshold else ""
+    return Verdict(key, metric, status, float(np.median(b)), float(np.median(c)), ratio, (lo, hi), threshold,
+                   "bootstrap ratio of medians", note)
+
+
+def _measured_alike(base: Mapping[str, Any], cur: Mapping[str, Any], method_key: str, samples_key: str) -> bool:
+    return bool(base.get(samples_key) and cur.get(samples_key)) and str(base.get(method_key, "")).startswith(
+        "measured") and base.get(method_key) == cur.get(method_key)
+
+
 def _latency(key: str, base: Mapping[str, Any], cur: Mapping[str, Any], threshold: float) -> Verdict:
-    b, c = base.get("latency_samples_ms"), cur.get("latency_samples_ms")
-    if b and c and str(base.get("latency_method", "")).startswith("measured") \
-            and base.get("latency_method") == cur.get("latency_method"):
-        ratio, (lo, hi) = bootstrap_ratio(b, c)
-        status = "ok"
-        if ratio > threshold and lo > 1.0:
-            status = "regression"
-        elif ratio < 1 / threshold and hi < 1.0:
-            status = "improvement"
-        note = "beyond the threshold but within the noise" if status == "ok" and ratio > threshold else ""
-        return Verdict(key, "latency", status, float(np.median(b)), float(np.median(c)), ratio, (lo, hi), threshold,
-                       "bootstrap ratio of medians", note)
+    if _measured_alike(base, cur, "latency_method", "latency_samples_ms"):
+        return _sampled(key, "latency", base["latency_samples_ms"], cur["latency_samples_ms"], threshold)
     note = "" if base.get("latency_method") == cur.get("latency_method") else \
         f"methods differ: {base.get('latency_method')} vs {cur.get('latency_method')}"
     if _both_estimated(base, cur, "latency_method"):
@@ -123,6 +132,8 @@ def _fixed(profile: Mapping[str, Any], figure: str) -> float | None:
 
 
 def _energy(key: str, base: Mapping[str, Any], cur: Mapping[str, Any], threshold: float) -> Verdict:
+    if _measured_alike(base, cur, "energy_method", "energy_samples_mj"):
+        return _sampled(key, "energy", base["energy_samples_mj"], cur["energy_samples_mj"], threshold)
     if _both_estimated(base, cur, "energy_method"):
         return _direct(key, "energy", _fixed(base, "energy_mj"), _fixed(cur, "energy_mj"), threshold,
                        "estimated; compared at the model's fixed efficiency")

@@ -196,27 +196,40 @@ def open_meter(spec: str) -> Meter:
 
 @dataclass(frozen=True)
 class EnergyReading:
-    energy_mj: float  # per inference, idle power subtracted
+    energy_mj: float  # per inference, idle power subtracted: the median of the repeats
     idle_power_w: float
     loop_energy_j: float
     loop_seconds: float
     iterations: int
     method: str  # "measured:<meter>"
+    #: per-inference energy of each repeat, for noise-aware comparisons (`chipfit compare`)
+    samples_mj: tuple[float, ...] = ()
 
 
-def energy_per_inference(meter: Meter, run_once, iterations: int, idle_seconds: float = 0.5) -> EnergyReading:
-    """(energy over the timed loop - idle power x loop time) / iterations, idle measured just before."""
+def energy_per_inference(meter: Meter, run_once, iterations: int, idle_seconds: float = 0.5,
+                         repeats: int = 5) -> EnergyReading:
+    """(energy over a timed loop - idle power x loop time) / iterations, idle measured just before.
+
+    The ``iterations`` are split over ``repeats`` loops, each read on its own: their spread is the
+    measurement's noise, which the regression gate needs as much as the median.
+    """
     meter.start()
     t0 = time.perf_counter()
     time.sleep(idle_seconds)
     idle_j = meter.joules()
     idle_w = idle_j / (time.perf_counter() - t0)
-    meter.start()
-    t0 = time.perf_counter()
-    for _ in range(iterations):
-        run_once()
-    loop_s = time.perf_counter() - t0
-    loop_j = meter.joules()
+    per_loop = max(iterations // repeats, 1)
+    samples, total_j, total_s = [], 0.0, 0.0
+    for _ in range(repeats):
+        meter.start()
+        t0 = time.perf_counter()
+        for _ in range(per_loop):
+            run_once()
+        loop_s = time.perf_counter() - t0
+        loop_j = meter.joules()
+        samples.append(max(loop_j - idle_w * loop_s, 0.0) / per_loop * 1e3)
+        total_j, total_s = total_j + loop_j, total_s + loop_s
     meter.close()
-    per = max(loop_j - idle_w * loop_s, 0.0) / iterations
-    return EnergyReading(per * 1e3, idle_w, loop_j, loop_s, iterations, f"measured:{meter.name}")
+    ordered = sorted(samples)
+    median = (ordered[(repeats - 1) // 2] + ordered[repeats // 2]) / 2
+    return EnergyReading(median, idle_w, total_j, total_s, per_loop * repeats, f"measured:{meter.name}", tuple(samples))

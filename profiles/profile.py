@@ -62,7 +62,7 @@ class ProfileOptions:
 #: the measured part of a profile, the part `reuse` keeps
 _MEASURED_KEYS = ("runner", "runner_description", "cpus", "latency", "latency_samples_ms", "latency_ms_p50",
                   "latency_method", "peak_memory_mb", "runner_baseline_mb", "per_op", "per_op_source", "energy_mj",
-                  "energy_method", "energy_detail", "energy_error", "not_measured_because")
+                  "energy_samples_mj", "energy_method", "energy_detail", "energy_error", "not_measured_because")
 
 
 def artifact_digest(artifact: Artifact) -> str:
@@ -296,6 +296,7 @@ def _fill_measured(profile: dict[str, Any], result: Mapping[str, Any]) -> None:
     )
     if result.get("energy"):
         profile["energy_mj"] = result["energy"]["energy_mj"]
+        profile["energy_samples_mj"] = list(result["energy"].get("samples_mj") or [])
         profile["energy_method"] = result["energy"]["method"]
         profile["energy_detail"] = result["energy"]
     elif result.get("energy_error"):

@@ -117,3 +117,19 @@ def test_estimated_figures_are_gated_at_the_fixed_efficiency_and_per_target_thre
                              {"npu": {"latency": 1.25}})
     latency = next(v for v in verdicts if v.metric == "latency")
     assert latency.status == "ok" and latency.threshold == 1.25
+
+
+def test_measured_energy_is_gated_on_its_repeats():
+    def metered(samples):
+        p = _profile(BASE)
+        p.update(energy_mj=float(np.median(samples)), energy_samples_mj=list(samples), energy_method="measured:rapl")
+        return p
+
+    rng = np.random.default_rng(3)
+    steady = rng.normal(5.0, 0.05, 5)
+    verdicts, _, _ = compare(_cells(a=metered(steady)), _cells(a=metered(steady * 1.2)), {"energy": 1.1})
+    energy = next(v for v in verdicts if v.metric == "energy")
+    assert energy.status == "regression" and energy.test == "bootstrap ratio of medians"
+    noisy = rng.lognormal(np.log(5.0), 0.4, 5)
+    verdicts, _, _ = compare(_cells(a=metered(noisy)), _cells(a=metered(noisy[::-1] * 1.05)), {"energy": 1.01})
+    assert next(v for v in verdicts if v.metric == "energy").status == "ok"

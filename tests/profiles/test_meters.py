@@ -87,6 +87,7 @@ def test_command_meter_and_energy_per_inference(tmp_path):
     reading = energy_per_inference(meter, run_once, iterations=4, idle_seconds=0.05)
     assert reading.method == "measured:command"
     assert reading.energy_mj == pytest.approx(500.0, rel=1e-6)
+    assert reading.samples_mj == pytest.approx([500.0] * 5)  # five loops, each read on its own
     assert reading.idle_power_w == 0.0
     bad = tmp_path / "bad.sh"
     bad.write_text("#!/bin/sh\necho watts\n")
