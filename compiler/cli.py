@@ -394,7 +394,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     from compiler.release.cache import default_cache_dir
     from compiler.release.config import load_release
-    from compiler.release.driver import INDEX_NAME, SUMMARY_NAME, ReleaseOptions, release, temporary_cache
+    from compiler.release.driver import INDEX_NAME, SUMMARY_NAME, ReleaseOptions, dry_run, release, temporary_cache
     from compiler.release.summary import SUMMARY_HEADERS, summary_rows
 
     config = load_release(args.release)
@@ -406,6 +406,10 @@ def cmd_release(args: argparse.Namespace) -> int:
                              check_reproducible=args.check_reproducible,
                              profile=not args.no_profile and config.profile.enabled,
                              cell_timeout_s=args.cell_timeout)
+    if args.dry_run:
+        rows = [(c.model.name, c.precision, c.target.id, c.key[:12], what) for c, what in dry_run(config, options)]
+        print(_table(("model", "precision", "target", "cache key", "would"), rows))
+        return 0
     with contextlib.redirect_stdout(sys.stderr):
         report = release(config, options, progress)
     index = json.loads((options.out_dir / INDEX_NAME).read_text())
@@ -687,6 +691,7 @@ def parser() -> argparse.ArgumentParser:
                    help="build every cell a second time, outside the cache, and compare the artifacts")
     r.add_argument("--no-profile", action="store_true", help="skip profiling (the release file's [profile] also can)")
     r.add_argument("--cell-timeout", type=float, default=1800.0, help="seconds one cell may build (default 1800)")
+    r.add_argument("--dry-run", action="store_true", help="list the cells and which are cached; build nothing")
     r.add_argument("--json", action="store_true", help="print dist/index.json")
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=cmd_release)

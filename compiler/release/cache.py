@@ -191,6 +191,14 @@ class BuildCache:
         self._discard(path)
         return None, f"cache entry {key[:12]} was corrupt ({problem}); removed and rebuilt"
 
+    def peek(self, key: str) -> tuple[bool, str]:
+        """Like `lookup`, without using or removing anything: (usable?, what is wrong if not)."""
+        path = self._entry_dir(key)
+        if not path.exists():
+            return False, ""
+        problem = self._problem(key, path)
+        return problem is None, f"cache entry {key[:12]} is corrupt ({problem})" if problem else ""
+
     def _problem(self, key: str, path: Path) -> str | None:
         try:
             record = json.loads((path / ENTRY_NAME).read_text())

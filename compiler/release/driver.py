@@ -389,6 +389,21 @@ def _remove_stale(dist: Path, previous: Mapping[str, Any], outcomes: Sequence[Ce
     return removed
 
 
+def dry_run(config: ReleaseConfig, options: ReleaseOptions, registry=None) -> list[tuple[CellPlan, str]]:
+    """Each cell and what a release would do with it ("cached", or "build: <why>"); builds nothing."""
+    from targets.registry import target_registry
+
+    registry, _ = _resolve_targets(config, registry or target_registry())
+    cache = BuildCache(options.cache_dir)
+    previous = _previous_index(options.out_dir)
+    previous_cells = {f"{c['model']}/{c['precision']}/{c['target']}": c for c in previous.get("cells", [])}
+    plan = []
+    for cell in plan_release(config, registry):
+        usable, corrupt = cache.peek(cell.key)
+        plan.append((cell, "cached" if usable else f"build: {corrupt or _why_rebuilt(cell, previous_cells)}"))
+    return plan
+
+
 def release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress = lambda m: None,
             spawn: Spawn | None = None, registry=None) -> ReleaseReport:
     """Build, check and profile the release; ``spawn`` runs one cell's worker (default: a `WorkerPool`)."""

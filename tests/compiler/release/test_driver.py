@@ -362,3 +362,20 @@ def test_a_cell_that_fails_verification_is_kept_for_inspection_and_not_cached(tm
     assert (dist / "example" / "fp16" / "strict-npu.failed" / "manifest.json").is_file()
     assert [a.target for a in find_artifacts(dist)] == ["snapdragon-8gen3"]
     assert len(list((cache / "entries").iterdir())) == 1  # the failure was not cached
+
+
+def test_dry_run_says_what_would_be_built_and_touches_nothing(built, tmp_path, capsys):
+    paths = copy_of(built, tmp_path)
+    spec = paths["root"] / "test-avx2.toml"
+    spec.write_text(spec.read_text().replace('description = "', 'description = "(edited) ', 1))
+    cell = next(c for c in index(paths)["cells"] if c["target"] == "intel-npu-3720" and c["model"] == "conv")
+    victim = next((paths["cache"] / "entries" / cell["key"]).rglob("model.onnx"))
+    victim.write_bytes(victim.read_bytes()[:-10])
+    before = sorted(p.name for p in (paths["cache"] / "entries").iterdir())
+    assert main(["release", str(paths["file"]), "-o", str(paths["dist"]), "--cache", str(paths["cache"]),
+                 "--dry-run"]) == 0
+    rows = {tuple(line.split()[:3]): line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows[("digits", "fp32", "test-avx2")].endswith("build: changed: target_spec")
+    assert "corrupt" in rows[("conv", "fp16", "intel-npu-3720")]
+    assert rows[("digits", "int8", "snapdragon-8gen3")].endswith("cached")
+    assert sorted(p.name for p in (paths["cache"] / "entries").iterdir()) == before  # nothing removed
