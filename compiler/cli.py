@@ -265,7 +265,7 @@ def _profile_options(args: argparse.Namespace):
     from profiles.profile import ProfileOptions
 
     return ProfileOptions(runs=args.runs, warmup=args.warmup, threads=args.threads, budget_s=args.budget_s,
-                          rpc=args.rpc, key=args.key, meter=args.meter)
+                          processes=args.processes, rpc=args.rpc, key=args.key, meter=args.meter)
 
 
 def _run_profiles(root: Path, args: argparse.Namespace, progress) -> int:
@@ -310,6 +310,8 @@ def _add_profile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, default=200, help="most timed runs (default 200)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
     p.add_argument("--threads", type=int, help="threads (and CPUs pinned) for the runner")
+    p.add_argument("--processes", type=int, default=1,
+                   help="independent runner processes per artifact (their spread counts as noise in compare)")
     p.add_argument("--budget-s", type=float, default=10.0, help="stop timing after this long if the median is not tight")
     p.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker to time TVM artifacts on a device")
     p.add_argument("--key", help="device key on the tracker (default: the target's reach.rpc_key)")

@@ -70,14 +70,27 @@ def load_profiles(root: str | Path) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _resampled_medians(samples: np.ndarray, groups: Sequence[int] | None, rounds: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Medians of bootstrap resamples; with several groups (runner processes), groups are resampled
+    first and samples within them second, so the spread between processes counts as noise."""
+    if not groups or len(groups) < 2 or sum(groups) != len(samples):
+        return np.median(rng.choice(samples, (rounds, len(samples))), axis=1)
+    parts = np.split(samples, np.cumsum(groups)[:-1])
+    medians = np.empty(rounds)
+    for r in range(rounds):
+        chosen = rng.integers(0, len(parts), len(parts))
+        medians[r] = np.median(np.concatenate([rng.choice(parts[g], len(parts[g])) for g in chosen]))
+    return medians
+
+
 def bootstrap_ratio(baseline: Sequence[float], current: Sequence[float], rounds: int = BOOTSTRAP_ROUNDS,
-                    seed: int = 0) -> tuple[float, tuple[float, float]]:
-    """Ratio of medians (current / baseline) and its 95% bootstrap interval."""
+                    seed: int = 0, baseline_groups: Sequence[int] | None = None,
+                    current_groups: Sequence[int] | None = None) -> tuple[float, tuple[float, float]]:
+    """Ratio of medians (current / baseline) and its 95% bootstrap interval (hierarchical with groups)."""
     rng = np.random.default_rng(seed)
     b, c = np.asarray(baseline, float), np.asarray(current, float)
-    b_med = np.median(rng.choice(b, (rounds, len(b))), axis=1)
-    c_med = np.median(rng.choice(c, (rounds, len(c))), axis=1)
-    ratios = c_med / b_med
+    ratios = _resampled_medians(c, current_groups, rounds, rng) / _resampled_medians(b, baseline_groups, rounds, rng)
     return float(np.median(c) / np.median(b)), (float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5)))
 
 
@@ -89,9 +102,10 @@ def _direct(key: str, metric: str, base: float | None, cur: float | None, thresh
     return Verdict(key, metric, status, base, cur, ratio, None, threshold, "direct", note)
 
 
-def _sampled(key: str, metric: str, b: Sequence[float], c: Sequence[float], threshold: float) -> Verdict:
+def _sampled(key: str, metric: str, b: Sequence[float], c: Sequence[float], threshold: float,
+             b_groups: Sequence[int] | None = None, c_groups: Sequence[int] | None = None) -> Verdict:
     """Raw measurements on both sides: beyond the threshold *and* the bootstrap interval above 1."""
-    ratio, (lo, hi) = bootstrap_ratio(b, c)
+    ratio, (lo, hi) = bootstrap_ratio(b, c, baseline_groups=b_groups, current_groups=c_groups)
     status = "ok"
     if ratio > threshold and lo > 1.0:
         status = "regression"
@@ -99,7 +113,9 @@ def _sampled(key: str, metric: str, b: Sequence[float], c: Sequence[float], thre
         status = "improvement"
     note = "beyond the threshold but within the noise" if status == "ok" and ratio > threshold else ""
     return Verdict(key, metric, status, float(np.median(b)), float(np.median(c)), ratio, (lo, hi), threshold,
-                   "bootstrap ratio of medians", note)
+                   "bootstrap ratio of medians" + (f" ({len(b_groups)} vs {len(c_groups)} runner processes)"
+                                                   if b_groups and c_groups and max(len(b_groups), len(c_groups)) > 1
+                                                   else ""), note)
 
 
 def _measured_alike(base: Mapping[str, Any], cur: Mapping[str, Any], method_key: str, samples_key: str) -> bool:
@@ -109,7 +125,8 @@ def _measured_alike(base: Mapping[str, Any], cur: Mapping[str, Any], method_key:
 
 def _latency(key: str, base: Mapping[str, Any], cur: Mapping[str, Any], threshold: float) -> Verdict:
     if _measured_alike(base, cur, "latency_method", "latency_samples_ms"):
-        return _sampled(key, "latency", base["latency_samples_ms"], cur["latency_samples_ms"], threshold)
+        return _sampled(key, "latency", base["latency_samples_ms"], cur["latency_samples_ms"], threshold,
+                        base.get("latency_groups"), cur.get("latency_groups"))
     note = "" if base.get("latency_method") == cur.get("latency_method") else \
         f"methods differ: {base.get('latency_method')} vs {cur.get('latency_method')}"
     if _both_estimated(base, cur, "latency_method"):
@@ -133,7 +150,8 @@ def _fixed(profile: Mapping[str, Any], figure: str) -> float | None:
 
 def _energy(key: str, base: Mapping[str, Any], cur: Mapping[str, Any], threshold: float) -> Verdict:
     if _measured_alike(base, cur, "energy_method", "energy_samples_mj"):
-        return _sampled(key, "energy", base["energy_samples_mj"], cur["energy_samples_mj"], threshold)
+        return _sampled(key, "energy", base["energy_samples_mj"], cur["energy_samples_mj"], threshold,
+                        base.get("energy_groups"), cur.get("energy_groups"))
     if _both_estimated(base, cur, "energy_method"):
         return _direct(key, "energy", _fixed(base, "energy_mj"), _fixed(cur, "energy_mj"), threshold,
                        "estimated; compared at the model's fixed efficiency")

@@ -54,6 +54,10 @@ class ProfileOptions:
     key: str | None = None  # device key; default: the target's reach.rpc_key
     meter: str | None = None
     timeout_s: float = 600.0
+    #: independent runner processes per artifact, one after the other: a machine that lands a process in a
+    #: slower or faster state (core, frequency, neighbours) for its whole life shows it only across processes,
+    #: and `chipfit compare` resamples processes as well as runs when there are several
+    processes: int = 1
     #: keep the measurements of a profile.json already beside an artifact when the artifact, the host and
     #: the runtime versions are unchanged (a resumed or repeated release does not re-time what it timed)
     reuse: bool = False
@@ -61,8 +65,8 @@ class ProfileOptions:
 
 #: the measured part of a profile, the part `reuse` keeps
 _MEASURED_KEYS = ("runner", "runner_description", "cpus", "latency", "latency_samples_ms", "latency_ms_p50",
-                  "latency_method", "peak_memory_mb", "runner_baseline_mb", "per_op", "per_op_source", "energy_mj",
-                  "energy_samples_mj", "energy_method", "energy_detail", "energy_error", "not_measured_because")
+                  "latency_method", "latency_groups", "peak_memory_mb", "runner_baseline_mb", "per_op", "per_op_source", "energy_mj",
+                  "energy_samples_mj", "energy_groups", "energy_method", "energy_detail", "energy_error", "not_measured_because")
 
 
 def artifact_digest(artifact: Artifact) -> str:
@@ -120,6 +124,26 @@ def _measure_host(artifact: Artifact, options: ProfileOptions, spec_file: str | 
         return json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError) as exc:
         raise ProfileError(f"{artifact.path}: the runner printed no result ({done.stderr.strip()[-200:]})") from exc
+
+
+def _measure_host_processes(artifact: Artifact, options: ProfileOptions, spec_file: str | None) -> dict[str, Any]:
+    """`_measure_host` in ``options.processes`` processes; samples pooled, with the size of each group."""
+    results = []
+    for _ in range(max(1, options.processes)):
+        result = _measure_host(artifact, options, spec_file)
+        if "error" in result or "not_runnable" in result:
+            return result
+        results.append(result)
+    merged = dict(results[0])
+    merged["samples_ms"] = [x for r in results for x in r["samples_ms"]]
+    merged["sample_groups"] = [len(r["samples_ms"]) for r in results]
+    merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    energies = [r["energy"] for r in results if r.get("energy")]
+    if len(energies) > 1:
+        merged["energy"] = {**energies[0], "samples_mj": [x for e in energies for x in e["samples_mj"]],
+                            "sample_groups": [len(e["samples_mj"]) for e in energies]}
+        merged["energy"]["energy_mj"] = float(sorted(merged["energy"]["samples_mj"])[len(merged["energy"]["samples_mj"]) // 2])
+    return merged
 
 
 def _estimate(artifact: Artifact, figures: Mapping[str, Any], efficiency: float, source: str) -> Estimate | None:
@@ -198,7 +222,7 @@ def profile_artifacts(root: str | Path, options: ProfileOptions = ProfileOptions
                 _profile_rpc(artifact, target, options, profile)
                 measured.append((artifact, profile, target.hardware.figures))
             else:
-                result = _measure_host(artifact, options, target.source_file)
+                result = _measure_host_processes(artifact, options, target.source_file)
                 if "error" in result:
                     raise ProfileError(f"{artifact.path}: {result['error']}")
                 if "not_runnable" in result:
@@ -274,7 +298,8 @@ def _reusable(artifact: Artifact, profile: Mapping[str, Any], options: ProfileOp
     same_host = all(previous.get("host", {}).get(k) == profile["host"].get(k) for k in ("cpu", "arch", "cores"))
     if (previous.get("schema_version") == PROFILE_SCHEMA_VERSION and previous.get("artifact_digest") ==
             profile["artifact_digest"] and same_host and previous.get("tool_versions") == profile["tool_versions"]
-            and previous.get("measured_at") and previous.get("runner") in ("host", "estimate")):
+            and previous.get("measured_at") and previous.get("runner") in ("host", "estimate")
+            and (previous["runner"] == "estimate" or len(previous.get("latency_groups") or [1]) == max(1, options.processes))):
         return previous
     return None
 
@@ -287,6 +312,7 @@ def _fill_measured(profile: dict[str, Any], result: Mapping[str, Any]) -> None:
         cpus=result["cpus"],
         latency=summary.to_dict(),
         latency_samples_ms=result["samples_ms"],
+        latency_groups=result.get("sample_groups") or [len(result["samples_ms"])],
         latency_ms_p50=summary.latency_ms_p50,
         latency_method="measured:host",
         peak_memory_mb=round(result["peak_rss_mb"], 2),
@@ -297,6 +323,7 @@ def _fill_measured(profile: dict[str, Any], result: Mapping[str, Any]) -> None:
     if result.get("energy"):
         profile["energy_mj"] = result["energy"]["energy_mj"]
         profile["energy_samples_mj"] = list(result["energy"].get("samples_mj") or [])
+        profile["energy_groups"] = list(result["energy"].get("sample_groups") or [len(profile["energy_samples_mj"])])
         profile["energy_method"] = result["energy"]["method"]
         profile["energy_detail"] = result["energy"]
     elif result.get("energy_error"):

@@ -66,6 +66,7 @@ class ProfileSettings:
     warmup: int = 10
     budget_s: float = 10.0
     threads: int | None = None
+    processes: int = 1
     rpc: str | None = None
     key: str | None = None
 
@@ -89,7 +90,7 @@ class ReleaseConfig:
 _TOP = {"name", "targets", "model", "thresholds", "profile"}
 _MODEL = {"name", "path", "inputs", "precision", "targets", "calibration", "samples", "eval", "tokenizer",
           "method", "activation_dtype", "block_size", "accuracy_budget", "fusion"}
-_PROFILE = {"enabled", "runs", "warmup", "budget_s", "threads", "rpc", "key"}
+_PROFILE = {"enabled", "runs", "warmup", "budget_s", "threads", "processes", "rpc", "key"}
 
 
 def _unknown(table: Mapping[str, Any], allowed: set[str], where: str, file: Path) -> None:
@@ -224,6 +225,7 @@ def load_release(path: str | Path) -> ReleaseConfig:
         warmup=_typed(profile_raw.get("warmup", defaults.warmup), int, "profile.warmup", file),
         budget_s=float(_typed(profile_raw.get("budget_s", defaults.budget_s), (int, float), "profile.budget_s", file)),
         threads=_typed(profile_raw["threads"], int, "profile.threads", file) if "threads" in profile_raw else None,
+        processes=_typed(profile_raw.get("processes", defaults.processes), int, "profile.processes", file),
         rpc=_typed(profile_raw["rpc"], str, "profile.rpc", file) if "rpc" in profile_raw else None,
         key=_typed(profile_raw["key"], str, "profile.key", file) if "key" in profile_raw else None,
     )

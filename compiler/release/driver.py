@@ -411,7 +411,8 @@ def release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress =
     try:
         # The second build of --check-reproducible runs in a fresh process: nondeterminism that shows only
         # across processes (hash seeds, addresses) would be missed by a worker that built the first.
-        return _release(config, options, progress, spawn or pool, registry, spawn or spawn_worker)
+        return _release(config, options, progress, spawn or pool, registry, spawn or spawn_worker,
+                        pool.close if pool is not None else (lambda: None))
     except BaseException:
         if pool is not None:
             pool.kill()  # an interrupted cell leaves only its staging folder, removed by the next run
@@ -422,7 +423,7 @@ def release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress =
 
 
 def _release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, spawn: Spawn,
-             registry, check_spawn: Spawn) -> ReleaseReport:
+             registry, check_spawn: Spawn, built: Callable[[], None]) -> ReleaseReport:
     from targets.registry import target_registry
 
     start = time.perf_counter()
@@ -431,7 +432,7 @@ def _release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress,
     dist = options.out_dir
     dist.mkdir(parents=True, exist_ok=True)
     with _dist_lock(dist):
-        return _fill(config, options, progress, spawn, registry, check_spawn, cells, start)
+        return _fill(config, options, progress, spawn, registry, check_spawn, built, cells, start)
 
 
 @contextlib.contextmanager
@@ -450,7 +451,7 @@ def _dist_lock(dist: Path) -> Iterator[None]:
 
 
 def _fill(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, spawn: Spawn, registry,
-          check_spawn: Spawn, cells: list[CellPlan], start: float) -> ReleaseReport:
+          check_spawn: Spawn, built: Callable[[], None], cells: list[CellPlan], start: float) -> ReleaseReport:
     dist = options.out_dir
     cache = BuildCache(options.cache_dir)
     previous = _previous_index(dist)
@@ -479,6 +480,7 @@ def _fill(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, sp
         threads.shutdown(wait=False, cancel_futures=True)
         raise
     threads.shutdown()
+    built()  # the workers end before profiling: idle build processes must not share the CPUs being timed
     for rel in _remove_stale(dist, previous, outcomes):
         progress(f"removed {rel}: no longer in the release")
     report = ReleaseReport(config, outcomes)
@@ -496,7 +498,8 @@ def _profile(report: ReleaseReport, options: ReleaseOptions, progress: Progress,
     if not settings.enabled:
         return
     profile_options = ProfileOptions(runs=settings.runs, warmup=settings.warmup, budget_s=settings.budget_s,
-                                     threads=settings.threads, rpc=settings.rpc, key=settings.key, reuse=True)
+                                     threads=settings.threads, processes=settings.processes, rpc=settings.rpc,
+                                     key=settings.key, reuse=True)
     try:
         run = profile_artifacts(options.out_dir, profile_options, progress, registry)
     except ProfileError as exc:

@@ -133,3 +133,26 @@ def test_measured_energy_is_gated_on_its_repeats():
     noisy = rng.lognormal(np.log(5.0), 0.4, 5)
     verdicts, _, _ = compare(_cells(a=metered(noisy)), _cells(a=metered(noisy[::-1] * 1.05)), {"energy": 1.01})
     assert next(v for v in verdicts if v.metric == "energy").status == "ok"
+
+
+def test_runner_processes_in_different_states_are_noise_a_shift_in_all_of_them_is_not():
+    rng = np.random.default_rng(4)
+
+    def processes(levels):  # each runner process spends its life at one level
+        samples = np.concatenate([rng.normal(level, 0.01 * level, 100) for level in levels])
+        p = _profile(samples)
+        p["latency_groups"] = [100] * len(levels)
+        return p
+
+    # the same machine, processes landing in a fast (1.0) or slow (1.5) state: the pooled median moves ~1.5x
+    base, cur = processes([1.0, 1.0, 1.5]), processes([1.5, 1.5, 1.0])
+    flat = compare(_cells(a={**base, "latency_groups": None}), _cells(a={**cur, "latency_groups": None}),
+                   {"latency": 1.1})[0]
+    assert next(v for v in flat if v.metric == "latency").status == "regression"  # what one process each would say
+    verdicts, _, _ = compare(_cells(a=base), _cells(a=cur), {"latency": 1.1})
+    latency = next(v for v in verdicts if v.metric == "latency")
+    assert latency.status == "ok" and latency.interval[0] < 1.0 and "3 vs 3 runner processes" in latency.test
+    # a real 20% slowdown in every process is still caught
+    verdicts, _, _ = compare(_cells(a=processes([1.0, 1.01, 0.99])), _cells(a=processes([1.2, 1.21, 1.19])),
+                             {"latency": 1.1})
+    assert next(v for v in verdicts if v.metric == "latency").status == "regression"

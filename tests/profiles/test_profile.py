@@ -194,6 +194,7 @@ def test_html_report_renders_with_its_plots_in_a_headless_browser(profiled, tmp_
     page = tmp_path / "report.html"
     page.write_text(html_report(profiled.profiles, profiled.fit, profiled.errors))
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--force-color-profile=srgb", "--hide-scrollbars", "--virtual-time-budget=3000",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,2400"]
     plots = ('id="latency-distribution"', 'id="latency-vs-energy"', 'class="plot top-ops"')
@@ -205,13 +206,21 @@ def test_html_report_renders_with_its_plots_in_a_headless_browser(profiled, tmp_
             break
     for plot in plots:
         assert plot in done.stdout, done.stderr[-2000:]
+    colours = {"box": (158, 202, 225), "estimated point": (31, 119, 180), "op bar": (116, 196, 118)}
+
+    def counts() -> dict[str, int]:
+        pixels = list(Image.open(shot).convert("RGB").getdata())
+        # within a few levels of the plot's colour: colour management and anti-aliasing may nudge it
+        return {name: sum(1 for p in pixels if max(abs(a - b) for a, b in zip(p, rgb)) <= 4)
+                for name, rgb in colours.items()}
+
+    found: dict[str, int] = {}
     for _ in range(2):
+        shot.unlink(missing_ok=True)
         done = subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True,
                               timeout=120)
-        if shot.is_file():
+        if shot.is_file() and min((found := counts()).values()) > 20:
             break
     assert shot.is_file(), done.stderr[-2000:]
-    pixels = list(Image.open(shot).convert("RGB").getdata())
-    colours = {"box": (158, 202, 225), "estimated point": (31, 119, 180), "op bar": (116, 196, 118)}
-    for name, rgb in colours.items():
-        assert sum(1 for p in pixels if p == rgb) > 20, f"no {name} pixels in the rendered report"
+    for name, count in found.items():
+        assert count > 20, f"no {name} pixels in the rendered report ({found})"
