@@ -8,6 +8,9 @@ manifest's schema and every file's sha256.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -15,7 +18,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from compiler.errors import UsageError
 
@@ -60,6 +63,41 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def remove_abandoned(folder: Path, pattern: str) -> None:
+    """Staging directories (``*<STAGING_MARK><pid>-...``) left in ``folder`` by processes that no longer exist."""
+    for old in folder.glob(pattern):
+        pid = old.name.rsplit(STAGING_MARK, 1)[1].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write beside ``path`` and rename: a reader sees the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``path`` (created if missing); yields False if ``wait`` is off and it is held."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Staging:
     """A staging directory for one artifact; `commit` renames it into place.
 
@@ -73,16 +111,9 @@ class Staging:
 
     def __enter__(self) -> "Staging":
         self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self._remove_abandoned()
+        remove_abandoned(self.dest.parent, f".{self.dest.name}{STAGING_MARK}*")  # left by a killed build
         self.path.mkdir()
         return self
-
-    def _remove_abandoned(self) -> None:
-        """Staging directories of this destination left by a build process that no longer exists (killed)."""
-        for old in self.dest.parent.glob(f".{self.dest.name}{STAGING_MARK}*"):
-            pid = old.name.rsplit(STAGING_MARK, 1)[1].split("-")[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(old, ignore_errors=True)
 
     def __exit__(self, *exc: object) -> None:
         if self.path.exists():

@@ -406,7 +406,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     progress = (lambda m: None) if args.quiet else print_progress_line
     options = ReleaseOptions(out_dir=Path(args.output), cache_dir=cache_dir, jobs=args.jobs,
                              check_reproducible=args.check_reproducible,
-                             profile=not args.no_profile and config.profile.enabled,
+                             profile=not args.no_profile,
                              cell_timeout_s=args.cell_timeout)
     if args.dry_run:
         rows = [(c.model.name, c.precision, c.target.id, c.key[:12], what) for c, what in dry_run(config, options)]

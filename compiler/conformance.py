@@ -193,6 +193,21 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
             report.outcomes.append(Outcome(case.name, "op", True, "", "matches the reference" + (" (proxy)" if plan.proxy else ""), precision))
 
 
+def tiny_decoder_lm(name: str):
+    """A 2-layer Llama decoder from a config with seeded random weights (no download), traced."""
+    import torch
+    import transformers
+
+    from compiler.frontend import trace_module
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=4, intermediate_size=64, max_position_embeddings=64,
+                                      use_cache=False)
+    return trace_module(transformers.LlamaForCausalLM(config).eval(), {"input_ids": torch.randint(0, 100, (1, 16))},
+                        name=name)
+
+
 def _zoo() -> list[tuple[str, Callable[[], Any]]]:
     import torch
 
@@ -205,21 +220,11 @@ def _zoo() -> list[tuple[str, Callable[[], Any]]]:
         layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True, norm_first=True).eval()
         return trace_module(layer, (torch.zeros(1, 8, 32),), name="transformer_block")
 
-    def decoder():
-        import transformers
-
-        torch.manual_seed(0)
-        config = transformers.LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                          num_key_value_heads=4, intermediate_size=64, max_position_embeddings=64,
-                                          use_cache=False)
-        return trace_module(transformers.LlamaForCausalLM(config).eval(), {"input_ids": torch.randint(0, 100, (1, 16))},
-                            name="decoder_lm")
-
     zoo = [("conv_net", lambda: load_model("example")), ("transformer_block", block)]
     try:
         import transformers  # noqa: F401
 
-        zoo.append(("decoder_lm", decoder))
+        zoo.append(("decoder_lm", lambda: tiny_decoder_lm("decoder_lm")))
     except ImportError:
         pass
     return zoo

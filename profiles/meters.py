@@ -8,6 +8,7 @@ in the kernel's format (this machine exposes no meter).
 from __future__ import annotations
 
 import shlex
+import statistics
 import subprocess
 import threading
 import time
@@ -230,6 +231,4 @@ def energy_per_inference(meter: Meter, run_once, iterations: int, idle_seconds: 
         samples.append(max(loop_j - idle_w * loop_s, 0.0) / per_loop * 1e3)
         total_j, total_s = total_j + loop_j, total_s + loop_s
     meter.close()
-    ordered = sorted(samples)
-    median = (ordered[(repeats - 1) // 2] + ordered[repeats // 2]) / 2
-    return EnergyReading(median, idle_w, total_j, total_s, per_loop * repeats, f"measured:{meter.name}", tuple(samples))
+    return EnergyReading(statistics.median(samples), idle_w, total_j, total_s, per_loop * repeats, f"measured:{meter.name}", tuple(samples))

@@ -19,14 +19,14 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from compiler.artifact import MANIFEST_NAME, Artifact, find_artifacts
+from compiler.artifact import MANIFEST_NAME, Artifact, find_artifacts, utc_now, write_text_atomic
 from compiler.passes.cost import GraphCost
 from profiles.estimate import DEFAULT_EFFICIENCY, Estimate, estimate, fit_efficiency
 from profiles.stats import summarize
@@ -99,12 +99,6 @@ def _tool_versions() -> dict[str, str]:
     return versions
 
 
-def _write_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def _measure_host(artifact: Artifact, options: ProfileOptions, spec_file: str | None = None) -> dict[str, Any]:
     request = {"artifact": str(artifact.path), "spec_file": spec_file, "runs": options.runs, "min_runs": options.min_runs,
                "max_runs": options.runs, "warmup": options.warmup, "budget_s": options.budget_s,
@@ -142,7 +136,7 @@ def _measure_host_processes(artifact: Artifact, options: ProfileOptions, spec_fi
     if len(energies) > 1:
         merged["energy"] = {**energies[0], "samples_mj": [x for e in energies for x in e["samples_mj"]],
                             "sample_groups": [len(e["samples_mj"]) for e in energies]}
-        merged["energy"]["energy_mj"] = float(sorted(merged["energy"]["samples_mj"])[len(merged["energy"]["samples_mj"]) // 2])
+        merged["energy"]["energy_mj"] = statistics.median(merged["energy"]["samples_mj"])
     return merged
 
 
@@ -216,7 +210,7 @@ def profile_artifacts(root: str | Path, options: ProfileOptions = ProfileOptions
                 profile.pop("energy_method", None)
             _check_memory(profile, target)
             continue
-        profile["measured_at"] = profile_time()
+        profile["measured_at"] = utc_now()
         try:
             if options.rpc and artifact.backend == "tvm":
                 _profile_rpc(artifact, target, options, profile)
@@ -274,16 +268,10 @@ def profile_artifacts(root: str | Path, options: ProfileOptions = ProfileOptions
             profile["estimate_vs_measured"] = round(est.latency_ms / profile["latency"]["latency_ms_p50"], 3)
         if profile.get("memory_error"):
             run.errors[str(artifact.path)] = profile["memory_error"]
-        _write_atomic(artifact.path / PROFILE_NAME, profile)
+        write_text_atomic(artifact.path / PROFILE_NAME, json.dumps(profile, indent=2, sort_keys=True) + "\n")
         run.profiles.append(profile)
     run.profiles.sort(key=lambda p: (p["model"], p["target"], p["backend"]))
     return run
-
-
-def profile_time() -> str:
-    import datetime
-
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _reusable(artifact: Artifact, profile: Mapping[str, Any], options: ProfileOptions) -> dict[str, Any] | None:

@@ -20,7 +20,6 @@ rebuilt, never used.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -32,7 +31,7 @@ from typing import Any, Iterator, Mapping
 
 import onnx
 
-from compiler.artifact import MANIFEST_NAME, STAGING_MARK, _alive, read_artifact, sha256_file
+from compiler.artifact import MANIFEST_NAME, STAGING_MARK, file_lock, read_artifact, remove_abandoned, sha256_file
 from compiler.errors import UsageError
 
 ENTRY_NAME = "entry.json"
@@ -142,7 +141,7 @@ class BuildCache:
             too_big = max_bytes is not None and total > max_bytes
             if not (too_old or too_big):
                 continue
-            with self._try_lock(key) as held:
+            with self.lock(key, wait=False) as held:
                 if held and self._entry_dir(key).exists():
                     self._discard(self._entry_dir(key))
                     removed.append(key)
@@ -150,31 +149,13 @@ class BuildCache:
         return removed
 
     @contextlib.contextmanager
-    def _try_lock(self, key: str) -> Iterator[bool]:
-        locks = self.root / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{key}.lock", "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def lock(self, key: str, wait: bool = True) -> Iterator[bool]:
+        """Held while a process looks up, builds or commits ``key``; others wait (and then hit).
 
-    @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
-        """Held while a process looks up, builds or commits ``key``; others wait (and then hit)."""
-        locks = self.root / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{key}.lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        With ``wait`` off, yields False at once if another process holds it.
+        """
+        with file_lock(self.root / "locks" / f"{key}.lock", wait) as held:
+            yield held
 
     def lookup(self, key: str) -> tuple[CacheEntry | None, str]:
         """The verified entry for ``key``, or None and why (empty: never built; else what was wrong).
@@ -231,10 +212,7 @@ class BuildCache:
         """A fresh directory for one build; ones left by dead processes are removed first."""
         tmp = self.root / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        for old in tmp.glob(f"*{STAGING_MARK}*"):
-            pid = old.name.rsplit(STAGING_MARK, 1)[1].split("-")[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(old, ignore_errors=True)
+        remove_abandoned(tmp, f"*{STAGING_MARK}*")
         path = tmp / f"{label}{STAGING_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         path.mkdir()
         return path

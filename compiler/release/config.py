@@ -100,10 +100,11 @@ def _unknown(table: Mapping[str, Any], allowed: set[str], where: str, file: Path
 
 
 def _typed(value: Any, kind: type | tuple[type, ...], where: str, file: Path) -> Any:
-    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:  # bool is an int to isinstance
         raise UsageError(f"{file}: {where} must be a number, not a boolean")
-    if not isinstance(value, kind):
-        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+    if not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
         raise UsageError(f"{file}: {where} must be {names}, got {type(value).__name__} {value!r}")
     return value
 

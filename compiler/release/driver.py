@@ -19,8 +19,6 @@ A killed run leaves complete cache entries and complete dist artifacts only; run
 from __future__ import annotations
 
 import contextlib
-import datetime
-import fcntl
 import hashlib
 import json
 import os
@@ -35,7 +33,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from compiler import __version__
-from compiler.artifact import FAILED_SUFFIX, MANIFEST_NAME, STAGING_MARK, read_artifact, sha256_file, swap_into
+from compiler.artifact import (FAILED_SUFFIX, MANIFEST_NAME, STAGING_MARK, file_lock, read_artifact, sha256_file,
+                               swap_into, utc_now, write_text_atomic)
 from compiler.errors import UsageError
 from compiler.release.cache import (BuildCache, CacheEntry, cache_key, digest_model_source, digest_path,
                                     digest_source_code)
@@ -135,6 +134,12 @@ def _resolve_targets(config: ReleaseConfig, registry) -> tuple[Any, dict[str, tu
 
 
 def plan_release(config: ReleaseConfig, registry=None) -> list[CellPlan]:
+    """Every cell of the release with its cache key; raises `UsageError` for anything that cannot be built."""
+    return _plan(config, registry)[1]
+
+
+def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
+    """The registry with the release's spec-file targets, and the cells."""
     from compiler.backends import backend_registry
     from compiler.toolchain import toolchain_versions
     from targets.registry import target_registry
@@ -187,7 +192,7 @@ def plan_release(config: ReleaseConfig, registry=None) -> list[CellPlan]:
                     "chipfit_source": source_code,
                 }
                 cells.append(CellPlan(model, spec, spec_file, precision, components, cache_key(components)))
-    return cells
+    return registry, cells
 
 
 # --- build -----------------------------------------------------------------------------------------
@@ -323,7 +328,7 @@ def _build_one(cell: CellPlan, cache: BuildCache, options: ReleaseOptions, spawn
             else:
                 built = {Path(r["artifact"]).name: Path(r["artifact"]) for r in results}
                 entry = cache.commit(cell.key, built, {"cell": cell.label, "components": dict(cell.components),
-                                                       "built": _now(), "results": results})
+                                                       "built": utc_now(), "results": results})
                 artifacts = _materialize(entry, cell, options.out_dir)
                 outcome = CellOutcome(cell, "built", time.perf_counter() - start, artifacts, cache_note=note,
                                       log=str(log))
@@ -362,18 +367,14 @@ def _check_reproducible(outcome: CellOutcome, cache: BuildCache, options: Releas
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _previous_index(dist: Path) -> dict[str, Any]:
+def _previous_index(dist: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The index.json an earlier release left in dist (or {}), and its cells by label."""
     path = dist / INDEX_NAME
-    if not path.is_file():
-        return {}
     try:
-        return json.loads(path.read_text())
+        previous = json.loads(path.read_text()) if path.is_file() else {}
     except ValueError:
-        return {}
+        previous = {}
+    return previous, {f"{c['model']}/{c['precision']}/{c['target']}": c for c in previous.get("cells", [])}
 
 
 def _remove_stale(dist: Path, previous: Mapping[str, Any], outcomes: Sequence[CellOutcome]) -> list[str]:
@@ -391,12 +392,8 @@ def _remove_stale(dist: Path, previous: Mapping[str, Any], outcomes: Sequence[Ce
 
 def dry_run(config: ReleaseConfig, options: ReleaseOptions, registry=None) -> list[tuple[CellPlan, str]]:
     """Each cell and what a release would do with it ("cached", or "build: <why>"); builds nothing."""
-    from targets.registry import target_registry
-
-    registry, _ = _resolve_targets(config, registry or target_registry())
     cache = BuildCache(options.cache_dir)
-    previous = _previous_index(options.out_dir)
-    previous_cells = {f"{c['model']}/{c['precision']}/{c['target']}": c for c in previous.get("cells", [])}
+    _, previous_cells = _previous_index(options.out_dir)
     plan = []
     for cell in plan_release(config, registry):
         usable, corrupt = cache.peek(cell.key)
@@ -424,11 +421,8 @@ def release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress =
 
 def _release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, spawn: Spawn,
              registry, check_spawn: Spawn, built: Callable[[], None]) -> ReleaseReport:
-    from targets.registry import target_registry
-
     start = time.perf_counter()
-    registry, _ = _resolve_targets(config, registry or target_registry())
-    cells = plan_release(config, registry)
+    registry, cells = _plan(config, registry)
     dist = options.out_dir
     dist.mkdir(parents=True, exist_ok=True)
     with _dist_lock(dist):
@@ -438,24 +432,18 @@ def _release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress,
 @contextlib.contextmanager
 def _dist_lock(dist: Path) -> Iterator[None]:
     """One release at a time writes a dist/ folder (runs into different folders share the cache freely)."""
-    with open(dist / LOCK_NAME, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with file_lock(dist / LOCK_NAME, wait=False) as held:
+        if not held:
             raise UsageError(f"{dist}: another chipfit release is writing to this folder; wait for it, or "
-                             "give -o another folder") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+                             "give -o another folder")
+        yield
 
 
 def _fill(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, spawn: Spawn, registry,
           check_spawn: Spawn, built: Callable[[], None], cells: list[CellPlan], start: float) -> ReleaseReport:
     dist = options.out_dir
     cache = BuildCache(options.cache_dir)
-    previous = _previous_index(dist)
-    previous_cells = {f"{c['model']}/{c['precision']}/{c['target']}": c for c in previous.get("cells", [])}
+    previous, previous_cells = _previous_index(dist)
     progress(f"release {config.name}: {len(cells)} cell(s) ({len(config.models)} model(s)); cache {cache.root}; "
              f"{options.jobs} job(s)")
     lock = threading.Lock()
@@ -484,7 +472,7 @@ def _fill(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, sp
     for rel in _remove_stale(dist, previous, outcomes):
         progress(f"removed {rel}: no longer in the release")
     report = ReleaseReport(config, outcomes)
-    if options.profile and any(o.artifacts for o in outcomes):
+    if options.profile and config.profile.enabled and any(o.artifacts for o in outcomes):
         _profile(report, options, progress, registry)
     report.seconds = time.perf_counter() - start
     _write_index(report, options)
@@ -495,8 +483,6 @@ def _profile(report: ReleaseReport, options: ReleaseOptions, progress: Progress,
     from profiles.profile import PROFILE_NAME, ProfileError, ProfileOptions, profile_artifacts
 
     settings = report.config.profile
-    if not settings.enabled:
-        return
     profile_options = ProfileOptions(runs=settings.runs, warmup=settings.warmup, budget_s=settings.budget_s,
                                      threads=settings.threads, processes=settings.processes, rpc=settings.rpc,
                                      key=settings.key, reuse=True)
@@ -510,7 +496,7 @@ def _profile(report: ReleaseReport, options: ReleaseOptions, progress: Progress,
     report.profile_fit = run.fit
     from profiles.report import html_report
 
-    _atomic_write(options.out_dir / REPORT_NAME, html_report(run.profiles, run.fit, run.errors))
+    write_text_atomic(options.out_dir / REPORT_NAME, html_report(run.profiles, run.fit, run.errors))
     for outcome in report.outcomes:
         for record in outcome.artifacts:
             path = options.out_dir / record["path"] / PROFILE_NAME
@@ -530,7 +516,7 @@ def _write_index(report: ReleaseReport, options: ReleaseOptions) -> None:
         "release": report.config.name,
         "release_file": str(report.config.file),
         "release_file_sha256": sha256_file(report.config.file),
-        "created": _now(),
+        "created": utc_now(),
         "chipfit_version": __version__,
         "host": host_facts(),
         "cache": str(options.cache_dir),
@@ -547,14 +533,8 @@ def _write_index(report: ReleaseReport, options: ReleaseOptions) -> None:
                   for o in report.outcomes],
         "profile": {"fit": report.profile_fit, "errors": report.profile_errors},
     }
-    _atomic_write(options.out_dir / INDEX_NAME, json.dumps(index, indent=2, sort_keys=True) + "\n")
-    _atomic_write(options.out_dir / SUMMARY_NAME, summary_markdown(index))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(options.out_dir / INDEX_NAME, json.dumps(index, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(options.out_dir / SUMMARY_NAME, summary_markdown(index))
 
 
 def temporary_cache() -> Path:

@@ -75,19 +75,16 @@ def run(request: dict, models: _Models) -> list[dict]:
     return [r.to_dict() for r in results]
 
 
-def handle(request_path: Path, models: _Models) -> None:
+def handle(request: dict, models: _Models) -> None:
+    from compiler.artifact import write_text_atomic
     from compiler.errors import ChipfitError
     from targets.spec import TargetError
 
-    request = json.loads(request_path.read_text())
     try:
         payload = {"results": run(request, models)}
     except (ChipfitError, TargetError) as exc:
         payload = {"error": str(exc)}
-    out = Path(request["out_dir"])
-    tmp = out / (RESULT_NAME + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(out / RESULT_NAME)
+    write_text_atomic(Path(request["out_dir"]) / RESULT_NAME, json.dumps(payload, indent=2))
 
 
 @contextlib.contextmanager
@@ -118,10 +115,9 @@ def serve() -> int:
     answers = os.fdopen(os.dup(1), "w", buffering=1)  # the driver reads answers here, never build output
     answers.write(READY + "\n")
     for line in sys.stdin:
-        request_path = Path(line.strip())
-        log = Path(json.loads(request_path.read_text())["log"])
-        with _output_to(log):
-            handle(request_path, models)
+        request = json.loads(Path(line.strip()).read_text())
+        with _output_to(Path(request["log"])):
+            handle(request, models)
         answers.write(DONE + "\n")
     return 0
 
@@ -133,7 +129,7 @@ def main(argv: list[str]) -> int:
 
     _quiet_libraries()
     with contextlib.redirect_stdout(sys.stderr):
-        handle(Path(argv[0]), _Models())
+        handle(json.loads(Path(argv[0]).read_text()), _Models())
     return 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler.errors import UsageError
@@ -90,15 +89,10 @@ def test_transformer_block_layer_norm_and_bias_gelu(block_traced):
 
 @pytest.fixture(scope="module")
 def hf_llama():
-    transformers = pytest.importorskip("transformers")
-    from compiler.frontend import trace_module
+    pytest.importorskip("transformers")
+    from compiler.conformance import tiny_decoder_lm
 
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                      num_key_value_heads=4, intermediate_size=64, max_position_embeddings=64,
-                                      use_cache=False)
-    return trace_module(transformers.LlamaForCausalLM(config).eval(), {"input_ids": torch.randint(0, 100, (1, 16))},
-                        name="llama")
+    return tiny_decoder_lm("llama")
 
 
 def test_bert_attention_fuses(hf_bert):
