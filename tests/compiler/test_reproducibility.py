@@ -37,7 +37,9 @@ def manifest(root: Path, run: str, artifact: str) -> dict:
 def test_two_builds_are_reproducible(two_builds, artifact, expected):
     first, second = manifest(two_builds, "a", artifact), manifest(two_builds, "b", artifact)
     same, detail = compare_builds(first, second)
-    assert same and detail.startswith(expected), detail
+    # The varying bytes of model.ort and Core ML metadata vary between processes; two builds in one
+    # process may come out byte-identical, which is reproducible too.
+    assert same and detail.startswith((expected, "byte-identical")), detail
     record = first["reproducibility"]
     assert record["content_digest"] == second["reproducibility"]["content_digest"]
     assert record["byte_identical_expected"] == (expected == "byte-identical")
