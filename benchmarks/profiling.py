@@ -40,16 +40,16 @@ def main() -> None:
             start = time.perf_counter()
             runs.append(profile_artifacts(out, options))
             walls.append(time.perf_counter() - start)
-    first, second = ({(p["model"], p["backend"]): p for p in r.profiles} for r in runs)
+    first, second = ({(p.model, p.backend): p for p in r.profiles} for r in runs)
     print(f"{'artifact':<26} {'p50 run1 ms':>12} {'p50 run2 ms':>12} {'diff %':>7} {'estimate ms':>12} {'est/meas':>9} {'runs':>5}")
     timed = 0.0
     for key, p in first.items():
         q = second[key]
-        a, b = p["latency_ms_p50"], q["latency_ms_p50"]
-        timed += sum(p["latency_samples_ms"]) / 1e3
-        est = p["estimate"]["latency_ms"]
+        a, b = p.latency_ms_p50, q.latency_ms_p50
+        timed += sum(p.latency_samples_ms) / 1e3
+        est = p.estimate["latency_ms"]
         print(f"{key[0] + ' ' + key[1]:<26} {a:>12.3f} {b:>12.3f} {abs(a - b) / a * 100:>7.2f} {est:>12.3f} "
-              f"{est / a:>9.2f} {p['latency']['runs']:>5}")
+              f"{est / a:>9.2f} {p.latency.runs:>5}")
     for backend, fit in (runs[0].fit or {}).items():
         print(f"efficiency fit {backend}: {fit['efficiency']:.4f} over {fit['points']} artifacts, worst error "
               f"{fit['max_rel_error'] * 100:.1f}%")

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from models import ResNet18, TinyTransformer, randomized  # noqa: E402
 
-from compiler.artifact import read_artifact  # noqa: E402
+from targets.manifest import read_artifact  # noqa: E402
 from compiler.backends import backend_registry  # noqa: E402
 from compiler.build import BuildOptions, build  # noqa: E402
 from compiler.frontend import trace_module  # noqa: E402
@@ -53,11 +53,13 @@ def bench(name, module, example, input_name, precisions, runs, workdir: Path) ->
                                              samples=str(evals), measure_latency=False))
         result = results[0]
         artifact = read_artifact(result.artifact)
-        plan = backends.get("onnxruntime").plan_run(artifact.path, artifact.manifest, registry.get("host"), host)
+        m = artifact.manifest
+        plan = backends.get("onnxruntime").plan_run(artifact.path, m.backend.options, m.signature, registry.get("host"),
+                                                    host)
         one = {input_name: _samples(example.shape, 1, 3)}
         latency = time_callable(lambda: plan.runner.run(one), warmup=5, min_runs=runs, max_runs=runs, budget_s=0)
         accuracy = (result.quantization or {}).get("accuracy")
-        onnx_bytes = artifact.manifest["files"]["model.onnx"]["bytes"]
+        onnx_bytes = artifact.manifest.files["model.onnx"].bytes
         rows.append({
             "model": name, "precision": precision, "latency_ms_p50": latency.latency_ms_p50, "cv": latency.cv,
             "model_onnx_mb": onnx_bytes / 1e6, "status": result.status,

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Mapping
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class OutputError:
-    output: str
-    max_abs_error: float
-    max_abs_reference: float
-    cosine: float
-    sqnr_db: float | None  # None: outputs identical (no noise)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from targets.numerics import OutputError
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -84,7 +84,7 @@ def _split(arrays: Mapping[str, np.ndarray], inputs, where: str) -> list[dict[st
 def load_samples(
     path: str | Path, signature, limit: int | None = None, seed: int = 0, tokenizer: Path | None = None
 ) -> CalibrationSet:
-    """Read samples for ``signature`` (a `compiler.signature.Signature`-like object with ``inputs``).
+    """Read samples for ``signature`` (a `targets.signature.Signature`-like object with ``inputs``).
 
     ``path`` is a `.npz` with one array per input name (leading axis = samples); a folder of
     `.npz` files (same layout) and/or `.npy` files (single-input models); a folder of PNG/JPEG
@@ -187,7 +187,7 @@ def from_arrays(arrays: Mapping[str, np.ndarray], signature, origin: str) -> Cal
 
 def random_samples(signature, count: int = 16, seed: int = 0) -> CalibrationSet:
     """Seeded random samples, for when the user explicitly asks for ``--calibration random``."""
-    from compiler.signature import seeded_inputs
+    from targets.signature import seeded_inputs
 
     samples = [seeded_inputs(signature, seed=seed + i, symbolic_size=1) for i in range(count)]
     return CalibrationSet(tuple(samples), origin=f"random (seed {seed})", digest=_digest(samples), is_random=True)

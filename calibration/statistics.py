@@ -29,8 +29,8 @@ import numpy as np
 import onnx
 
 from calibration.readers import CalibrationError, CalibrationSet
+from targets.request import METHODS
 
-METHODS = ("minmax", "percentile", "entropy", "mse")
 #: The onnxruntime CalibrationMethod each method's ranges are stored under.
 _ORT_METHOD = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "mse": "MinMax"}
 PERCENTILE = 99.99

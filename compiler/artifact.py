@@ -1,44 +1,27 @@
-"""The artifact format: one directory per model x target, its files and ``manifest.json``.
+"""Writing artifacts: one directory per model x target, its files and ``manifest.json``, put in place atomically.
 
-An artifact is built in a staging directory beside its destination and renamed
-into place only once its manifest is written, so an interrupted or failed build
-never leaves a directory that looks complete. `read_artifact` checks the
-manifest's schema and every file's sha256.
+An artifact is built in a staging directory beside its destination and renamed into place only once
+its manifest is written, so an interrupted or failed build never leaves a directory that looks
+complete. Reading artifacts (`read_artifact`, `find_artifacts`) and the `Manifest` type are in
+`targets.manifest`, where every stage can reach them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime
-import fcntl
-import hashlib
 import json
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
 
-from compiler.errors import UsageError
+from targets.files import sha256_file
+from targets.manifest import FAILED_SUFFIX, MANIFEST_NAME, STAGING_MARK, FileRecord, Manifest
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_SCHEMA_VERSION = 1
-STAGING_MARK = ".staging-"
-#: a build whose verification failed is kept beside its place as ``<target>.failed``, for inspection
-FAILED_SUFFIX = ".failed"
+__all__ = ["FAILED_SUFFIX", "MANIFEST_NAME", "STAGING_MARK", "Staging", "hash_files", "remove_abandoned", "swap_into"]
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def hash_files(root: Path, files: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    return {rel: {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size} for rel in files}
+def hash_files(root: Path, files: list[str] | tuple[str, ...]) -> dict[str, FileRecord]:
+    return {rel: FileRecord(sha256_file(root / rel), (root / rel).stat().st_size) for rel in files}
 
 
 def _fsync_tree(root: Path) -> None:
@@ -71,33 +54,6 @@ def remove_abandoned(folder: Path, pattern: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write beside ``path`` and rename: a reader sees the old file or the new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
-    """An exclusive ``flock`` on ``path`` (created if missing); yields False if ``wait`` is off and it is held."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 class Staging:
     """A staging directory for one artifact; `commit` renames it into place.
 
@@ -119,11 +75,11 @@ class Staging:
         if self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
 
-    def commit(self, manifest: Mapping[str, Any], dest: Path | None = None) -> Path:
+    def commit(self, manifest: Manifest, dest: Path | None = None) -> Path:
         """Write the manifest last, flush everything, then swap the directory into ``dest``."""
         dest = dest or self.dest
         tmp = self.path / (MANIFEST_NAME + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
         tmp.replace(self.path / MANIFEST_NAME)
         _fsync_tree(self.path)
         return swap_into(self.path, dest)
@@ -139,66 +95,3 @@ def swap_into(source: Path, dest: Path) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return dest
-
-
-@dataclass(frozen=True)
-class Artifact:
-    path: Path
-    manifest: Mapping[str, Any]
-
-    @property
-    def target(self) -> str:
-        return self.manifest["target"]["id"]
-
-    @property
-    def backend(self) -> str:
-        return self.manifest["backend"]["name"]
-
-    @property
-    def size_bytes(self) -> int:
-        return sum(f["bytes"] for f in self.manifest["files"].values())
-
-    def file_problems(self) -> list[str]:
-        """Files that are missing or whose sha256 differs from the manifest's."""
-        problems = []
-        for rel, meta in self.manifest["files"].items():
-            path = self.path / rel
-            if not path.is_file():
-                problems.append(f"{rel}: missing")
-            elif sha256_file(path) != meta["sha256"]:
-                problems.append(f"{rel}: sha256 differs from the manifest (modified or corrupt)")
-        return problems
-
-
-def read_artifact(path: str | Path) -> Artifact:
-    path = Path(path)
-    manifest_path = path / MANIFEST_NAME
-    if not manifest_path.is_file():
-        if STAGING_MARK in path.name:
-            raise UsageError(f"{path}: an unfinished build's staging directory, not an artifact (safe to delete)")
-        raise UsageError(f"{path}: not a chipfit artifact (no {MANIFEST_NAME}); give build/<model>/<target>")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError as exc:
-        raise UsageError(f"{manifest_path}: not valid JSON ({exc})") from exc
-    version = manifest.get("schema_version")
-    if version != MANIFEST_SCHEMA_VERSION:
-        raise UsageError(
-            f"{manifest_path}: manifest schema_version {version!r}; this chipfit reads {MANIFEST_SCHEMA_VERSION}"
-        )
-    return Artifact(path, manifest)
-
-
-def find_artifacts(root: str | Path) -> list[Artifact]:
-    """Every artifact at or under ``root`` (staging and failed directories excluded)."""
-    root = Path(root)
-    if (root / MANIFEST_NAME).is_file():
-        return [read_artifact(root)]
-    found = []
-    for manifest in sorted(root.rglob(MANIFEST_NAME)):
-        directory = manifest.parent
-        if any(STAGING_MARK in part or part.startswith(".") or part.endswith(FAILED_SUFFIX)
-               for part in directory.relative_to(root).parts):
-            continue
-        found.append(read_artifact(directory))
-    return found

@@ -23,23 +23,28 @@ import numpy as np
 from calibration import CalibrationSet
 from calibration.readers import CalibrationError, from_arrays, load_labels, load_samples, random_samples
 from compiler import __version__
-from compiler.artifact import FAILED_SUFFIX, MANIFEST_SCHEMA_VERSION, Staging, hash_files
-from compiler.backends import Backend, NotRunnable, backend_registry
-from compiler.errors import BuildError, ChipfitError, UsageError
-from compiler.passes.cost import graph_cost
-from compiler.passes.quantize import QuantRequest, QuantSettings, settings_for
-from compiler.passes.quantize_torch import TORCH_METHODS
+from compiler.artifact import FAILED_SUFFIX, Staging, hash_files
+from compiler.backends import Backend, NotRunnable
+from compiler.errors import BuildError, ChipfitError, LowerError, RunError, UsageError, stage_of
+from compiler.frontend import concretize
 from compiler.fusion_stage import FusionOptions, FusionStage
+from compiler.passes.cost import graph_cost
+from compiler.passes.quantize import QuantSettings, settings_for
+from compiler.passes.quantize_torch import TORCH_METHODS
 from compiler.precision import EvalSet, PrecisionStage
 from compiler.reproducibility import content_digest
-from compiler.signature import run_batched, seeded_inputs, static_batch
 from compiler.toolchain import toolchain_versions
 from compiler.traced import TracedModel
-from compiler.verify import Numerics, verify
+from compiler.verify import verify
 from profiles.latency import LatencyStats, time_callable
 from targets.host import HostInfo, detect_host
-from targets.registry import EntryPointRegistry, target_registry
-from targets.spec import TargetError, TargetSpec
+from targets.manifest import (MANIFEST_SCHEMA_VERSION, BackendRef, CalibrationRecord, FileRecord, Manifest, ModelRef,
+                              TargetRef)
+from targets.numerics import Numerics
+from targets.registry import EntryPointRegistry, backend_registry, target_registry
+from targets.request import BuildRequest, ModelSource, ProfileRequest, check_request
+from targets.signature import run_batched, seeded_inputs, static_batch
+from targets.spec import TargetSpec
 
 VERIFY_SAMPLES = 16
 Progress = Callable[[str], None]
@@ -47,6 +52,7 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Cell:
+    request: BuildRequest
     target: TargetSpec
     backend: Backend
     settings: QuantSettings
@@ -62,7 +68,7 @@ class Cell:
 
     @property
     def rewrites_program(self) -> bool:
-        return self.precision in getattr(self.backend, "program_precisions", ())
+        return self.precision in self.backend.program_precisions
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,10 @@ class CellResult:
     fallbacks: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     message: str = ""
+    #: the build stage that failed (from the type of the error it raised): LOAD, LOWER, QUANTIZE, RUN, MISMATCH
+    stage: str = ""
+    traceback: str = ""
+    unsupported_op: str = ""  # the op a backend could not lower, when that is why the cell failed
 
     @property
     def ok(self) -> bool:
@@ -92,6 +102,7 @@ class CellResult:
             "backend": self.backend,
             "precision": self.precision,
             "status": self.status,
+            "stage": self.stage,
             "artifact": self.artifact,
             "size_bytes": self.size_bytes,
             "build_seconds": round(self.build_seconds, 3),
@@ -106,32 +117,44 @@ class CellResult:
             "fallbacks": list(self.fallbacks),
             "warnings": list(self.warnings),
             "message": self.message,
+            "traceback": self.traceback,
         }
 
 
-@dataclass(frozen=True)
 class BuildOptions:
-    targets: Sequence[str]
-    out_dir: Path
-    backend: str | None = None
-    precision: str | None = None
-    #: None, a path (.npz or folder) or "random".
-    calibration: str | None = None
-    #: A path to verification samples (.npz keyed by input name, or folder).
-    samples: str | None = None
-    #: Labelled evaluation samples for the accuracy report (.npz with a "label" array).
-    eval: str | None = None
-    #: A tokenizer.json for text samples (.txt calibration/eval/verification files).
-    tokenizer: str | None = None
-    method: str = "minmax"
-    activation_dtype: str | None = None
-    block_size: int | None = None
-    #: Largest accepted accuracy loss (top-1 points with labels, else % disagreement with float).
-    accuracy_budget: float | None = None
-    #: Where calibration statistics are cached (default: <out_dir>/.cache/calibration).
-    cache_dir: Path | None = None
-    fusion: FusionOptions = FusionOptions()
-    measure_latency: bool = True
+    """One model for several targets: the build requests, and how this invocation runs.
+
+    ``settings`` are request options by their public names (``precision="int8"``,
+    ``calibration="samples/"``, ``method="mse"``, ``fusion=False``...; see `targets.request`); each target
+    gets a `BuildRequest` made from them. Or give the ``requests`` themselves (a release worker does).
+    ``cache_dir`` (calibration statistics), ``measure_latency`` and ``fusion`` dumps change no artifact.
+    """
+
+    def __init__(self, targets: Sequence[str] = (), out_dir: Path | str = "build", *,
+                 requests: Sequence[BuildRequest] = (), cache_dir: Path | None = None, measure_latency: bool = True,
+                 fusion: FusionOptions | bool | None = None, profile: ProfileRequest | None = None,
+                 **settings: Any) -> None:
+        self.targets = tuple(targets) or tuple(r.target for r in requests)
+        self.out_dir = Path(out_dir)
+        self.cache_dir = cache_dir
+        self.measure_latency = measure_latency
+        # ``fusion`` is the request option (a bool), or FusionOptions: that option plus where to dump graphs
+        self.fusion = fusion if isinstance(fusion, FusionOptions) else FusionOptions()
+        if isinstance(fusion, FusionOptions):
+            settings.setdefault("fusion", fusion.enabled)
+            settings.setdefault("explain_fusion", fusion.explain)
+        elif fusion is not None:
+            settings["fusion"] = fusion
+        self._settings = settings
+        self._profile = profile or ProfileRequest()
+        self._requests = tuple(requests)
+
+    def requests(self, model: TracedModel) -> list[BuildRequest]:
+        if self._requests:
+            return list(self._requests)
+        base = BuildRequest(ModelSource(model.source, model.name), "", profile=self._profile)
+        template = base.with_options(**self._settings)
+        return [replace(template, target=t) for t in self.targets]
 
 
 @dataclass
@@ -145,58 +168,70 @@ class BuildContext:
 
 
 def plan(model: TracedModel, options: BuildOptions, ctx: BuildContext) -> list[Cell]:
-    if not options.targets:
+    requests = options.requests(model)
+    if not requests:
         raise UsageError("no targets given: pass -t TARGET (see `chipfit targets`)")
     cells: list[Cell] = []
     model_dir = options.out_dir / model.name
-    for target_id in options.targets:
-        target = ctx.targets.get(target_id)
-        if options.backend:
-            if options.backend not in target.backends:
+    for request in requests:
+        check_request(request, lambda o: o.cli_flag or o.name)
+        target = ctx.targets.get(request.target)
+        if request.backend:
+            if request.backend not in target.backends:
                 raise UsageError(
-                    f"--backend {options.backend}: target {target.id} is built by {', '.join(target.backends)}"
+                    f"--backend {request.backend}: target {target.id} is built by {', '.join(target.backends)}"
                 )
-            names = [options.backend]
+            names = [request.backend]
         else:
             names = list(target.backends)
-        precision = options.precision or target.default_precision
-        settings = settings_for(target, QuantRequest(precision, options.method, options.activation_dtype, options.block_size))
+        precision = request.precision or target.default_precision
+        settings = settings_for(target, precision, request.quantization)
         backends = [ctx.backends.get(name) for name in names]
         able = [b for b in backends if precision in b.precisions]
         if not able:
             builds = "; ".join(f"{b.name} builds {'/'.join(b.precisions)}" for b in backends)
             raise UsageError(f"target {target.id}: no backend of {', '.join(names)} builds {precision} ({builds})")
-        for skipped in (b for b in backends if b not in able and target.build_all_backends and not options.backend
+        for skipped in (b for b in backends if b not in able and target.build_all_backends and not request.backend
                         and precision not in b.precisions):
             ctx.progress(f"{target.id}: {skipped.name} does not build {precision}; building with the others")
-        if not target.build_all_backends and not options.backend:
+        if not target.build_all_backends and not request.backend:
             if able[0] is not backends[0]:
                 ctx.progress(f"{target.id}: {backends[0].name} does not build {precision}; using {able[0].name}")
             able = able[:1]
-        for backend in able if not options.backend else backends:
+        for backend in able if not request.backend else backends:
             if precision not in backend.precisions:
                 raise UsageError(f"backend {backend.name} does not build {precision} (it builds {', '.join(backend.precisions)})")
             backend.check_options(target)
-            if precision in getattr(backend, "program_precisions", ()) and settings.method not in TORCH_METHODS:
+            if precision in backend.program_precisions and settings.method not in TORCH_METHODS:
                 raise UsageError(f"--method {settings.method}: target {target.id} quantizes the torch program for "
                                  f"{backend.name} with PyTorch's PT2E observers, which offer {', '.join(TORCH_METHODS)}")
             # The target's preferred backend owns build/<model>/<target>; others sit beside it.
             dirname = target.id if backend.name == target.backends[0] else f"{target.id}@{backend.name}"
-            cells.append(Cell(target, backend, settings, model_dir / dirname))
+            cells.append(Cell(replace(request, precision=precision), target, backend, settings, model_dir / dirname))
     return cells
 
 
-def _tokenizer(options: BuildOptions) -> Path | None:
-    return Path(options.tokenizer) if options.tokenizer else None
+def _shared_data(cells: Sequence[Cell]) -> BuildRequest:
+    """The request whose data settings the whole build uses (every cell of one build shares them)."""
+    first = cells[0].request
+    for cell in cells[1:]:
+        if (cell.request.data, cell.request.model) != (first.data, first.model):
+            raise ValueError("one build takes one model and one set of samples; build the others separately")
+    return first
 
 
-def _calibration(model: TracedModel, options: BuildOptions, cells: Sequence[Cell]) -> CalibrationSet | None:
+def _tokenizer(request: BuildRequest) -> Path | None:
+    return Path(request.data.tokenizer) if request.data.tokenizer else None
+
+
+def _calibration(model: TracedModel, request: BuildRequest, cells: Sequence[Cell]) -> CalibrationSet | None:
     needed = any(c.precision == "int8" and (c.rewrites_graph or c.rewrites_program) for c in cells)
+    calibration = request.data.calibration
     try:
-        if options.calibration == "random":
+        if calibration == "random":
             return random_samples(model.signature.concretized())
-        if options.calibration:
-            return load_samples(options.calibration, model.signature, limit=256, tokenizer=_tokenizer(options))
+        if calibration:
+            return load_samples(calibration, model.signature, limit=256, tokenizer=_tokenizer(request))
         if needed and model.samples:
             arrays = {t.name: model.samples[t.name] for t in model.signature.inputs}
             return from_arrays(arrays, model.signature, f"bundled samples of {model.source}")
@@ -213,14 +248,15 @@ def _calibration(model: TracedModel, options: BuildOptions, cells: Sequence[Cell
 
 
 def _verification_inputs(
-    model: TracedModel, options: BuildOptions, calibration: CalibrationSet | None
+    model: TracedModel, request: BuildRequest, calibration: CalibrationSet | None
 ) -> tuple[dict[str, np.ndarray], str]:
-    if options.samples:
+    if request.data.samples:
         try:
-            samples = load_samples(options.samples, model.signature, limit=VERIFY_SAMPLES, tokenizer=_tokenizer(options))
+            samples = load_samples(request.data.samples, model.signature, limit=VERIFY_SAMPLES,
+                                   tokenizer=_tokenizer(request))
         except CalibrationError as exc:
             raise UsageError(f"--samples: {exc}") from exc
-        return samples.batched(), f"{len(samples)} samples from {options.samples}"
+        return samples.batched(), f"{len(samples)} samples from {request.data.samples}"
     if calibration is not None and not calibration.is_random:
         chosen = calibration.batched(limit=VERIFY_SAMPLES)
         return chosen, f"{len(next(iter(chosen.values())))} calibration samples from {calibration.origin}"
@@ -230,16 +266,16 @@ def _verification_inputs(
     return seeded_inputs(model.signature, seed=0), "seeded random inputs (seed 0; symbolic dims = 2)"
 
 
-def _evaluation_set(model: TracedModel, options: BuildOptions, calibration: CalibrationSet | None,
+def _evaluation_set(model: TracedModel, request: BuildRequest, calibration: CalibrationSet | None,
                     verification: tuple[dict[str, np.ndarray], str]) -> EvalSet:
     """What quantized graphs are judged on: --eval, else the bundled labelled samples, else verification inputs."""
-    if options.eval:
+    if request.data.eval:
         try:
-            samples = load_samples(options.eval, model.signature, tokenizer=_tokenizer(options))
-            labels = load_labels(options.eval, len(samples))
+            samples = load_samples(request.data.eval, model.signature, tokenizer=_tokenizer(request))
+            labels = load_labels(request.data.eval, len(samples))
         except CalibrationError as exc:
             raise UsageError(f"--eval: {exc}") from exc
-        return EvalSet(samples.batched(), labels, f"{len(samples)} samples from {options.eval}"
+        return EvalSet(samples.batched(), labels, f"{len(samples)} samples from {request.data.eval}"
                        + ("" if labels is not None else " (no labels: agreement with float only)"))
     if model.samples and "label" in model.samples:
         arrays = {t.name: model.samples[t.name] for t in model.signature.inputs}
@@ -250,43 +286,42 @@ def _evaluation_set(model: TracedModel, options: BuildOptions, calibration: Cali
     return EvalSet(verification[0], None, verification[1] + " (no labels)")
 
 
-def _manifest(model: TracedModel, cell: Cell, lowered, files: dict, numerics: Numerics,
+def _manifest(model: TracedModel, cell: Cell, lowered, files: Mapping[str, FileRecord], numerics: Numerics,
               calibration: CalibrationSet | None, report: Mapping[str, Any] | None, seconds: float,
-              versions: dict[str, str], cost: Mapping[str, Any] | None = None,
-              fusion: Mapping[str, Any] | None = None,
-              reproducibility: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              versions: dict[str, str], cost=None, fusion: Mapping[str, Any] | None = None,
+              reproducibility=None) -> Manifest:
     target = cell.target
-    return {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "chipfit_version": __version__,
-        "toolchain": versions,
-        "model": {"name": model.name, "source": model.source, "source_kind": model.source_kind,
-                  "source_digest": model.source_digest},
-        "target": {"id": target.id, "name": target.name, "vendor": target.vendor, "spec_digest": target.digest,
-                   "spec_file": target.source_file, "reach": target.reach.kind},
-        "backend": {"name": cell.backend.name, "options": dict(lowered.options)},
-        "precision": cell.precision,
-        "passes": [dict(p) for p in lowered.passes],
-        "calibration": (
-            {"origin": calibration.origin, "digest": calibration.digest, "samples": len(calibration),
-             "random": calibration.is_random}
-            if calibration is not None and cell.precision == "int8" and (cell.rewrites_graph or cell.rewrites_program)
-            else None
-        ),
-        "quantization": dict(report) if report else None,
-        "fusion": dict(fusion) if fusion else {"applied": False, "reason": "the backend lowers the torch program "
-                                                "and fuses in its own compiler" if not cell.backend.lowers_onnx(model, cell.precision)
-                                                else "disabled (--no-fusion)"},
-        "fallbacks": list(lowered.fallbacks),
-        "signature": lowered.signature.to_dict(),
-        "files": files,
-        "reproducibility": reproducibility,
-        "primary_file": lowered.files[0],
-        "numerics": numerics.to_dict(),
-        "cost": dict(cost) if cost else None,
-        "notes": list(lowered.notes),
-        "build_seconds": round(seconds, 3),
-    }
+    if fusion:
+        fusion_record: Mapping[str, Any] = dict(fusion)
+    elif not cell.backend.lowers_onnx(model, cell.precision):
+        fusion_record = {"applied": False, "reason": "the backend lowers the torch program and fuses in its own compiler"}
+    else:
+        fusion_record = {"applied": False, "reason": "disabled (--no-fusion)"}
+    uses_calibration = calibration is not None and cell.precision == "int8" and (cell.rewrites_graph or cell.rewrites_program)
+    return Manifest(
+        schema_version=MANIFEST_SCHEMA_VERSION,
+        chipfit_version=__version__,
+        toolchain=versions,
+        request=replace(cell.request, profile=ProfileRequest()),  # profiling settings are not the artifact's
+        model=ModelRef(model.name, model.source, model.source_kind, model.source_digest),
+        target=TargetRef(target.id, target.name, target.vendor, target.digest, target.source_file, target.reach.kind),
+        backend=BackendRef(cell.backend.name, dict(lowered.options)),
+        precision=cell.precision,
+        passes=tuple(dict(p) for p in lowered.passes),
+        calibration=(CalibrationRecord(calibration.origin, calibration.digest, len(calibration), calibration.is_random)
+                     if uses_calibration else None),
+        quantization=dict(report) if report else None,
+        fusion=fusion_record,
+        fallbacks=tuple(lowered.fallbacks),
+        signature=lowered.signature,
+        files=dict(files),
+        reproducibility=reproducibility,
+        primary_file=lowered.files[0],
+        numerics=numerics,
+        cost=cost,
+        notes=tuple(lowered.notes),
+        build_seconds=round(seconds, 3),
+    )
 
 
 @dataclass(frozen=True)
@@ -301,6 +336,7 @@ class _Shared:
     versions: dict[str, str]
     stage: PrecisionStage | None
     fusion: FusionStage
+    static: dict[str, TracedModel] = field(default_factory=dict)  # models made static, by graph identity
 
 
 def _reference(model: TracedModel, inputs: Mapping[str, np.ndarray], label: str) -> dict[str, np.ndarray]:
@@ -316,24 +352,26 @@ def build(model: TracedModel, options: BuildOptions, ctx: BuildContext | None = 
     """Build, verify and write every cell; returns one result per cell (never raises for one bad cell)."""
     ctx = ctx or BuildContext()
     cells = plan(model, options, ctx)
-    calibration = _calibration(model, options, cells)
-    inputs, inputs_label = _verification_inputs(model, options, calibration)
+    request = _shared_data(cells)
+    calibration = _calibration(model, request, cells)
+    inputs, inputs_label = _verification_inputs(model, request, calibration)
     reference = _reference(model, inputs, inputs_label)
     stage = None
     if any(c.rewrites_graph or c.rewrites_program for c in cells):
-        evaluation = _evaluation_set(model, options, calibration, (inputs, inputs_label))
+        evaluation = _evaluation_set(model, request, calibration, (inputs, inputs_label))
         stage = PrecisionStage(
             calibration=calibration,
             evaluation=evaluation,
             reference=_reference(model, evaluation.inputs, evaluation.origin),
             cache_dir=options.cache_dir or options.out_dir / ".cache" / "calibration",
-            accuracy_budget=options.accuracy_budget,
+            accuracy_budget=request.quantization.accuracy_budget,
             progress=ctx.progress,
         )
     labels = None
     if model.samples and "label" in model.samples and inputs_label.startswith(f"{VERIFY_SAMPLES} bundled"):
         labels = np.asarray(model.samples["label"][:VERIFY_SAMPLES])
-    fusion = FusionStage(inputs, options.fusion, options.out_dir / ".dumps" / model.name, ctx.progress)
+    fusion = FusionStage(inputs, replace(options.fusion, explain=request.fusion.explain),
+                         options.out_dir / ".dumps" / model.name, ctx.progress)
     shared = _Shared(calibration, inputs, inputs_label, labels, reference,
                      toolchain_versions(sorted({c.backend for c in cells}, key=lambda b: b.name)), stage, fusion)
     results = []
@@ -344,92 +382,119 @@ def build(model: TracedModel, options: BuildOptions, ctx: BuildContext | None = 
     return results
 
 
+def _static(model: TracedModel, shared: _Shared) -> TracedModel:
+    """``model`` at static shapes, made once per graph and shared by the cells that need it."""
+    key = f"{id(model.onnx_model)}:{id(model.exported_program)}"
+    if key not in shared.static:
+        shared.static[key] = concretize(model)
+    return shared.static[key]
+
+
 def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildOptions, ctx: BuildContext) -> CellResult:
     start = time.perf_counter()
     base = dict(target=cell.target.id, backend=cell.backend.name, precision=cell.precision)
     report = None
     fusion_report = None
+    where = "LOWER"  # the stage running: an error that names none of its own belongs to it
     try:
         cell_model = model
-        if options.fusion.enabled and cell.backend.lowers_onnx(model, cell.precision):
+        if cell.request.fusion.enabled and cell.backend.lowers_onnx(model, cell.precision):
             fused, fusion_report = shared.fusion.run(
                 model.onnx_model, cell.target.fusions, cell.backend.accepted_domains, cell.precision,
                 cell.target.source_file, cell.dest.name)
             cell_model = replace(model, onnx_model=fused)
         if cell.rewrites_graph:
+            where = "QUANTIZE"
             prepared = shared.stage.prepare(cell.settings, cell_model.onnx_model)
             report = prepared.report
             cell_model = replace(cell_model, onnx_model=prepared.model, graph_precision=cell.precision,
                                  passes=prepared.passes)
         if not cell.backend.symbolic_dims and not model.signature.is_static:
-            cell_model = cell_model.with_signature(model.signature.concretized())
+            cell_model = _static(cell_model, shared)
         if cell.rewrites_program:
+            where = "QUANTIZE"
             prepared_program = shared.stage.prepare_program(cell.settings, cell_model)
             report = prepared_program.report
             cell_model = replace(cell_model, exported_program=prepared_program.program, graph_precision=cell.precision,
                                  passes=prepared_program.passes)
+        where = "LOWER"
         with Staging(cell.dest) as staging:
-            lowered = cell.backend.lower(cell_model, cell.target, cell.precision, staging.path)
+            try:
+                lowered = cell.backend.lower(cell_model, cell.target, cell.precision, staging.path)
+            except ChipfitError:
+                raise
+            except Exception as exc:  # a backend's own failure is this cell's LOWER failure
+                raise LowerError(f"{cell.backend.name} could not lower {model.name} for {cell.target.id}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
             files = hash_files(staging.path, lowered.files)
             seconds = time.perf_counter() - start
-            cost = graph_cost(cell_model.onnx_model, cell.precision, shapes_from=model.onnx_model).to_dict()
+            cost = graph_cost(cell_model.onnx_model, cell.precision, shapes_from=model.onnx_model)
             warnings = _memory_warnings(cell.target, files, cost)
             manifest = partial(_manifest, model, cell, lowered, files, calibration=shared.calibration, report=report,
                                seconds=seconds, versions=shared.versions, cost=cost, fusion=fusion_report,
-                               reproducibility=content_digest(staging.path, files))
-            numerics, latency = _check(cell, staging.path, manifest(numerics=Numerics("not-run", cell.precision)),
-                                       lowered, shared, ctx, options)
+                               reproducibility=content_digest(staging.path, files, cell.backend.normalizers()))
+            numerics, latency, stage = _check(cell, staging.path, lowered, shared, ctx, options)
             if numerics.status == "failed":
                 failed = staging.commit(manifest(numerics=numerics), cell.dest.with_name(cell.dest.name + FAILED_SUFFIX))
                 return CellResult(**base, status="failed", artifact=str(failed), numerics=numerics,
-                                  size_bytes=sum(f["bytes"] for f in files.values()), build_seconds=seconds,
+                                  size_bytes=sum(f.bytes for f in files.values()), build_seconds=seconds,
                                   quantization=report, fusion=fusion_report, fallbacks=tuple(lowered.fallbacks),
-                                  message=f"verification failed; artifact kept for inspection at {failed}")
+                                  message=f"verification failed; artifact kept for inspection at {failed}", stage=stage)
             dest = staging.commit(manifest(numerics=numerics))
-    except (ChipfitError, TargetError) as exc:
-        return CellResult(**base, status="error", build_seconds=time.perf_counter() - start, message=str(exc))
-    except Exception as exc:  # a backend bug must not take the other cells down
+    except ChipfitError as exc:
+        return CellResult(**base, status="error", build_seconds=time.perf_counter() - start, message=str(exc),
+                          stage=stage_of(exc, where),
+                          traceback=_traceback(exc), unsupported_op=getattr(exc, "op", ""))
+    except Exception as exc:  # a bug must not take the other cells down
         return CellResult(**base, status="error", build_seconds=time.perf_counter() - start,
-                          message=f"{type(exc).__name__}: {exc}")
+                          message=f"{type(exc).__name__}: {exc}", stage=where, traceback=_traceback(exc))
     return CellResult(**base, status=numerics.status, artifact=str(dest),
-                      size_bytes=sum(f["bytes"] for f in files.values()), build_seconds=seconds,
+                      size_bytes=sum(f.bytes for f in files.values()), build_seconds=seconds,
                       numerics=numerics, latency=latency, quantization=report, fusion=fusion_report,
                       fallbacks=tuple(lowered.fallbacks), warnings=warnings)
 
 
-def _memory_warnings(target: TargetSpec, files: Mapping[str, Any], cost: Mapping[str, Any]) -> tuple[str, ...]:
+def _traceback(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(exc))
+
+
+def _memory_warnings(target: TargetSpec, files: Mapping[str, FileRecord], cost) -> tuple[str, ...]:
     """A model larger than the target's memory builds (the spec may be conservative) but is flagged;
     `chipfit profile` then fails it."""
-    capacity = target.hardware.figures.get("memory_gb")
-    if not isinstance(capacity, (int, float)) or isinstance(capacity, bool):
+    capacity = target.hardware.memory_bytes
+    if capacity is None:
         return ()
-    need = max(sum(f["bytes"] for f in files.values()), cost.get("weight_bytes", 0))
-    if need > capacity * 1e9:
-        return (f"the artifact needs {need / 1e9:.2f} GB but target {target.id} has {capacity} GB of memory "
-                f"({target.source_file}: hardware.memory_gb)",)
+    need = max(sum(f.bytes for f in files.values()), cost.weight_bytes if cost else 0)
+    if need > capacity:
+        return (f"the artifact needs {need / 2**30:.2f} GB but target {target.id} has "
+                f"{target.hardware.figures['memory_gb']} GB of memory ({target.source_file}: hardware.memory_gb)",)
     return ()
 
 
-def _check(cell: Cell, path: Path, manifest, lowered, shared: _Shared, ctx: BuildContext,
-           options: BuildOptions) -> tuple[Numerics, LatencyStats | None]:
+def _check(cell: Cell, path: Path, lowered, shared: _Shared, ctx: BuildContext,
+           options: BuildOptions) -> tuple[Numerics, LatencyStats | None, str]:
+    """(numerics, host latency, the stage that failed if verification failed)."""
     inputs = shared.inputs
     try:
-        run_plan = cell.backend.plan_run(path, manifest, cell.target, ctx.host)
+        run_plan = cell.backend.plan_run(path, lowered.options, lowered.signature, cell.target, ctx.host)
     except NotRunnable as exc:
-        return Numerics("not-run", cell.precision, reason=str(exc), structure=lowered.structure), None
+        return Numerics("not-run", cell.precision, reason=str(exc), structure=lowered.structure), None, ""
     tolerance = cell.target.tolerance(cell.precision)
     try:
         numerics = verify(run_plan, lowered.signature, inputs, shared.reference, tolerance, cell.precision,
                           shared.inputs_label, shared.labels)
     except Exception as exc:
-        return Numerics("failed", cell.precision, reason=f"running the artifact failed: {type(exc).__name__}: {exc}",
-                        runner=run_plan.runner.description, proxy=run_plan.proxy, inputs=shared.inputs_label), None
+        error = RunError(f"running the artifact failed: {type(exc).__name__}: {exc}")
+        return Numerics("failed", cell.precision, reason=str(error), runner=run_plan.runner.description,
+                        proxy=run_plan.proxy, inputs=shared.inputs_label), None, error.stage
     latency = None
     if options.measure_latency and not run_plan.proxy and numerics.status == "verified":
         first = lowered.signature.inputs[0].shape[0] if lowered.signature.inputs[0].shape else 1
         batch = {k: v[: first if isinstance(first, int) else 1] for k, v in inputs.items()}
         latency = time_callable(lambda: run_plan.runner.run(batch))
-    return numerics, latency
+    return numerics, latency, "MISMATCH" if numerics.status == "failed" else ""
 
 
 def exit_code(results: Sequence[CellResult]) -> int:

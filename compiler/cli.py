@@ -16,16 +16,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
-import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 from compiler import __version__
-from calibration.statistics import METHODS
 from compiler.errors import ChipfitError, UsageError
+from compiler.logs import quiet_libraries
+from compiler.options import add_arguments, values_from_arguments
+from targets.request import BuildRequest, ModelSource, ProfileRequest, set_options
 from targets.spec import TargetError, TargetSpec
 
 
@@ -43,15 +42,6 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
-
-
-def _quiet_libraries() -> None:
-    """Keep library chatter (export progress, optional-dependency notices) off the user's terminal."""
-    for name in ("torch.onnx", "torch._export", "torch.export", "coremltools", "onnxscript", "tvm"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    # coremltools draws tqdm progress bars for sub-second conversions; chipfit prints its own progress.
-    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 # --- targets ---------------------------------------------------------------------------------
@@ -138,37 +128,30 @@ def cmd_build(args: argparse.Namespace) -> int:
     from compiler.fusion_stage import FusionOptions
     from compiler.passes.fusion import FUSIONS
     from compiler.frontend import load_model
-    from compiler.signature import parse_input_override
+    from targets.signature import parse_input_override
     from targets.registry import target_registry
 
     unknown = [name for name in args.dump_after if name not in FUSIONS]
     if unknown:
         raise UsageError(f"--dump-after {unknown[0]}: no such pass; passes: {', '.join(FUSIONS)}")
-    overrides = [parse_input_override(text) for text in args.input]
+    settings = values_from_arguments(args, BuildRequest)
+    overrides = [parse_input_override(text) for text in settings.get("inputs", ())]
     registry = target_registry()
     target_ids = registry.names() if args.target == ["all"] else args.target
     for target_id in target_ids:
         registry.get(target_id)  # fail on an unknown name before tracing anything
+    # every option is checked before tracing (a bad --method must not cost a trace)
+    from targets.request import check_request
+
+    check_request(BuildRequest(ModelSource(args.model, "model"), "").with_options(**settings),
+                  lambda o: o.cli_flag or o.name)
     progress = (lambda m: None) if args.quiet else print_progress
     progress(f"tracing {args.model}")
     with contextlib.redirect_stdout(sys.stderr):
         model = load_model(args.model, overrides)
-        options = BuildOptions(
-            targets=target_ids,
-            out_dir=Path(args.output),
-            backend=args.backend,
-            precision=args.precision,
-            calibration=args.calibration,
-            samples=args.samples,
-            eval=args.eval,
-            tokenizer=args.tokenizer,
-            method=args.method,
-            activation_dtype=args.activation_dtype,
-            block_size=args.block_size,
-            accuracy_budget=args.accuracy_budget,
-            fusion=FusionOptions(enabled=not args.no_fusion, explain=args.explain_fusion,
-                                 dump_after=tuple(args.dump_after), dump_all=Path(args.dump_all) if args.dump_all else None),
-        )
+        dumps = FusionOptions(enabled=settings.pop("fusion", True), explain=settings.pop("explain_fusion", False),
+                              dump_after=tuple(args.dump_after), dump_all=Path(args.dump_all) if args.dump_all else None)
+        options = BuildOptions(target_ids, Path(args.output), fusion=dumps, **settings)
         results = build(model, options, BuildContext(targets=registry, progress=progress))
     if args.json:
         print(json.dumps({"model": model.name, "source": model.source, "results": [r.to_dict() for r in results]},
@@ -184,7 +167,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(_table(("target", "backend", "precision", "size", "build s", "host ms p50", "numerics"), rows))
         for line in _quantization_lines(results):
             print(line)
-        for line in _fusion_lines(results, args.explain_fusion):
+        for line in _fusion_lines(results, dumps.explain):
             print(line)
         for r in results:
             for warning in r.warnings:
@@ -261,11 +244,8 @@ def _quantization_lines(results) -> list[str]:
 # --- profile ---------------------------------------------------------------------------------
 
 
-def _profile_options(args: argparse.Namespace):
-    from profiles.profile import ProfileOptions
-
-    return ProfileOptions(runs=args.runs, warmup=args.warmup, threads=args.threads, budget_s=args.budget_s,
-                          processes=args.processes, rpc=args.rpc, key=args.key, meter=args.meter)
+def _profile_options(args: argparse.Namespace) -> ProfileRequest:
+    return set_options(ProfileRequest(), values_from_arguments(args, ProfileRequest))
 
 
 def _run_profiles(root: Path, args: argparse.Namespace, progress) -> int:
@@ -279,7 +259,8 @@ def _run_profiles(root: Path, args: argparse.Namespace, progress) -> int:
     if args.html:
         Path(args.html).write_text(html_report(run.profiles, run.fit, run.errors))
     if getattr(args, "json", False) and args.command == "profile":
-        print(json.dumps({"profiles": run.profiles, "fit": run.fit, "errors": run.errors}, indent=2))
+        print(json.dumps({"profiles": [p.to_dict() for p in run.profiles], "fit": run.fit, "errors": run.errors},
+                         indent=2))
     else:
         print(_table(TABLE_HEADERS, table_rows(run.profiles)))
         print("\nlatency/energy columns say measured:<runner> or estimated:<model>; est/meas = estimate / measurement.")
@@ -289,8 +270,8 @@ def _run_profiles(root: Path, args: argparse.Namespace, progress) -> int:
         if not run.fit:
             print("estimate efficiency: default (nothing measured here to fit it)")
         for p in run.profiles:
-            if p.get("latency", {}).get("noisy"):
-                print(f"NOISY: {p['target']} {p['backend']}: cv {p['latency']['cv']:.3f}; the p50 is not exact (busy machine?)")
+            if p.latency and p.latency.noisy:
+                print(f"NOISY: {p.target} {p.backend}: cv {p.latency.cv:.3f}; the p50 is not exact (busy machine?)")
         if args.html:
             print(f"HTML report: {args.html}")
     for path, error in run.errors.items():
@@ -307,15 +288,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _add_profile_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", type=int, default=200, help="most timed runs (default 200)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
-    p.add_argument("--threads", type=int, help="threads (and CPUs pinned) for the runner")
-    p.add_argument("--processes", type=int, default=1,
-                   help="independent runner processes per artifact (their spread counts as noise in compare)")
-    p.add_argument("--budget-s", type=float, default=10.0, help="stop timing after this long if the median is not tight")
-    p.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker to time TVM artifacts on a device")
-    p.add_argument("--key", help="device key on the tracker (default: the target's reach.rpc_key)")
-    p.add_argument("--meter", help="energy meter: rapl[:ROOT], ina3221:HWMON_DIR or cmd:COMMAND")
+    add_arguments(p, ProfileRequest)
     p.add_argument("--html", help="also write an HTML report with plots here")
 
 
@@ -396,8 +369,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     from compiler.release.cache import default_cache_dir
     from compiler.release.config import load_release
-    from compiler.release.driver import INDEX_NAME, SUMMARY_NAME, ReleaseOptions, dry_run, release, temporary_cache
+    from compiler.release.driver import SUMMARY_NAME, ReleaseOptions, dry_run, release, temporary_cache
     from compiler.release.summary import SUMMARY_HEADERS, summary_rows
+    from targets.release_index import INDEX_NAME, ReleaseIndex
 
     config = load_release(args.release)
     if args.jobs < 1:
@@ -414,19 +388,19 @@ def cmd_release(args: argparse.Namespace) -> int:
         return 0
     with contextlib.redirect_stdout(sys.stderr):
         report = release(config, options, progress)
-    index = json.loads((options.out_dir / INDEX_NAME).read_text())
+    index = ReleaseIndex.from_dict(json.loads((options.out_dir / INDEX_NAME).read_text()), str(options.out_dir / INDEX_NAME))
     if args.json:
-        print(json.dumps(index, indent=2))
+        print(json.dumps(index.to_dict(), indent=2))
     else:
         print(f"\nrelease {config.name} -> {options.out_dir}")
         print(_table(SUMMARY_HEADERS, summary_rows(index)))
-        s = index["summary"]
-        print(f"\n{s['cells']} cells: {s['built']} built, {s['cached']} from the cache, {s['failed']} failed "
-              f"verification, {s['error']} could not be built; {index['seconds']} s")
+        s = index.summary
+        print(f"\n{s['cells']} cells: {s['built']} built, {s['cached']} from the cache, {s['partial']} partial, "
+              f"{s['failed']} failed verification, {s['error']} could not be built; {index.seconds} s")
         print(f"index: {options.out_dir / INDEX_NAME}; summary: {options.out_dir / SUMMARY_NAME}")
     for outcome in report.outcomes:
         if not outcome.ok:
-            detail = outcome.message or "; ".join(c["detail"] for c in outcome.reproducible or [] if not c["ok"])
+            detail = outcome.message or "; ".join(c.detail for c in outcome.reproducible or [] if not c.ok)
             print(f"error: {outcome.cell.label}: {detail}" + (f" (log: {outcome.log})" if outcome.log else ""),
                   file=sys.stderr)
     for path, error in report.profile_errors.items():
@@ -502,8 +476,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from compiler.artifact import find_artifacts, read_artifact
-    from compiler.backends import backend_registry
+    from targets.manifest import find_artifacts, read_artifact
+    from targets.registry import backend_registry
 
     path = Path(args.path)
     if not path.exists():
@@ -520,81 +494,90 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         status = status or (1 if problems else 0)
         reports.append((artifact, problems, drift))
     if args.json:
-        print(json.dumps([{"path": str(a.path), "manifest": a.manifest, "file_problems": p, "toolchain_drift": d}
-                          for a, p, d in reports], indent=2))
+        print(json.dumps([{"path": str(a.path), "manifest": a.manifest.to_dict(), "file_problems": p,
+                           "toolchain_drift": d} for a, p, d in reports], indent=2))
         return status
     for artifact, problems, drift in reports:
         print(_describe_artifact(artifact, problems, drift))
     return status
 
 
-def _toolchain_drift(manifest: dict, backends) -> dict[str, tuple[str, str]]:
+def _toolchain_drift(manifest, backends) -> dict[str, tuple[str, str]]:
     """Toolchain packages whose installed version differs from the one the artifact was built with."""
-    name = manifest["backend"]["name"]
+    name = manifest.backend.name
     if name not in backends:
         return {}
     try:
         now = backends.get(name).versions()
     except TargetError:
         return {}
-    built = manifest.get("toolchain", {})
+    built = manifest.toolchain
     return {k: (built[k], v) for k, v in now.items() if k in built and built[k] != v}
+
+
+def _shape(tensor) -> str:
+    return f"{tensor.name} {'x'.join(map(str, tensor.shape))} {tensor.dtype}"
 
 
 def _describe_artifact(artifact, problems: list[str], drift: dict) -> str:
     m = artifact.manifest
-    numerics = m["numerics"]
+    numerics = m.numerics
     lines = [
         f"{artifact.path}",
-        f"  model:     {m['model']['name']} from {m['model']['source']} ({m['model']['source_kind']}, "
-        f"sha256 {m['model']['source_digest'][:16]}...)",
-        f"  target:    {m['target']['id']} ({m['target']['name']}), spec sha256 {m['target']['spec_digest'][:16]}...",
-        f"  backend:   {m['backend']['name']}  precision: {m['precision']}",
-        f"  options:   {json.dumps(m['backend']['options'], sort_keys=True)}",
-        f"  built by:  chipfit {m['chipfit_version']}; " + ", ".join(f"{k} {v}" for k, v in m["toolchain"].items()),
-        "  inputs:    " + ", ".join(f"{t['name']} {'x'.join(map(str, t['shape']))} {t['dtype']}" for t in m["signature"]["inputs"]),
-        "  outputs:   " + ", ".join(f"{t['name']} {'x'.join(map(str, t['shape']))} {t['dtype']}" for t in m["signature"]["outputs"]),
-        "  passes:    " + (", ".join(p.get("name", p.get("precision", "?")) for p in m["passes"]) or "none"),
+        f"  model:     {m.model.name} from {m.model.source} ({m.model.source_kind}, "
+        f"sha256 {m.model.source_digest[:16]}...)",
+        f"  target:    {m.target.id} ({m.target.name}), spec sha256 {m.target.spec_digest[:16]}...",
+        f"  backend:   {m.backend.name}  precision: {m.precision}",
+        f"  options:   {json.dumps(m.backend.options, sort_keys=True)}",
+        f"  built by:  chipfit {m.chipfit_version}; " + ", ".join(f"{k} {v}" for k, v in m.toolchain.items()),
+        "  inputs:    " + ", ".join(_shape(t) for t in m.signature.inputs),
+        "  outputs:   " + ", ".join(_shape(t) for t in m.signature.outputs),
+        "  passes:    " + (", ".join(p.get("name", p.get("precision", "?")) for p in m.passes) or "none"),
     ]
-    if m.get("calibration"):
-        c = m["calibration"]
-        lines.append(f"  calibration: {c['samples']} samples from {c['origin']}" + (" (RANDOM data)" if c["random"] else ""))
-    if m.get("quantization"):
-        q = m["quantization"]
+    if m.calibration:
+        c = m.calibration
+        lines.append(f"  calibration: {c.samples} samples from {c.origin}" + (" (RANDOM data)" if c.random else ""))
+    if m.quantization:
+        q = m.quantization
         lines.append("  quantization: " + ", ".join(f"{k} {v}" for k, v in q["settings"].items()))
         lines.append(f"    accuracy: {_accuracy_text(q['accuracy'])}")
         for row in q.get("sensitivity", [])[:10]:
             lines.append(f"    sensitivity: {row['node']:<30} {row['op']:<8} SQNR {row['sqnr_db']:6.1f} dB  cosine {row['cosine']:.6f}")
         if q.get("kept_in_float"):
             lines.append(f"    kept in float: {', '.join(q['kept_in_float'])}")
-    lines.append(f"  files ({_size(sum(f['bytes'] for f in m['files'].values()))}):")
-    shown = list(m["files"].items())
+    if m.llm:
+        lines += _llm_lines(m.llm)
+    lines.append(f"  files ({_size(m.size_bytes)}):")
+    shown = list(m.files.items())
     for rel, meta in shown[:8]:
-        lines.append(f"    {rel:<40} {_size(meta['bytes']):>9}  sha256 {meta['sha256'][:16]}...")
+        lines.append(f"    {rel:<40} {_size(meta.bytes):>9}  sha256 {meta.sha256[:16]}...")
     if len(shown) > 8:
         lines.append(f"    ... and {len(shown) - 8} more")
     lines.append("  integrity: " + ("all files match their sha256" if not problems else "; ".join(problems)))
-    repro = m.get("reproducibility")
+    repro = m.reproducibility
     if repro:
-        varying = [f"{rel} normalized" for rel in repro["normalized"]] + [f"{rel} left out" for rel in repro["excluded"]]
-        lines.append(f"  content:   digest {repro['content_digest'][:16]}... ("
-                     + ("files byte-identical across builds" if repro["byte_identical_expected"] else
+        varying = [f"{rel} normalized" for rel in repro.normalized] + [f"{rel} left out" for rel in repro.excluded]
+        lines.append(f"  content:   digest {repro.content_digest[:16]}... ("
+                     + ("files byte-identical across builds" if repro.byte_identical_expected else
                         "over what two builds share: " + ", ".join(varying)) + ")")
-    lines.append(f"  numerics:  {numerics['status']}" + (f" ({numerics['reason']})" if numerics.get("reason") else ""))
-    if numerics.get("runner"):
-        lines.append(f"    runner: {numerics['runner']}")
-        lines.append(f"    inputs: {numerics['inputs']}")
-        tol = numerics["tolerance"]
-        lines.append(f"    tolerance: atol {tol['atol']:g} + rtol {tol['rtol']:g} x max|ref|, cosine >= {tol['min_cosine']:g}")
-        for o in numerics.get("outputs", []):
-            sqnr = "exact" if o["sqnr_db"] is None else f"{o['sqnr_db']:.1f} dB"
-            lines.append(f"    {o['output']}: cosine {o['cosine']:.6f}, max|err| {o['max_abs_error']:.3e} "
-                         f"(max|ref| {o['max_abs_reference']:.3g}), SQNR {sqnr}")
-    if numerics.get("structure"):
-        s = numerics["structure"]
-        lines.append(f"    structure: {s.get('format')} spec v{s.get('specification_version')}, "
-                     f"weights {', '.join(s.get('weight_dtypes', []))}, ops {json.dumps(s.get('op_histogram'))}")
-    fusion = m.get("fusion") or {}
+    lines.append(f"  numerics:  {numerics.status}" + (f" ({numerics.reason})" if numerics.reason else ""))
+    if numerics.runner:
+        lines.append(f"    runner: {numerics.runner}")
+        lines.append(f"    inputs: {numerics.inputs}")
+        tol = numerics.tolerance
+        if tol is not None:
+            lines.append(f"    tolerance: atol {tol.atol:g} + rtol {tol.rtol:g} x max|ref|, cosine >= {tol.min_cosine:g}")
+        for o in numerics.outputs:
+            sqnr = "exact" if o.sqnr_db is None else f"{o.sqnr_db:.1f} dB"
+            lines.append(f"    {o.output}: cosine {o.cosine:.6f}, max|err| {o.max_abs_error:.3e} "
+                         f"(max|ref| {o.max_abs_reference:.3g}), SQNR {sqnr}")
+    if numerics.generation:
+        lines += _generation_lines(numerics.generation)
+    if numerics.structure:
+        st = numerics.structure
+        lines.append(f"    structure: {st.get('format')} spec v{st.get('specification_version')}, "
+                     f"weights {', '.join(st.get('weight_dtypes', []))}, ops {json.dumps(st.get('op_histogram'))}")
+    fusion = m.fusion or {}
     if fusion.get("passes"):
         from compiler.fusion_stage import fusion_summary
 
@@ -605,13 +588,41 @@ def _describe_artifact(artifact, problems: list[str], drift: dict) -> str:
                          + (f"  ({delta})" if delta else "") + (f"  numerics {p['numerics']}" if p.get("numerics") else ""))
     elif fusion:
         lines.append(f"  fusion:    not applied ({fusion.get('reason')})")
-    if m.get("fallbacks"):
-        lines.append(f"  fallbacks: {len(m['fallbacks'])} ops fall back to CPU: {', '.join(m['fallbacks'][:6])}")
-    for note in m.get("notes", []):
+    if m.fallbacks:
+        lines.append(f"  fallbacks: {len(m.fallbacks)} ops fall back to CPU: {', '.join(m.fallbacks[:6])}")
+    for note in m.notes:
         lines.append(f"  note: {note}")
     for pkg, (built, now) in drift.items():
         lines.append(f"  WARNING: built with {pkg} {built}, this host has {now}: the artifact may not load here")
     return "\n".join(lines)
+
+
+def _llm_lines(llm) -> list[str]:
+    """A decoder LM's layout and memory plan, as `chipfit inspect` shows it."""
+    kv = llm.get("kv_cache", {})
+    plan = llm.get("memory_plan", {})
+    lines = [f"  decoder:   {llm.get('architecture')} ({llm.get('model_type')}), {llm.get('layers')} layers, "
+             f"hidden {llm.get('hidden_size')}, vocab {llm.get('vocab_size')}, context {llm.get('context')} tokens"]
+    if kv:
+        lines.append(f"  kv cache:  {kv.get('layers')} layers x {kv.get('kv_heads')} kv heads x {kv.get('head_dim')} "
+                     f"head dim x {kv.get('bytes_per_element')} B" + (f"; sliding window {kv['sliding_window']} on "
+                                                                      f"{kv.get('sliding_layers')} layers"
+                                                                      if kv.get("sliding_window") else "")
+                     + f"; form {llm.get('cache_form')}")
+    if plan:
+        lines.append(f"  memory:    weights {plan.get('weight_bytes', 0) / 2**20:.1f} MiB + KV cache "
+                     f"{plan.get('kv_cache_bytes', 0) / 2**20:.1f} MiB + workspace {plan.get('workspace_bytes', 0) / 2**20:.1f}"
+                     f" MiB = {plan.get('total_bytes', 0) / 2**20:.1f} MiB of {plan.get('capacity_bytes') and plan['capacity_bytes'] / 2**30}"
+                     f" GiB; largest context that fits: {plan.get('max_context_that_fits')}")
+    return lines
+
+
+def _generation_lines(generation) -> list[str]:
+    lines = [f"    generation: {generation.get('summary', '')}"]
+    for step in generation.get("prompts", [])[:4]:
+        lines.append(f"      prompt {step.get('prompt')!r}: {step.get('matched')} of {step.get('tokens')} greedy tokens "
+                     f"equal the reference" + (f"; ties at steps {step['ties']}" if step.get("ties") else ""))
+    return lines
 
 
 # --- entry point -------------------------------------------------------------------------------
@@ -620,6 +631,7 @@ def _describe_artifact(artifact, problems: list[str], drift: dict) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chipfit", description="Fit a trained model to target chips.")
     p.add_argument("--version", action="version", version=f"chipfit {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the toolchains' own warnings and logs")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("targets", help="list registered targets, or show one")
@@ -629,35 +641,18 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_targets)
 
     b = sub.add_parser("build", help="trace, lower and verify a model for targets")
-    b.add_argument("model", help="a .pt2 file, an .onnx file, or 'example' (the bundled model)")
+    b.add_argument("model", help="a .pt2 file, an .onnx file, a Hugging Face model folder, or 'example' (the bundled model)")
     b.add_argument("-t", "--target", action="append", required=True,
                    help="target id (repeat for several; 'all' for every registered target)")
     b.add_argument("-o", "--output", default="build", help="output folder (default: build)")
-    b.add_argument("--backend", help="build with this backend instead of the target's preferred one(s)")
-    b.add_argument("--precision", "--quantize", dest="precision", choices=("fp32", "fp16", "int8", "int4"),
-                   help="build this precision instead of the target's default (int4: weight-only, for matmul-heavy models)")
-    b.add_argument("--calibration", help="calibration samples for int8: .npz or folder of .npy/.npz, or 'random'")
-    b.add_argument("--method", default="minmax", choices=METHODS, help="int8 activation calibration method")
-    b.add_argument("--activation-dtype", choices=("uint8", "int8", "uint16", "int16"),
-                   help="int8 activation type (default: the target's first)")
-    b.add_argument("--block-size", type=int, help="int4 weight block size (default: the target's first)")
-    b.add_argument("--accuracy-budget", type=float, metavar="POINTS",
-                   help="keep the most sensitive layers in float until the accuracy loss is within POINTS "
-                        "(top-1 points with labelled --eval samples, else %% disagreement with float)")
-    b.add_argument("--tokenizer", help="tokenizer.json used to tokenize .txt samples (language models)")
-    b.add_argument("--eval", help="labelled evaluation samples for the accuracy report (.npz with inputs and 'label')")
-    b.add_argument("--samples", help="verification samples (.npz keyed by input name, or a folder)")
-    b.add_argument("--input", action="append", default=[], metavar="NAME=DIMS[:DTYPE]",
-                   help="fix or override an input, e.g. image=1x1x8x8:float32 (a name keeps a dim symbolic)")
+    add_arguments(b, BuildRequest)
     b.add_argument("--json", action="store_true", help="print the results as JSON")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     b.add_argument("--profile", action="store_true", help="profile every artifact after the build")
-    b.add_argument("--no-fusion", action="store_true", help="skip the fusion pipeline (for comparisons)")
-    b.add_argument("--explain-fusion", action="store_true", help="record why each fusion that did not fire did not")
     b.add_argument("--dump-after", action="append", default=[], metavar="PASS",
                    help="write the graph after this pass to <output>/.dumps/ (repeatable)")
     b.add_argument("--dump-all", metavar="DIR", help="write the graph after every pass to DIR")
-    _add_profile_options(b)
+    b.add_argument("--html", help="with --profile: also write an HTML report with plots here")
     b.set_defaults(func=cmd_build)
 
     pr = sub.add_parser("profile", help="latency, memory and energy of artifacts: measured or estimated")
@@ -726,7 +721,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "targets" and args.action in ("show", "validate") and not args.target:
         parser().error(f"targets {args.action} needs a target id (show) or a spec file (validate)")
-    _quiet_libraries()
+    output = getattr(args, "output", None)
+    quiet_libraries(verbose=args.verbose, log_path=Path(output) / "chipfit.log" if output else None)
     try:
         return args.func(args)
     except (UsageError, TargetError) as exc:

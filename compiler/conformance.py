@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import html
 import json
-import re
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-STAGES = ("LOAD", "LOWER", "QUANTIZE", "RUN", "MISMATCH", "PROFILE")
+from compiler.errors import STAGES, stage_of
+
 #: The op battery: common ops of vision and language models, each an ONNX node test.
 OP_TESTS = (
     "test_relu", "test_add", "test_mul", "test_sub", "test_div", "test_sigmoid", "test_tanh", "test_exp",
@@ -82,15 +82,6 @@ def _stage_applies(kind: str, stage: str) -> bool:
             "model": stage in ("LOAD", "LOWER", "QUANTIZE", "RUN", "MISMATCH"),
             "artifact": stage in ("LOWER", "MISMATCH"),
             "profile": stage == "PROFILE"}[kind]
-
-
-def _classify(message: str) -> str:
-    lowered = message.lower()
-    if "quantiz" in lowered or "calibration" in lowered:
-        return "QUANTIZE"
-    if "running the artifact failed" in lowered:
-        return "RUN"
-    return "LOWER"
 
 
 def _node_cases(names: Sequence[str]):
@@ -169,9 +160,8 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
             report.unsupported_ops.append(op)
             report.outcomes.append(Outcome(case.name, "op", False, "LOWER", f"{type(exc).__name__}: {str(exc)[:300]}", precision))
             continue
-        manifest = {"backend": {"options": dict(lowered.options)}, "signature": lowered.signature.to_dict()}
         try:
-            plan = backend.plan_run(out, manifest, target, host)
+            plan = backend.plan_run(out, lowered.options, lowered.signature, target, host)
         except NotRunnable as exc:
             report.outcomes.append(Outcome(case.name, "op", True, "", f"lowered; not run here: {exc}", precision))
             continue
@@ -248,25 +238,24 @@ def run_model_battery(target_id: str, workdir: Path, report: Report, ctx, progre
                                    calibration="random" if model.samples is None else None, measure_latency=False)
             try:
                 results = build(model, options, ctx)
-            except Exception as exc:
-                report.outcomes.append(Outcome(name, "model", False, _classify(str(exc)), str(exc)[:300], precision))
+            except Exception as exc:  # the build refused the model before any cell: its stage says where
+                report.outcomes.append(Outcome(name, "model", False, stage_of(exc, "LOWER"), str(exc)[:300], precision))
                 continue
             for r in results:
                 if r.status == "error":
-                    unsupported = re.search(r"cannot lower op '([^']+)'", r.message)
-                    if unsupported:
-                        report.unsupported_ops.append(unsupported.group(1))
-                    report.outcomes.append(Outcome(f"{name}", "model", False, _classify(r.message), r.message[:300], precision))
+                    if r.unsupported_op:
+                        report.unsupported_ops.append(r.unsupported_op)
+                    report.outcomes.append(Outcome(f"{name}", "model", False, r.stage or "LOWER", r.message[:300], precision))
                 elif r.status == "failed":
-                    stage = "RUN" if "running the artifact failed" in r.numerics.reason else "MISMATCH"
-                    report.outcomes.append(Outcome(name, "model", False, stage, r.numerics.summary(), precision))
+                    report.outcomes.append(Outcome(name, "model", False, r.stage or "MISMATCH", r.numerics.summary(),
+                                                   precision))
                 else:
                     report.outcomes.append(Outcome(name, "model", True, "", r.numerics.summary(), precision))
 
 
 def run_artifact_checks(target_id: str, workdir: Path, report: Report, ctx, progress) -> Path | None:
-    from compiler.artifact import read_artifact
     from compiler.reproducibility import compare_builds
+    from targets.manifest import read_artifact
     from compiler.build import BuildOptions, build
     from compiler.frontend import load_model
 
@@ -291,19 +280,20 @@ def run_artifact_checks(target_id: str, workdir: Path, report: Report, ctx, prog
 
 
 def run_profile_check(artifact: Path, report: Report, progress) -> None:
-    from profiles.profile import ProfileOptions, profile_artifacts
+    from profiles.profile import profile_artifacts
+    from targets.request import ProfileRequest
 
     progress("profile sanity")
-    run = profile_artifacts(artifact, ProfileOptions(runs=20, min_runs=10, warmup=3, budget_s=2.0))
+    run = profile_artifacts(artifact, ProfileRequest(runs=20, min_runs=10, warmup=3, budget_s=2.0))
     if run.errors or not run.profiles:
         report.outcomes.append(Outcome("profile", "profile", False, "PROFILE", "; ".join(run.errors.values())[:300]))
         return
     p = run.profiles[0]
-    latency, energy = p.get("latency_ms_p50"), p.get("energy_mj")
-    labelled = str(p.get("energy_method", "")).startswith(("measured:", "estimated:"))
+    latency, energy = p.latency_ms_p50, p.energy_mj
+    labelled = p.energy_method.startswith(("measured:", "estimated:"))
     ok = bool(latency and latency > 0 and energy and energy > 0 and labelled)
     report.outcomes.append(Outcome("profile", "profile", ok, "" if ok else "PROFILE",
-                                   f"latency {latency} ms ({p.get('latency_method')}), energy {energy} mJ ({p.get('energy_method')})"))
+                                   f"latency {latency} ms ({p.latency_method}), energy {energy} mJ ({p.energy_method})"))
 
 
 def run_conformance(target_id: str, *, ops: Sequence[str] = OP_TESTS, models: bool = True,

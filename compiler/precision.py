@@ -20,7 +20,7 @@ import onnx
 from calibration import CalibrationSet, compare_outputs
 from calibration.readers import CalibrationError
 from calibration.statistics import Ranges, collect_ranges, graph_digest
-from compiler.errors import BuildError, UsageError
+from compiler.errors import QuantizeError, UsageError
 from compiler.passes.fusion import FUSIONS, FusionPass
 from compiler.passes.quantize import (
     QuantSettings,
@@ -170,7 +170,6 @@ class PrecisionStage:
 
     def prepare_program(self, settings: QuantSettings, traced) -> PreparedProgram:
         """The (static) torch program of ``traced`` quantized with PT2E, with its accuracy report."""
-        from compiler.frontend.pytorch import program_for
         from compiler.passes.quantize_torch import quantize_program, run_program, settings_record
 
         key = ("program", settings, traced.source_digest, traced.signature)
@@ -179,7 +178,7 @@ class PrecisionStage:
                 raise UsageError("int8 needs calibration samples: pass --calibration PATH, or --calibration random")
             names = [t.name for t in traced.signature.inputs]
             self.progress(f"precision: quantizing the torch program to int8 (PT2E, {settings.method})")
-            program = quantize_program(program_for(traced), self.calibration, names, settings.method)
+            program = quantize_program(traced.exported_program, self.calibration, names, settings.method)
             outputs = run_program(program, self.evaluation.inputs, names, [t.name for t in traced.signature.outputs])
             report = {"settings": {**settings.to_dict(), **settings_record(settings.method)},
                       "accuracy": self.accuracy(outputs),
@@ -206,7 +205,7 @@ class PrecisionStage:
         final = self.drop(report["accuracy"])
         report["budget"]["final_drop"] = final
         if final > budget:
-            raise BuildError(
+            raise QuantizeError(
                 f"accuracy budget {budget} ({what}) cannot be met at {settings.precision}: with the "
                 f"{len(kept)} most sensitive layers kept in float the loss is still {final:.2f}. Raise the budget, "
                 "give more representative calibration samples, or try another --method"

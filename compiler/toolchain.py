@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import platform
-from importlib import metadata
 from typing import Iterable
 
 from compiler import __version__
 
 
-def package_version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+from targets.backend import package_version
 
 
 def toolchain_versions(backends: Iterable) -> dict[str, str]:
@@ -23,3 +18,13 @@ def toolchain_versions(backends: Iterable) -> dict[str, str]:
     for backend in backends:
         versions.update(backend.versions())
     return dict(sorted(versions.items()))
+
+
+def toolchain_fingerprint(backends: Iterable) -> dict[str, str]:
+    """What the build cache key holds of the toolchain: the versions above and each backend's fingerprint
+    (its package's version and a digest of its own code), so an edited plugin never gets a stale artifact."""
+    backends = list(backends)
+    data = toolchain_versions(backends)
+    for backend in backends:
+        data.update(backend.fingerprint())
+    return dict(sorted(data.items()))

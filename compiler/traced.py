@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnx
 
-from compiler.signature import Signature
+from targets.signature import Signature
 
 #: Runs the float reference: input name -> array in, output name -> array out.
 ReferenceFn = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
@@ -26,7 +26,7 @@ class TracedModel:
 
     name: str
     source: str  # file path, "example", or "<module ClassName>"
-    source_kind: str  # "pytorch" or "onnx"
+    source_kind: str  # "pytorch", "onnx" or "huggingface"
     source_digest: str
     signature: Signature
     onnx_model: onnx.ModelProto = field(repr=False)
@@ -37,6 +37,3 @@ class TracedModel:
     #: Precision of ``onnx_model`` after the precision stage ("fp32" as traced), and the passes that made it.
     graph_precision: str = "fp32"
     passes: tuple[Mapping[str, Any], ...] = ()
-
-    def with_signature(self, signature: Signature) -> "TracedModel":
-        return replace(self, signature=signature)

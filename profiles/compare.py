@@ -12,59 +12,41 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
-from profiles.profile import PROFILE_NAME, PROFILE_SCHEMA_VERSION
+from targets.comparison import Verdict
+from targets.errors import ChipfitError
+from targets.profile import PROFILE_NAME, Profile
 
 #: Largest accepted current/baseline ratio per metric (accuracy: largest accepted drop in cosine).
 DEFAULT_THRESHOLDS = {"latency": 1.10, "energy": 1.10, "memory": 1.10, "size": 1.05, "accuracy": 0.001}
+UNITS = {"latency": "ms", "energy": "mJ", "memory": "MB", "size": "MB", "accuracy": "cosine", "int8_vs_float": "ms"}
 BOOTSTRAP_ROUNDS = 2000
 
 
-class CompareError(Exception):
+class CompareError(ChipfitError):
     """The baseline or current profiles cannot be compared; the message says which and why."""
 
-
-@dataclass(frozen=True)
-class Verdict:
-    key: str  # model/target/backend/precision
-    metric: str
-    status: str  # "ok", "regression", "improvement", "alarm"
-    baseline: float | None
-    current: float | None
-    ratio: float | None
-    interval: tuple[float, float] | None
-    threshold: float
-    test: str  # "bootstrap ratio of medians" or "direct"
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    exit_code = 2
 
 
-def _key(profile: Mapping[str, Any]) -> str:
-    return f"{profile['model']}/{profile['target']}/{profile['backend']}/{profile['precision']}"
-
-
-def load_profiles(root: str | Path) -> dict[str, dict[str, Any]]:
+def load_profiles(root: str | Path) -> dict[str, Profile]:
     root = Path(root)
     if not root.is_dir():
         raise CompareError(f"{root}: no such folder of profiles")
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, Profile] = {}
     for path in sorted(root.rglob(PROFILE_NAME)):
-        profile = json.loads(path.read_text())
-        version = profile.get("schema_version")
-        if version != PROFILE_SCHEMA_VERSION:
-            raise CompareError(f"{path}: profile schema_version {version!r}; this chipfit reads "
-                               f"{PROFILE_SCHEMA_VERSION}. Re-profile the baseline with this version.")
-        manifest = path.parent / "manifest.json"
-        profile["_manifest"] = json.loads(manifest.read_text()) if manifest.exists() else {}
-        found[_key(profile)] = profile
+        try:
+            profile = Profile.from_dict(json.loads(path.read_text()), str(path))
+        except ValueError as exc:
+            raise CompareError(f"{path}: not valid JSON ({exc})") from exc
+        except ChipfitError as exc:
+            raise CompareError(f"{exc}") from exc
+        found[profile.key] = profile
     if not found:
         raise CompareError(f"{root}: holds no {PROFILE_NAME}; run `chipfit profile` on it first")
     return found
@@ -94,12 +76,14 @@ def bootstrap_ratio(baseline: Sequence[float], current: Sequence[float], rounds:
     return float(np.median(c) / np.median(b)), (float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5)))
 
 
-def _direct(key: str, metric: str, base: float | None, cur: float | None, threshold: float, note: str = "") -> Verdict:
+def _direct(key: str, metric: str, base: float | None, cur: float | None, threshold: float, note: str = "",
+            method: str = "") -> Verdict:
     if base is None or cur is None or base <= 0:
-        return Verdict(key, metric, "ok", base, cur, None, None, threshold, "direct", note or "not comparable: a figure is missing")
+        return Verdict(key, metric, "ok", base, cur, None, None, threshold, "direct",
+                       note or "not comparable: a figure is missing", UNITS.get(metric, ""), method)
     ratio = cur / base
     status = "regression" if ratio > threshold else "improvement" if ratio < 1 / threshold else "ok"
-    return Verdict(key, metric, status, base, cur, ratio, None, threshold, "direct", note)
+    return Verdict(key, metric, status, base, cur, ratio, None, threshold, "direct", note, UNITS.get(metric, ""), method)
 
 
 def _sampled(key: str, metric: str, b: Sequence[float], c: Sequence[float], threshold: float,
@@ -115,55 +99,54 @@ def _sampled(key: str, metric: str, b: Sequence[float], c: Sequence[float], thre
     return Verdict(key, metric, status, float(np.median(b)), float(np.median(c)), ratio, (lo, hi), threshold,
                    "bootstrap ratio of medians" + (f" ({len(b_groups)} vs {len(c_groups)} runner processes)"
                                                    if b_groups and c_groups and max(len(b_groups), len(c_groups)) > 1
-                                                   else ""), note)
+                                                   else ""), note, UNITS.get(metric, ""), "measured")
 
 
-def _measured_alike(base: Mapping[str, Any], cur: Mapping[str, Any], method_key: str, samples_key: str) -> bool:
-    return bool(base.get(samples_key) and cur.get(samples_key)) and str(base.get(method_key, "")).startswith(
-        "measured") and base.get(method_key) == cur.get(method_key)
+def _method(method: str) -> str:
+    return method.split(":")[0] if method else ""
 
 
-def _latency(key: str, base: Mapping[str, Any], cur: Mapping[str, Any], threshold: float) -> Verdict:
+def _measured_alike(base: Profile, cur: Profile, method: str, samples: str) -> bool:
+    return bool(getattr(base, samples) and getattr(cur, samples)) and getattr(base, method).startswith("measured") \
+        and getattr(base, method) == getattr(cur, method)
+
+
+def _latency(key: str, base: Profile, cur: Profile, threshold: float) -> Verdict:
     if _measured_alike(base, cur, "latency_method", "latency_samples_ms"):
-        return _sampled(key, "latency", base["latency_samples_ms"], cur["latency_samples_ms"], threshold,
-                        base.get("latency_groups"), cur.get("latency_groups"))
-    note = "" if base.get("latency_method") == cur.get("latency_method") else \
-        f"methods differ: {base.get('latency_method')} vs {cur.get('latency_method')}"
+        return _sampled(key, "latency", base.latency_samples_ms, cur.latency_samples_ms, threshold,
+                        base.latency_groups, cur.latency_groups)
+    note = "" if base.latency_method == cur.latency_method else \
+        f"methods differ: {base.latency_method} vs {cur.latency_method}"
     if _both_estimated(base, cur, "latency_method"):
         return _direct(key, "latency", _fixed(base, "latency_ms"), _fixed(cur, "latency_ms"), threshold,
-                       "estimated; compared at the model's fixed efficiency")
-    return _direct(key, "latency", base.get("latency_ms_p50"), cur.get("latency_ms_p50"), threshold, note)
+                       "estimated; compared at the model's fixed efficiency", "estimated")
+    return _direct(key, "latency", base.latency_ms_p50, cur.latency_ms_p50, threshold, note, _method(cur.latency_method))
 
 
-def _both_estimated(base: Mapping[str, Any], cur: Mapping[str, Any], method_key: str) -> bool:
+def _both_estimated(base: Profile, cur: Profile, method: str) -> bool:
     """Both figures come from the datasheet model, and both profiles carry it at a fixed efficiency.
 
     The reported estimate uses an efficiency fitted on each run's own measurements, which moves
     by several percent between runs; the fixed-efficiency figure moves only with the artifact or spec.
     """
-    return all(str(p.get(method_key, "")).startswith("estimated") and p.get("estimate_fixed") for p in (base, cur))
+    return all(getattr(p, method).startswith("estimated") and p.estimate_fixed for p in (base, cur))
 
 
-def _fixed(profile: Mapping[str, Any], figure: str) -> float | None:
-    return (profile.get("estimate_fixed") or {}).get(figure)
+def _fixed(profile: Profile, figure: str) -> float | None:
+    return (profile.estimate_fixed or {}).get(figure)
 
 
-def _energy(key: str, base: Mapping[str, Any], cur: Mapping[str, Any], threshold: float) -> Verdict:
+def _energy(key: str, base: Profile, cur: Profile, threshold: float) -> Verdict:
     if _measured_alike(base, cur, "energy_method", "energy_samples_mj"):
-        return _sampled(key, "energy", base["energy_samples_mj"], cur["energy_samples_mj"], threshold,
-                        base.get("energy_groups"), cur.get("energy_groups"))
+        return _sampled(key, "energy", base.energy_samples_mj, cur.energy_samples_mj, threshold,
+                        base.energy_groups, cur.energy_groups)
     if _both_estimated(base, cur, "energy_method"):
         return _direct(key, "energy", _fixed(base, "energy_mj"), _fixed(cur, "energy_mj"), threshold,
-                       "estimated; compared at the model's fixed efficiency")
-    return _direct(key, "energy", base.get("energy_mj"), cur.get("energy_mj"), threshold, f"{cur.get('energy_method')}")
+                       "estimated; compared at the model's fixed efficiency", "estimated")
+    return _direct(key, "energy", base.energy_mj, cur.energy_mj, threshold, cur.energy_method, _method(cur.energy_method))
 
 
-def _min_cosine(profile: Mapping[str, Any]) -> float | None:
-    outputs = (profile.get("_manifest", {}).get("numerics") or {}).get("outputs") or []
-    return min((o["cosine"] for o in outputs), default=None)
-
-
-def compare(baseline: Mapping[str, dict], current: Mapping[str, dict], thresholds: Mapping[str, float] | None = None,
+def compare(baseline: Mapping[str, Profile], current: Mapping[str, Profile], thresholds: Mapping[str, float] | None = None,
             target_thresholds: Mapping[str, Mapping[str, float]] | None = None
             ) -> tuple[list[Verdict], list[str], list[str]]:
     """Verdicts for every cell in both, plus the keys added and removed.
@@ -174,32 +157,34 @@ def compare(baseline: Mapping[str, dict], current: Mapping[str, dict], threshold
     verdicts: list[Verdict] = []
     for key in sorted(set(baseline) & set(current)):
         b, c = baseline[key], current[key]
-        limits = {**DEFAULT_THRESHOLDS, **(thresholds or {}), **(target_thresholds or {}).get(c["target"], {})}
+        limits = {**DEFAULT_THRESHOLDS, **(thresholds or {}), **(target_thresholds or {}).get(c.target, {})}
         verdicts.append(_latency(key, b, c, limits["latency"]))
         verdicts.append(_energy(key, b, c, limits["energy"]))
-        verdicts.append(_direct(key, "memory", b.get("peak_memory_mb"), c.get("peak_memory_mb"), limits["memory"]))
-        verdicts.append(_direct(key, "size", b.get("artifact_mb"), c.get("artifact_mb"), limits["size"]))
-        bc, cc = _min_cosine(b), _min_cosine(c)
+        verdicts.append(_direct(key, "memory", b.peak_memory_mb, c.peak_memory_mb, limits["memory"], method="measured"))
+        verdicts.append(_direct(key, "size", b.artifact_mb, c.artifact_mb, limits["size"]))
+        bc, cc = b.min_cosine, c.min_cosine
         if bc is not None and cc is not None:
             drop = bc - cc
             status = "regression" if drop > limits["accuracy"] else "ok"
             verdicts.append(Verdict(key, "accuracy", status, bc, cc, cc / bc if bc else None, None, limits["accuracy"],
-                                    "direct (cosine to float reference)", f"cosine drop {drop:.6f}"))
+                                    "direct (cosine to float reference)", f"cosine drop {drop:.6f}", "cosine",
+                                    "measured"))
     verdicts += _int8_alarms(current)
     return verdicts, sorted(set(current) - set(baseline)), sorted(set(baseline) - set(current))
 
 
-def _int8_alarms(current: Mapping[str, dict]) -> list[Verdict]:
+def _int8_alarms(current: Mapping[str, Profile]) -> list[Verdict]:
     alarms = []
     for key, profile in current.items():
-        if profile["precision"] != "int8" or not profile.get("latency_ms_p50"):
+        if profile.precision != "int8" or not profile.latency_ms_p50:
             continue
         for float_precision in ("fp32", "fp16"):
             sibling = current.get(key.rsplit("/", 1)[0] + f"/{float_precision}")
-            if sibling and sibling.get("latency_ms_p50") and profile["latency_ms_p50"] >= sibling["latency_ms_p50"]:
-                alarms.append(Verdict(key, "int8_vs_float", "alarm", sibling["latency_ms_p50"], profile["latency_ms_p50"],
-                                      profile["latency_ms_p50"] / sibling["latency_ms_p50"], None, 1.0, "direct",
-                                      f"int8 is not faster than its {float_precision} sibling"))
+            if sibling and sibling.latency_ms_p50 and profile.latency_ms_p50 >= sibling.latency_ms_p50:
+                alarms.append(Verdict(key, "int8_vs_float", "alarm", sibling.latency_ms_p50, profile.latency_ms_p50,
+                                      profile.latency_ms_p50 / sibling.latency_ms_p50, None, 1.0, "direct",
+                                      f"int8 is not faster than its {float_precision} sibling", "ms",
+                                      _method(profile.latency_method)))
                 break
     return alarms
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any, Mapping, Sequence
 
-from compiler.passes.cost import GraphCost
+from targets.cost import GraphCost
 
 MODEL_NAME = "roofline-v1"
 #: Used when nothing on this machine was measured to fit it; labelled as such.

@@ -2,7 +2,8 @@
 
 `profile_artifacts` takes every artifact under a folder and, for each one, picks a runner:
 
-* ``rpc``: a TVM artifact and ``--rpc`` given: timed on the device the tracker hands out;
+* ``device``: a device address is given and the artifact's backend has a device runner (TVM RPC):
+  timed on the device the backend reaches;
 * ``host``: the artifact runs on this machine with its own runtime: timed in a child process
   (`profiles.worker`), with peak memory, per-op times where the backend gives them, and energy
   when a meter is given;
@@ -15,7 +16,6 @@ beside ``manifest.json`` atomically; a failed profile leaves the previous one in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -26,51 +26,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from compiler.artifact import MANIFEST_NAME, Artifact, find_artifacts, utc_now, write_text_atomic
-from compiler.passes.cost import GraphCost
 from profiles.estimate import DEFAULT_EFFICIENCY, Estimate, estimate, fit_efficiency
 from profiles.stats import summarize
+from targets.backend import Device, DeviceError, NotRunnable
+from targets.errors import ChipfitError, TargetError
+from targets.files import utc_now, write_text_atomic
 from targets.host import detect_host
-from targets.registry import target_registry
-from targets.spec import TargetError
+from targets.manifest import Artifact, find_artifacts
+from targets.profile import MEASURED_FIELDS, PROFILE_NAME, PROFILE_SCHEMA_VERSION, Profile
+from targets.registry import backend_registry, target_registry
+from targets.request import ProfileRequest
+from targets.spec import TargetSpec
 
-PROFILE_NAME = "profile.json"
-PROFILE_SCHEMA_VERSION = 1
+#: The Python API's name for profile settings (the same type a build request carries).
+ProfileOptions = ProfileRequest
 
 
-class ProfileError(Exception):
+class ProfileError(ChipfitError):
     """A profile cannot be taken; the message names the artifact and the reason."""
-
-
-@dataclass(frozen=True)
-class ProfileOptions:
-    runs: int = 200  # most timed runs
-    min_runs: int = 20
-    warmup: int = 10
-    budget_s: float = 10.0  # stop once the median is tight or this much time is spent
-    target_rel: float = 0.01  # median CI half-width wanted, relative
-    threads: int | None = None
-    rpc: str | None = None  # tracker HOST:PORT
-    key: str | None = None  # device key; default: the target's reach.rpc_key
-    meter: str | None = None
-    timeout_s: float = 600.0
-    #: independent runner processes per artifact, one after the other: a machine that lands a process in a
-    #: slower or faster state (core, frequency, neighbours) for its whole life shows it only across processes,
-    #: and `chipfit compare` resamples processes as well as runs when there are several
-    processes: int = 1
-    #: keep the measurements of a profile.json already beside an artifact when the artifact, the host and
-    #: the runtime versions are unchanged (a resumed or repeated release does not re-time what it timed)
-    reuse: bool = False
-
-
-#: the measured part of a profile, the part `reuse` keeps
-_MEASURED_KEYS = ("runner", "runner_description", "cpus", "latency", "latency_samples_ms", "latency_ms_p50",
-                  "latency_method", "latency_groups", "peak_memory_mb", "runner_baseline_mb", "per_op", "per_op_source", "energy_mj",
-                  "energy_samples_mj", "energy_groups", "energy_method", "energy_detail", "energy_error", "not_measured_because")
-
-
-def artifact_digest(artifact: Artifact) -> str:
-    return hashlib.sha256((artifact.path / MANIFEST_NAME).read_bytes()).hexdigest()
 
 
 def host_facts() -> dict[str, Any]:
@@ -91,7 +64,8 @@ def _tool_versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {}
-    for dist in ("chipfit", "onnxruntime", "apache-tvm", "coremltools", "torch", "onnx"):
+    for dist in ("chipfit", "onnxruntime", "onnxruntime-genai", "apache-tvm", "coremltools", "torch", "onnx",
+                 "executorch", "openvino"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -99,7 +73,7 @@ def _tool_versions() -> dict[str, str]:
     return versions
 
 
-def _measure_host(artifact: Artifact, options: ProfileOptions, spec_file: str | None = None) -> dict[str, Any]:
+def _measure_host(artifact: Artifact, options: ProfileRequest, spec_file: str | None = None) -> dict[str, Any]:
     request = {"artifact": str(artifact.path), "spec_file": spec_file, "runs": options.runs, "min_runs": options.min_runs,
                "max_runs": options.runs, "warmup": options.warmup, "budget_s": options.budget_s,
                "target_rel": options.target_rel, "threads": options.threads, "meter": options.meter}
@@ -120,7 +94,7 @@ def _measure_host(artifact: Artifact, options: ProfileOptions, spec_file: str | 
         raise ProfileError(f"{artifact.path}: the runner printed no result ({done.stderr.strip()[-200:]})") from exc
 
 
-def _measure_host_processes(artifact: Artifact, options: ProfileOptions, spec_file: str | None) -> dict[str, Any]:
+def _measure_host_processes(artifact: Artifact, options: ProfileRequest, spec_file: str | None) -> dict[str, Any]:
     """`_measure_host` in ``options.processes`` processes; samples pooled, with the size of each group."""
     results = []
     for _ in range(max(1, options.processes)):
@@ -141,24 +115,46 @@ def _measure_host_processes(artifact: Artifact, options: ProfileOptions, spec_fi
 
 
 def _estimate(artifact: Artifact, figures: Mapping[str, Any], efficiency: float, source: str) -> Estimate | None:
-    cost = artifact.manifest.get("cost")
-    if not cost:
+    cost = artifact.manifest.cost
+    if cost is None:
         return None
-    return estimate(GraphCost.from_dict(cost), figures, efficiency, source)
+    return estimate(cost, figures, efficiency, source)
 
 
 @dataclass
 class ProfileRun:
     """The profiles of one `profile_artifacts` call, with the efficiency fit they share."""
 
-    profiles: list[dict[str, Any]] = field(default_factory=list)
+    profiles: list[Profile] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     fit: dict[str, Any] | None = None
 
 
-def profile_artifacts(root: str | Path, options: ProfileOptions = ProfileOptions(),
-                      progress: Callable[[str], None] = lambda m: None, registry=None) -> ProfileRun:
-    """Profile every artifact under ``root``; ``registry`` resolves target ids (default: the installed targets)."""
+def _unmeasured(artifact: Artifact, facts: Mapping[str, Any], tools: Mapping[str, str],
+                options: ProfileRequest) -> dict[str, Any]:
+    """A profile's fields before anything is measured: provenance, sizes, and empty measurements."""
+    m = artifact.manifest
+    return {
+        "schema_version": PROFILE_SCHEMA_VERSION, "artifact": str(artifact.path), "artifact_digest": artifact.digest,
+        "model": m.model.name, "target": artifact.target, "backend": artifact.backend, "precision": m.precision,
+        "host": dict(facts), "tool_versions": dict(tools), "built_with": dict(m.toolchain),
+        "settings": options.measurement_form(),
+        "weight_mb": round((m.cost.weight_bytes if m.cost else artifact.size_bytes) / 1e6, 4),
+        "artifact_mb": round(artifact.size_bytes / 1e6, 4),
+        "numerics_status": m.numerics.status, "min_cosine": m.numerics.min_cosine,
+        "measured_at": utc_now(), "runner": "estimate", "runner_description": "", "cpus": (), "latency": None,
+        "latency_samples_ms": (), "latency_groups": (), "peak_memory_mb": None, "runner_baseline_mb": None,
+        "per_op": (), "per_op_source": "", "energy_samples_mj": (), "energy_groups": (), "energy_detail": None,
+        "energy_error": "", "not_measured_because": "", "llm": None, "reused_measurement": False,
+        "latency_ms_p50": None, "latency_method": "", "energy_mj": None, "energy_method": "", "estimate": None,
+        "estimate_fixed": None, "estimate_vs_measured": None, "memory_capacity_mb": None, "memory_error": "",
+    }
+
+
+def profile_artifacts(root: str | Path, options: ProfileRequest = ProfileRequest(),
+                      progress: Callable[[str], None] = lambda m: None, registry=None, backends=None) -> ProfileRun:
+    """Profile every artifact under ``root``; ``registry`` resolves target ids and ``backends`` backend names
+    (default: the installed ones)."""
     root = Path(root)
     if not root.exists():
         raise ProfileError(f"{root}: no such artifact folder")
@@ -166,12 +162,13 @@ def profile_artifacts(root: str | Path, options: ProfileOptions = ProfileOptions
     if not artifacts:
         raise ProfileError(f"{root}: holds no chipfit artifact (no manifest.json at or under it)")
     registry = registry or target_registry()
+    backends = backends or backend_registry()
     facts, tools = host_facts(), _tool_versions()
     run = ProfileRun()
-    measured: list[tuple[Artifact, dict[str, Any], Mapping[str, Any]]] = []
-    pending: list[tuple[Artifact, dict[str, Any], Mapping[str, Any]]] = []
+    measured: list[tuple[Artifact, dict[str, Any], TargetSpec]] = []
+    pending: list[tuple[Artifact, dict[str, Any], TargetSpec]] = []
     for n, artifact in enumerate(artifacts, 1):
-        label = f"{artifact.manifest['model']['name']}/{artifact.path.name}"
+        label = f"{artifact.manifest.model.name}/{artifact.path.name}"
         progress(f"[{n}/{len(artifacts)}] profiling {label}")
         problems = artifact.file_problems()
         if problems:
@@ -182,65 +179,45 @@ def profile_artifacts(root: str | Path, options: ProfileOptions = ProfileOptions
         except TargetError as exc:
             run.errors[str(artifact.path)] = str(exc)
             continue
-        profile = {
-            "schema_version": PROFILE_SCHEMA_VERSION,
-            "artifact": str(artifact.path),
-            "artifact_digest": artifact_digest(artifact),
-            "model": artifact.manifest["model"]["name"],
-            "target": artifact.target,
-            "backend": artifact.backend,
-            "precision": artifact.manifest["precision"],
-            "host": facts,
-            "tool_versions": tools,
-            "built_with": artifact.manifest.get("toolchain", {}),
-            "weight_mb": round((artifact.manifest.get("cost") or {}).get("weight_bytes", artifact.size_bytes) / 1e6, 4),
-            "artifact_mb": round(artifact.size_bytes / 1e6, 4),
-        }
+        profile = _unmeasured(artifact, facts, tools, options)
         previous = _reusable(artifact, profile, options)
         if previous is not None:
-            profile.update({k: previous[k] for k in _MEASURED_KEYS if k in previous},
-                           measured_at=previous["measured_at"], reused_measurement=True)
-            (pending if profile["runner"] == "estimate" else measured).append((artifact, profile, target.hardware.figures))
-            # Estimated figures are recomputed below with this run's fit.
-            if profile["runner"] == "estimate":
-                for key in ("latency_ms_p50", "latency_method"):
-                    profile.pop(key, None)
-            if str(profile.get("energy_method", "")).startswith("estimated"):
-                profile.pop("energy_mj", None)
-                profile.pop("energy_method", None)
+            profile.update({k: previous[k] for k in MEASURED_FIELDS}, reused_measurement=True)
+            (pending if profile["runner"] == "estimate" else measured).append((artifact, profile, target))
+            for key in ("latency_ms_p50", "latency_method", "energy_mj", "energy_method"):
+                if previous["runner"] != "estimate" and not str(previous[key] or "").startswith("estimated"):
+                    profile[key] = previous[key]  # measured figures are kept; estimated ones are recomputed below
             _check_memory(profile, target)
             continue
-        profile["measured_at"] = utc_now()
         try:
-            if options.rpc and artifact.backend == "tvm":
-                _profile_rpc(artifact, target, options, profile)
-                measured.append((artifact, profile, target.hardware.figures))
-            else:
+            if options.rpc:
+                _profile_device(artifact, target, backends.get(artifact.backend), options, profile)
+            if profile["runner"] == "estimate":
                 result = _measure_host_processes(artifact, options, target.source_file)
                 if "error" in result:
                     raise ProfileError(f"{artifact.path}: {result['error']}")
                 if "not_runnable" in result:
-                    profile["runner"] = "estimate"
-                    profile["not_measured_because"] = result["not_runnable"]
-                    pending.append((artifact, profile, target.hardware.figures))
+                    profile["not_measured_because"] = (profile["not_measured_because"] + "; " if
+                                                       profile["not_measured_because"] else "") + result["not_runnable"]
                 else:
                     _fill_measured(profile, result)
-                    measured.append((artifact, profile, target.hardware.figures))
-        except ProfileError as exc:
+            (pending if profile["runner"] == "estimate" else measured).append((artifact, profile, target))
+        except (ProfileError, DeviceError) as exc:
             run.errors[str(artifact.path)] = str(exc)
             continue
         _check_memory(profile, target)
     # Fit the estimate's efficiency per backend on what was measured here, then estimate everything.
-    pairs: dict[str, list[tuple[float, float]]] = {}
-    for artifact, profile, figures in measured:
-        at_one = _estimate(artifact, figures, 1.0, "unit")
+    pairs: dict[str, list[tuple[float, float, float]]] = {}
+    for artifact, profile, target in measured:
+        at_one = _estimate(artifact, target.hardware.figures, 1.0, "unit")
         if at_one and at_one.latency_ms and profile["runner"] == "host":
             pairs.setdefault(artifact.backend, []).append(
-                (at_one.latency_ms - at_one.overhead_ms, at_one.overhead_ms, profile["latency"]["latency_ms_p50"]))
+                (at_one.latency_ms - at_one.overhead_ms, at_one.overhead_ms, profile["latency"].latency_ms_p50))
     fits = {backend: fit for backend, points in pairs.items() if (fit := fit_efficiency(points))}
     run.fit = {b: f.__dict__ for b, f in fits.items()} or None
     best = max(fits.items(), key=lambda item: item[1].efficiency, default=None)
-    for artifact, profile, figures in measured + pending:
+    for artifact, profile, target in measured + pending:
+        figures = target.hardware.figures
         if artifact.backend in fits:
             fit = fits[artifact.backend]
             efficiency, source = fit.efficiency, f"{artifact.backend}: {fit.source}"
@@ -261,85 +238,97 @@ def profile_artifacts(root: str | Path, options: ProfileOptions = ProfileOptions
             profile["latency_method"] = est.method if est else "unavailable (no cost in manifest)"
             profile["energy_mj"] = est.energy_mj if est else None
             profile["energy_method"] = est.method if est else "unavailable"
-        elif profile.get("energy_mj") is None and est is not None:
+        elif profile["energy_mj"] is None and est is not None:
             profile["energy_mj"] = est.energy_mj
             profile["energy_method"] = est.method + " (no meter on this host)"
-        if est and est.latency_ms and profile.get("latency"):
-            profile["estimate_vs_measured"] = round(est.latency_ms / profile["latency"]["latency_ms_p50"], 3)
-        if profile.get("memory_error"):
+        if est and est.latency_ms and profile["latency"] is not None:
+            profile["estimate_vs_measured"] = round(est.latency_ms / profile["latency"].latency_ms_p50, 3)
+        if profile["memory_error"]:
             run.errors[str(artifact.path)] = profile["memory_error"]
-        write_text_atomic(artifact.path / PROFILE_NAME, json.dumps(profile, indent=2, sort_keys=True) + "\n")
-        run.profiles.append(profile)
-    run.profiles.sort(key=lambda p: (p["model"], p["target"], p["backend"]))
+        record = Profile(**profile)
+        write_text_atomic(artifact.path / PROFILE_NAME, json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n")
+        run.profiles.append(record)
+    run.profiles.sort(key=lambda p: (p.model, p.target, p.backend))
     return run
 
 
-def _reusable(artifact: Artifact, profile: Mapping[str, Any], options: ProfileOptions) -> dict[str, Any] | None:
-    """The existing profile.json's measurements, if the same artifact was measured here with the same runtimes."""
+def read_profile(path: Path) -> Profile:
+    return Profile.from_dict(json.loads(Path(path).read_text()), str(path))
+
+
+def _reusable(artifact: Artifact, profile: Mapping[str, Any], options: ProfileRequest) -> dict[str, Any] | None:
+    """The existing profile's fields, if the same artifact was measured here the same way with the same runtimes."""
     path = artifact.path / PROFILE_NAME
     if not options.reuse or options.rpc or options.meter or not path.is_file():
         return None
     try:
-        previous = json.loads(path.read_text())
-    except ValueError:
+        previous = read_profile(path)
+    except (ValueError, ChipfitError):
         return None
-    same_host = all(previous.get("host", {}).get(k) == profile["host"].get(k) for k in ("cpu", "arch", "cores"))
-    if (previous.get("schema_version") == PROFILE_SCHEMA_VERSION and previous.get("artifact_digest") ==
-            profile["artifact_digest"] and same_host and previous.get("tool_versions") == profile["tool_versions"]
-            and previous.get("measured_at") and previous.get("runner") in ("host", "estimate")
-            and (previous["runner"] == "estimate" or len(previous.get("latency_groups") or [1]) == max(1, options.processes))):
-        return previous
+    same_host = all(previous.host.get(k) == profile["host"].get(k) for k in ("cpu", "arch", "cores"))
+    if (previous.artifact_digest == profile["artifact_digest"] and same_host
+            and previous.tool_versions == profile["tool_versions"] and previous.settings == profile["settings"]
+            and previous.runner in ("host", "estimate")):
+        return {k: getattr(previous, k) for k in MEASURED_FIELDS + ("latency_ms_p50", "latency_method", "energy_mj",
+                                                                   "energy_method")}
     return None
 
 
 def _fill_measured(profile: dict[str, Any], result: Mapping[str, Any]) -> None:
     summary = summarize(result["samples_ms"])
+    per_op = result.get("per_op")
     profile.update(
         runner="host",
         runner_description=result["runner_description"],
-        cpus=result["cpus"],
-        latency=summary.to_dict(),
-        latency_samples_ms=result["samples_ms"],
-        latency_groups=result.get("sample_groups") or [len(result["samples_ms"])],
+        cpus=tuple(result["cpus"]),
+        latency=summary,
+        latency_samples_ms=tuple(result["samples_ms"]),
+        latency_groups=tuple(result.get("sample_groups") or [len(result["samples_ms"])]),
         latency_ms_p50=summary.latency_ms_p50,
         latency_method="measured:host",
         peak_memory_mb=round(result["peak_rss_mb"], 2),
         runner_baseline_mb=round(result["baseline_rss_mb"], 2),
-        per_op=(result.get("per_op") or [])[:20],
-        per_op_source="onnxruntime profiler" if result.get("per_op") else "not offered by this backend's runtime",
+        per_op=tuple((per_op or [])[:20]),
+        per_op_source=result.get("per_op_source", ""),
     )
     if result.get("energy"):
-        profile["energy_mj"] = result["energy"]["energy_mj"]
-        profile["energy_samples_mj"] = list(result["energy"].get("samples_mj") or [])
-        profile["energy_groups"] = list(result["energy"].get("sample_groups") or [len(profile["energy_samples_mj"])])
-        profile["energy_method"] = result["energy"]["method"]
-        profile["energy_detail"] = result["energy"]
+        energy = result["energy"]
+        profile["energy_mj"] = energy["energy_mj"]
+        profile["energy_samples_mj"] = tuple(energy.get("samples_mj") or ())
+        profile["energy_groups"] = tuple(energy.get("sample_groups") or [len(profile["energy_samples_mj"])])
+        profile["energy_method"] = energy["method"]
+        profile["energy_detail"] = energy
     elif result.get("energy_error"):
         profile["energy_error"] = result["energy_error"]
 
 
-def _profile_rpc(artifact: Artifact, target, options: ProfileOptions, profile: dict[str, Any]) -> None:
-    from profiles.rpc import RpcError, time_remote
-
+def _profile_device(artifact: Artifact, target: TargetSpec, backend, options: ProfileRequest,
+                    profile: dict[str, Any]) -> None:
+    """Time the artifact on the device its backend reaches (``--rpc``), if the backend has a device runner."""
     key = options.key or target.reach.rpc_key
     if not key:
         raise ProfileError(f"{artifact.path}: --rpc given but no --key, and target {target.id} names no rpc_key")
+    m = artifact.manifest
     try:
-        timing = time_remote(artifact.path, artifact.manifest, options.rpc, key)
-    except RpcError as exc:
-        raise ProfileError(f"{artifact.path}: {exc}") from exc
+        timing = backend.time_on_device(artifact.path, m.backend.options, m.signature, Device(options.rpc, key),
+                                        options.runs)
+    except NotRunnable as exc:
+        profile["not_measured_because"] = f"not timed on {key}: {exc}"
+        return
     summary = summarize(timing.samples_ms)
-    profile.update(runner=f"rpc:{key}", runner_description=f"TVM RPC time evaluator on {timing.device}",
-                   latency=summary.to_dict(), latency_samples_ms=list(timing.samples_ms),
+    profile.update(runner=f"rpc:{key}", runner_description=timing.description, latency=summary,
+                   latency_samples_ms=tuple(timing.samples_ms), latency_groups=(len(timing.samples_ms),),
                    latency_ms_p50=summary.latency_ms_p50, latency_method=f"measured:rpc:{key}",
-                   per_op=[], per_op_source="not offered over TVM RPC")
+                   per_op=tuple(timing.per_op), per_op_source=timing.per_op_source)
 
 
-def _check_memory(profile: dict[str, Any], target) -> None:
-    capacity = target.hardware.figures.get("memory_gb")
-    if isinstance(capacity, (int, float)) and not isinstance(capacity, bool):
-        need_mb = max(profile.get("peak_memory_mb") or 0.0, profile["weight_mb"])
-        profile["memory_capacity_mb"] = capacity * 1024
-        if need_mb > capacity * 1024:
-            profile["memory_error"] = (f"{profile['artifact']}: needs {need_mb:.0f} MB, target {target.id} has "
-                                       f"{capacity} GB ({target.source_file}: hardware.memory_gb)")
+def _check_memory(profile: dict[str, Any], target: TargetSpec) -> None:
+    capacity = target.hardware.memory_bytes
+    if capacity is None:
+        return
+    capacity_mb = capacity / 1e6
+    need_mb = max(profile["peak_memory_mb"] or 0.0, profile["weight_mb"])
+    profile["memory_capacity_mb"] = round(capacity_mb, 1)
+    if need_mb > capacity_mb:
+        profile["memory_error"] = (f"{profile['artifact']}: needs {need_mb:.0f} MB, target {target.id} has "
+                                   f"{target.hardware.figures['memory_gb']} GB ({target.source_file}: hardware.memory_gb)")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
 from typing import Sequence
+
+from targets.profile import LatencySummary
 
 NOISY_CV = 0.10  # a coefficient of variation above this is flagged, not presented as exact
 
@@ -36,22 +37,6 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     lo = int(math.floor(pos))
     hi = min(lo + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-@dataclass(frozen=True)
-class LatencySummary:
-    runs: int
-    latency_ms_p50: float
-    latency_ms_p90: float
-    latency_ms_p99: float
-    latency_ms_mean: float
-    latency_ms_min: float
-    cv: float
-    median_ci_ms: tuple[float, float]
-    noisy: bool
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def summarize(samples_ms: Sequence[float]) -> LatencySummary:

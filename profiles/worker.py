@@ -28,13 +28,13 @@ def main() -> int:
     request = json.load(sys.stdin)
     cpus = _pin(request.get("threads"))
     # Imported after pinning so that thread pools size themselves to the pinned CPUs.
-    from compiler.artifact import read_artifact
-    from compiler.backends import NotRunnable, backend_registry
-    from compiler.signature import Signature, seeded_inputs
     from profiles.meters import MeterError, energy_per_inference, open_meter
     from profiles.stats import tight_enough
+    from targets.backend import NotRunnable
     from targets.host import detect_host
-    from targets.registry import target_registry
+    from targets.manifest import read_artifact
+    from targets.registry import backend_registry, target_registry
+    from targets.signature import seeded_inputs
 
     artifact = read_artifact(request["artifact"])
     problems = artifact.file_problems()
@@ -43,26 +43,25 @@ def main() -> int:
         return 0
     manifest = artifact.manifest
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    backend = backend_registry().get(manifest["backend"]["name"])
+    backend = backend_registry().get(manifest.backend.name)
     registry = target_registry()
-    if request.get("spec_file") and manifest["target"]["id"] not in registry:
+    if request.get("spec_file") and manifest.target.id not in registry:
         from targets.spec import load_spec
 
         target = load_spec(request["spec_file"])  # a spec file named in a release, not an installed target
     else:
-        target = registry.get(manifest["target"]["id"])
+        target = registry.get(manifest.target.id)
     try:
-        plan = backend.plan_run(artifact.path, manifest, target, detect_host())
+        plan = backend.plan_run(artifact.path, manifest.backend.options, manifest.signature, target, detect_host())
     except NotRunnable as exc:
         print(json.dumps({"not_runnable": str(exc)}))
         return 0
     if plan.proxy:
         print(json.dumps({"not_runnable": f"only a proxy run is possible here ({plan.note})"}))
         return 0
-    if request.get("threads") and hasattr(plan.runner, "set_threads"):
+    if request.get("threads"):
         plan.runner.set_threads(request["threads"])
-    signature = Signature.from_dict(manifest["signature"])
-    batch = signature.concretized()
+    batch = manifest.signature.concretized()
     inputs = seeded_inputs(batch, seed=0, symbolic_size=1)
 
     def run_once() -> None:
@@ -84,7 +83,8 @@ def main() -> int:
         "cpus": cpus,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "baseline_rss_mb": baseline_rss / 1024.0,  # the Python runner before the artifact was loaded
-        "per_op": plan.runner.profile_ops(inputs) if hasattr(plan.runner, "profile_ops") else None,
+        "per_op": plan.runner.profile_ops(inputs),
+        "per_op_source": plan.runner.per_op_source,
     }
     if request.get("meter"):
         try:

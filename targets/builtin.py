@@ -51,11 +51,6 @@ def host_spec_data(info: HostInfo, text: str) -> dict[str, Any]:
         sources["peak_gops"] = AVX512_SOURCE
     hw["peak_gops"] = peak
     data["reach"]["arch"] = info.arch
-    tvm = data["backend_options"]["tvm"]["target"]
-    tvm["mcpu"] = info.tvm_mcpu()
-    tvm["num-cores"] = info.cores
-    if info.arch != "x86_64":
-        tvm["mtriple"] = f"{info.arch}-linux-gnu"
     return data
 
 

@@ -1,9 +1,8 @@
 """What this machine is: architecture, ISA features, cores, clock and memory.
 
 The `host` target is the one spec that is completed at load time, from what
-the machine reports. The ISA-to-`mcpu` table is data, ordered from the most
-specific CPU to the most generic one; the first row whose features this CPU
-has wins, so a new CPU generation is one more row.
+the machine reports (its hardware figures); backends read the same facts to fill
+in their own options (the TVM backend picks LLVM's ``mcpu`` from the ISA flags).
 """
 
 from __future__ import annotations
@@ -13,19 +12,6 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-#: (LLVM mcpu, CPU flags from /proc/cpuinfo that it needs), most specific first.
-X86_MCPU_BY_FEATURES: tuple[tuple[str, frozenset[str]], ...] = (
-    ("sapphirerapids", frozenset({"amx_tile", "amx_int8", "amx_bf16", "avx512_fp16", "avx512_vnni"})),
-    ("znver5", frozenset({"avx512_vp2intersect", "avx_vnni", "avx512_bf16", "avx512_vnni"})),
-    ("znver4", frozenset({"avx512_bf16", "avx512_vnni", "avx512ifma", "avx512_vbmi2"})),
-    ("cooperlake", frozenset({"avx512_bf16", "avx512_vnni", "avx512f"})),
-    ("icelake-server", frozenset({"avx512_vnni", "avx512ifma", "avx512_vbmi2", "avx512f"})),
-    ("cascadelake", frozenset({"avx512_vnni", "avx512f"})),
-    ("skylake-avx512", frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl"})),
-    ("alderlake", frozenset({"avx_vnni", "avx2", "fma"})),
-    ("haswell", frozenset({"avx2", "fma", "bmi2"})),
-    ("x86-64-v2", frozenset({"sse4_2", "popcnt"})),
-)
 #: Features that decide which peak-throughput figures apply to this CPU.
 ISA_FEATURES_REPORTED = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
@@ -42,14 +28,6 @@ class HostInfo:
     @property
     def isa_features(self) -> list[str]:
         return [f for f in ISA_FEATURES_REPORTED if f in self.flags]
-
-    def tvm_mcpu(self) -> str:
-        if self.arch == "x86_64":
-            for mcpu, needed in X86_MCPU_BY_FEATURES:
-                if needed <= self.flags:
-                    return mcpu
-            return "x86-64"
-        return "generic"
 
 
 def _cpuinfo_fields(text: str) -> dict[str, str]:

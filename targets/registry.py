@@ -12,7 +12,13 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Callable, Generic, Iterable, TypeVar
 
-from targets.spec import TargetError, TargetSpec
+from typing import TYPE_CHECKING
+
+from targets.errors import TargetError
+from targets.spec import TargetSpec
+
+if TYPE_CHECKING:
+    from targets.backend import Backend
 
 TARGETS_GROUP = "chipfit.targets"
 BACKENDS_GROUP = "chipfit.backends"
@@ -107,3 +113,9 @@ def _to_spec(obj: object, name: str) -> TargetSpec:
 
 def target_registry(entry_points: Iterable[metadata.EntryPoint] | None = None) -> EntryPointRegistry[TargetSpec]:
     return EntryPointRegistry(TARGETS_GROUP, "target", entry_points, _to_spec)
+
+
+def backend_registry(entry_points: Iterable[metadata.EntryPoint] | None = None) -> "EntryPointRegistry[Backend]":
+    from targets.backend import check_backend
+
+    return EntryPointRegistry(BACKENDS_GROUP, "backend", entry_points, check_backend)

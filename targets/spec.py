@@ -18,6 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from targets.errors import SpecError, TargetError
+from targets.schema import check_keys, expect, is_number
+
 SCHEMA_VERSION = 1
 UNKNOWN = "unknown"
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
@@ -35,14 +38,6 @@ HARDWARE_FIGURES = (
     "memory_bandwidth_gbs",
     "power_w",
 )
-
-
-class TargetError(Exception):
-    """A target cannot be found, loaded or used. The message says what to do."""
-
-
-class SpecError(TargetError):
-    """A spec file is malformed. The message names the file and the key."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +79,14 @@ class Hardware:
     figures: Mapping[str, Any]
     sources: Mapping[str, tuple[str, ...]]
     notes: str = ""
+
+    @property
+    def memory_bytes(self) -> int | None:
+        """Memory capacity in bytes, or None if unknown. RAM is sold in binary units: 8 GB = 8 x 2**30 bytes.
+
+        The one place capacity is turned into bytes: fit checks at build and at profile time use it."""
+        value = self.figures.get("memory_gb")
+        return int(value * 2**30) if is_number(value) else None
 
 
 @dataclass(frozen=True)
@@ -156,31 +159,14 @@ _HARDWARE_KEYS.update({k: True for k in HARDWARE_FIGURES})
 
 
 def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, bool], where: str, file: str) -> None:
-    for key in table:
-        if key not in allowed:
-            raise SpecError(
-                f"{file}: unknown key {where}{key!r}; allowed here: {', '.join(sorted(allowed))}"
-            )
-    for key, required in allowed.items():
-        if required and key not in table:
-            raise SpecError(f"{file}: missing required key {where}{key!r}")
+    check_keys(table, allowed, where, file, SpecError)
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], key: str, file: str) -> Any:
-    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise SpecError(f"{file}: {key} must be {_kind_name(kind)}, got {value!r}")
-    if not isinstance(value, kind):
-        raise SpecError(f"{file}: {key} must be {_kind_name(kind)}, got {value!r}")
-    return value
+    return expect(value, kind, key, file, SpecError)
 
 
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(k.__name__ for k in kinds)
-
-
-def _is_figure(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+_is_figure = is_number
 
 
 def _load_hardware(table: Mapping[str, Any], file: str) -> Hardware:

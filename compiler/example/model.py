@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+import io
+
 import numpy as np
 import torch
 from torch import nn
@@ -58,7 +60,7 @@ def train(images: np.ndarray, labels: np.ndarray, epochs: int, seed: int = 0) ->
 
 
 def _data_file(name: str) -> np.lib.npyio.NpzFile:
-    return np.load(resources.files(__package__).joinpath(name).open("rb"), allow_pickle=False)
+    return np.load(io.BytesIO(resources.files(__package__).joinpath(name).read_bytes()), allow_pickle=False)
 
 
 def load_example() -> DigitsCNN:

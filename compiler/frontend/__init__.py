@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 from compiler.errors import UsageError
-from compiler.signature import TensorSpec
+from targets.signature import TensorSpec
 from compiler.traced import TracedModel
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
@@ -49,6 +49,30 @@ def load_model(source: str | Path, inputs: Iterable[TensorSpec] = ()) -> TracedM
     raise UsageError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; chipfit reads .pt2 and .onnx")
 
 
+def concretize(model: TracedModel) -> TracedModel:
+    """The model at static shapes (every symbolic dim bound to 1), its signature, ONNX graph and torch program
+    agreeing: for backends that take static shapes only. The program is re-exported once, here."""
+    if model.signature.is_static:
+        return model
+    from dataclasses import replace
+
+    import onnx
+
+    from compiler.frontend.onnx_file import fix_dims
+    from targets.signature import dim_bindings
+
+    static = model.signature.concretized()
+    graph = onnx.ModelProto()
+    graph.CopyFrom(model.onnx_model)
+    fix_dims(graph, dim_bindings(model.signature, static))
+    program = model.exported_program
+    if program is not None:
+        from compiler.frontend.pytorch import static_program
+
+        program = static_program(program, static)
+    return replace(model, signature=static, onnx_model=graph, exported_program=program)
+
+
 def trace_module(module, example_inputs, **kwargs) -> TracedModel:
     """Trace an in-memory `torch.nn.Module`; see `compiler.frontend.pytorch.trace_module`."""
     from compiler.frontend.pytorch import trace_module as trace
@@ -56,4 +80,4 @@ def trace_module(module, example_inputs, **kwargs) -> TracedModel:
     return trace(module, example_inputs, **kwargs)
 
 
-__all__ = ["load_model", "trace_module", "TracedModel"]
+__all__ = ["concretize", "load_model", "trace_module", "TracedModel"]

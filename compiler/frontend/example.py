@@ -10,7 +10,7 @@ import torch
 
 from compiler.example import model as example
 from compiler.frontend.pytorch import BATCH, _from_program
-from compiler.signature import TensorSpec
+from targets.signature import TensorSpec
 from compiler.traced import TracedModel
 
 

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
 from compiler.errors import UsageError
-from compiler.signature import Signature, TensorSpec, apply_overrides, dim_bindings
+from targets.signature import Signature, TensorSpec, apply_overrides, dim_bindings
 from compiler.traced import TracedModel
 
 

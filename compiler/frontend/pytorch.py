@@ -20,7 +20,7 @@ import torch
 
 from compiler.errors import UsageError
 from compiler.frontend.onnx_file import fix_dims, signature_from_onnx
-from compiler.signature import TensorSpec, apply_overrides, dim_bindings
+from targets.signature import Signature, TensorSpec, apply_overrides, dim_bindings
 from compiler.traced import TracedModel
 
 BATCH = "batch"
@@ -184,17 +184,13 @@ def _from_program(
     )
 
 
-def program_for(traced: TracedModel) -> torch.export.ExportedProgram:
-    """The exported program, re-traced at static shapes when the signature has been made static."""
-    program = traced.exported_program
-    if program is None:
-        raise ValueError(f"{traced.source}: no torch program (the model came from {traced.source_kind})")
+def static_program(program: torch.export.ExportedProgram, signature: Signature) -> torch.export.ExportedProgram:
+    """The program re-exported with every input at the (static) shape ``signature`` gives it."""
     specs = _user_input_specs(program)
-    program_static = all(isinstance(d, int) for _, val in specs for d in val.shape)
-    if not traced.signature.is_static or program_static:
+    if all(isinstance(d, int) for _, val in specs for d in val.shape):
         return program
     tensors = {spec.name: torch.zeros(tuple(int(d) for d in spec.shape), dtype=val.dtype)
-               for (_, val), spec in zip(specs, traced.signature.inputs)}
+               for (_, val), spec in zip(specs, signature.inputs)}
     example = getattr(program, "example_inputs", None)
     if example and example[1]:
         return torch.export.export(program.module(), (), tensors)

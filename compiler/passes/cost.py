@@ -1,17 +1,16 @@
 """Cost analysis of an ONNX graph: operations and bytes moved, per node, at batch 1.
 
-An analysis, not a rewrite: the build records the result in each artifact's manifest so the
+An analysis, not a rewrite: the build records the result (`targets.cost.GraphCost`) in each artifact's manifest so the
 profiler's estimate model can work on artifacts whose files hold no ONNX (a TVM library, a Core
 ML package). One multiply-accumulate counts as two operations, as datasheets count them.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import numpy as np
 import onnx
+
+from targets.cost import GraphCost, NodeCost
 
 _ELEMENT_BYTES = {
     onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.DOUBLE: 8,
@@ -23,46 +22,6 @@ MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "MatMulNBits", "MatMulInte
            "FusedConv", "FusedGemm", "FusedMatMul")
 #: Ops that move or reinterpret data without arithmetic.
 FREE_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Constant", "Cast")
-
-
-@dataclass(frozen=True)
-class NodeCost:
-    node: str
-    op: str
-    ops: int  # arithmetic operations (MAC = 2)
-    bytes: int  # inputs + outputs + weights read or written
-    weight_bytes: int
-    compute_dtype: str  # "fp32", "fp16", "int8"
-
-
-@dataclass(frozen=True)
-class GraphCost:
-    nodes: tuple[NodeCost, ...]
-
-    @property
-    def total_ops(self) -> int:
-        return sum(n.ops for n in self.nodes)
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(n.bytes for n in self.nodes)
-
-    @property
-    def weight_bytes(self) -> int:
-        return sum(n.weight_bytes for n in self.nodes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "batch": 1,
-            "total_ops": self.total_ops,
-            "total_bytes": self.total_bytes,
-            "weight_bytes": self.weight_bytes,
-            "nodes": [asdict(n) for n in self.nodes],
-        }
-
-    @staticmethod
-    def from_dict(data: dict[str, Any]) -> "GraphCost":
-        return GraphCost(tuple(NodeCost(**n) for n in data["nodes"]))
 
 
 def _static(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -122,7 +81,7 @@ def graph_cost(model: onnx.ModelProto, precision: str = "fp32", shapes_from: onn
             elif precision == "fp16":
                 dtype = "fp16"
         nodes.append(NodeCost(node.name or outputs[0], node.op_type, int(ops), int(moved), int(weight), dtype))
-    return GraphCost(tuple(nodes))
+    return GraphCost.of(nodes)
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:

@@ -19,23 +19,14 @@ import numpy as np
 import onnx
 
 from calibration.statistics import METHODS, Ranges
-from compiler.errors import BuildError, UsageError
-from compiler.signature import run_batched
+from targets.request import QuantizationRequest
+from compiler.errors import BuildError, QuantizeError, UsageError
+from targets.signature import run_batched
 from targets.spec import TargetSpec
 
 _QUANT_TYPE = {"uint8": "QUInt8", "int8": "QInt8", "uint16": "QUInt16", "int16": "QInt16"}
 #: Ops whose weights make them a "layer" for sensitivity and the accuracy budget.
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
-@dataclass(frozen=True)
-class QuantRequest:
-    """What the user asked for; `settings_for` turns it into one target's settings."""
-
-    precision: str
-    method: str = "minmax"
-    activation_dtype: str | None = None
-    block_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,16 +46,16 @@ class QuantSettings:
         return data
 
 
-def settings_for(target: TargetSpec, request: QuantRequest) -> QuantSettings:
+def settings_for(target: TargetSpec, precision: str, request: QuantizationRequest) -> QuantSettings:
     """The pass settings for ``target``; a request the target cannot honour is a `UsageError`."""
     where = f"target {target.id} ({target.source_file})"
-    if request.precision not in target.precisions:
-        raise UsageError(f"{where} runs {', '.join(target.precisions)}, not {request.precision} (supports.precisions)")
-    if request.precision in ("fp32", "fp16"):
-        return QuantSettings(precision=request.precision)
+    if precision not in target.precisions:
+        raise UsageError(f"{where} runs {', '.join(target.precisions)}, not {precision} (supports.precisions)")
+    if precision in ("fp32", "fp16"):
+        return QuantSettings(precision=precision)
     q = target.quantization
     assert q is not None  # the spec loader requires it for quantized precisions
-    if request.precision == "int4":
+    if precision == "int4":
         block = request.block_size or q.int4_block_sizes[0]
         if block not in q.int4_block_sizes:
             raise UsageError(f"{where} runs int4 blocks of {list(q.int4_block_sizes)}, not {block} (quantization.int4_block_sizes)")
@@ -145,7 +136,7 @@ def quantize_int8(
                 extra_options=extra,
             )
         except Exception as exc:
-            raise BuildError(f"int8 quantization failed (onnxruntime quantize_static): {type(exc).__name__}: {exc}") from exc
+            raise QuantizeError(f"int8 quantization failed (onnxruntime quantize_static): {type(exc).__name__}: {exc}") from exc
         return onnx.load(str(out))
 
 
@@ -167,7 +158,7 @@ def quantize_int4(
         try:
             quantizer.process()
         except Exception as exc:
-            raise BuildError(f"int4 weight-only quantization failed (MatMulNBitsQuantizer): {exc}") from exc
+            raise QuantizeError(f"int4 weight-only quantization failed (MatMulNBitsQuantizer): {exc}") from exc
     result = quantizer.model.model
     if not any(n.op_type == "MatMulNBits" for n in result.graph.node) and only is None:
         raise UsageError(

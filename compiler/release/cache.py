@@ -1,9 +1,12 @@
 """The content-addressed build cache.
 
-A cell's key is the sha256 of its *components*, each itself a digest: the source model (with its
-external data), the target spec, the pass and quantization settings, the calibration / verification /
-evaluation data, and the toolchain (package versions and chipfit's own source). The same inputs give
-the same key on any machine; changing one target's spec changes only that target's keys.
+A cell's key is the sha256 of its *components*, each itself a digest, all derived from the cell's
+`BuildRequest` (`key_components`): the source model (with its external data), the calibration /
+verification / evaluation data, every other option of the request ("settings": whatever the request
+holds, so a new option is in the key with no edit here), the target spec with its backends' options
+as resolved on this host, and the toolchain (package versions, each backend's fingerprint: its
+package version and a digest of its code, and chipfit's own source). The same inputs give the same
+key on any machine; changing one target's spec changes only that target's keys.
 
 Layout under the cache root::
 
@@ -31,8 +34,11 @@ from typing import Any, Iterator, Mapping
 
 import onnx
 
-from compiler.artifact import MANIFEST_NAME, STAGING_MARK, file_lock, read_artifact, remove_abandoned, sha256_file
+from compiler.artifact import MANIFEST_NAME, STAGING_MARK, remove_abandoned
 from compiler.errors import UsageError
+from targets.files import file_lock, sha256_file
+from targets.manifest import read_artifact
+from targets.request import BuildRequest, artifact_key_form, digest_json
 
 ENTRY_NAME = "entry.json"
 ENTRY_SCHEMA_VERSION = 1
@@ -60,13 +66,15 @@ def digest_path(path: str | Path) -> str:
 
 
 def digest_model_source(path: str) -> str:
-    """The model file, and for ONNX every external-data file it references."""
+    """The model file (or model folder), and for ONNX every external-data file it references."""
     if path == "example":
         from compiler import example
 
         package = Path(example.__file__).parent
         return digest_path(package)
     file = Path(path)
+    if file.is_dir():
+        return digest_path(file)
     h = hashlib.sha256(sha256_file(file).encode())
     if file.suffix.lower() == ".onnx":
         try:
@@ -95,6 +103,38 @@ def digest_source_code() -> str:
 
 def cache_key(components: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(dict(sorted(components.items()))).encode()).hexdigest()
+
+
+def toolchain_digest(backends) -> str:
+    from compiler.toolchain import toolchain_fingerprint
+
+    return digest_json(toolchain_fingerprint(backends))
+
+
+def key_components(request: BuildRequest, spec, backends, host, toolchain: str | None = None,
+                   source_code: str | None = None) -> dict[str, str]:
+    """The digests a cell's cache key is made of, from its request (precision resolved), its target spec, the
+    backends that build it (their options resolved on ``host``) and their toolchain (`toolchain_digest`)."""
+    def digest(path: str) -> str:
+        if path == request.spec_file:
+            return spec.digest  # the spec's content, not its file's formatting
+        if path == request.model.path:
+            return digest_model_source(path)
+        return digest_path(path)
+
+    form = artifact_key_form(request, digest)
+    model = dict(form["model"])
+    source = model.pop("path")
+    settings = {k: v for k, v in form.items() if k not in ("model", "data", "spec_file")} | {"model": model}
+    return {
+        "source_model": digest_json(source),
+        "data": digest_json(form["data"]),
+        "settings": digest_json(settings),
+        "target_spec": digest_json({"spec": spec.digest,
+                                    "options": {b.name: b.resolve_options(spec, host) for b in backends}}),
+        "toolchain": toolchain or toolchain_digest(backends),
+        "chipfit_source": source_code or digest_source_code(),
+    }
 
 
 @dataclass(frozen=True)

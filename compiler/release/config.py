@@ -10,7 +10,8 @@
     precision = ["fp32", "int8"]               # optional; a string, a list, or "default" (each target's own)
     calibration = "calib/"                     # .npz, a folder, or "random"; needed for int8 (not for "example")
     targets = ["host"]                         # optional; default: the top-level list
-    # also: samples, eval, tokenizer, method, activation_dtype, block_size, accuracy_budget, fusion
+    # also every build option by its name (targets/request.py): samples, eval, tokenizer, method,
+    # activation_dtype, block_size, accuracy_budget, fusion, explain_fusion, backend, context, ...
 
     [thresholds]                               # largest accepted current/baseline ratio; accuracy: cosine drop
     latency = 1.10
@@ -19,7 +20,7 @@
 
     [profile]                                  # optional; profiling after the build
     enabled = true
-    runs = 200
+    runs = 200                                 # and every profile option by its name (ProfileRequest)
     budget_s = 10.0
 
 Every key is checked: an unknown or misspelt key is an error naming the file and the key, and so is
@@ -33,42 +34,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from calibration.statistics import METHODS
 from compiler.errors import UsageError
-from compiler.signature import parse_input_override
+from compiler.options import read_table, release_keys
 from profiles.compare import DEFAULT_THRESHOLDS
-
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
+from targets.request import PRECISIONS, BuildRequest, ModelSource, ProfileRequest, check_request, set_options
+from targets.schema import check_keys, expect
+from targets.signature import parse_input_override
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
     path: str  # absolute path, or "example"
-    inputs: tuple[str, ...] = ()
     precisions: tuple[str, ...] = ("default",)
     targets: tuple[str, ...] = ()
-    calibration: str | None = None
-    samples: str | None = None
-    eval: str | None = None
-    tokenizer: str | None = None
-    method: str = "minmax"
-    activation_dtype: str | None = None
-    block_size: int | None = None
-    accuracy_budget: float | None = None
-    fusion: bool = True
+    #: the options of this model's cells; each cell fills in its target and precision
+    request: BuildRequest | None = None
 
-
-@dataclass(frozen=True)
-class ProfileSettings:
-    enabled: bool = True
-    runs: int = 200
-    warmup: int = 10
-    budget_s: float = 10.0
-    threads: int | None = None
-    processes: int = 1
-    rpc: str | None = None
-    key: str | None = None
+    @property
+    def options(self) -> BuildRequest:
+        return self.request or BuildRequest(ModelSource(self.path, self.name), "")
 
 
 @dataclass(frozen=True)
@@ -80,7 +65,8 @@ class ReleaseConfig:
     targets: tuple[str, ...]
     thresholds: Mapping[str, float] = field(default_factory=dict)
     target_thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    profile: ProfileSettings = ProfileSettings()
+    profile: ProfileRequest = ProfileRequest()
+    profile_enabled: bool = True
 
     def thresholds_dict(self) -> dict[str, Any]:
         return {"default": {**DEFAULT_THRESHOLDS, **self.thresholds},
@@ -88,25 +74,17 @@ class ReleaseConfig:
 
 
 _TOP = {"name", "targets", "model", "thresholds", "profile"}
-_MODEL = {"name", "path", "inputs", "precision", "targets", "calibration", "samples", "eval", "tokenizer",
-          "method", "activation_dtype", "block_size", "accuracy_budget", "fusion"}
-_PROFILE = {"enabled", "runs", "warmup", "budget_s", "threads", "processes", "rpc", "key"}
+#: the model table's own keys; every other key is a build option (see targets.request)
+_MODEL_OWN = {"name", "path", "precision", "targets"}
+_PATH_OPTIONS = ("calibration", "samples", "eval", "tokenizer")
 
 
 def _unknown(table: Mapping[str, Any], allowed: set[str], where: str, file: Path) -> None:
-    for key in table:
-        if key not in allowed:
-            raise UsageError(f"{file}: unknown key {where}{key!r}; allowed here: {', '.join(sorted(allowed))}")
+    check_keys(table, allowed, where, str(file), UsageError)
 
 
 def _typed(value: Any, kind: type | tuple[type, ...], where: str, file: Path) -> Any:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds:  # bool is an int to isinstance
-        raise UsageError(f"{file}: {where} must be a number, not a boolean")
-    if not isinstance(value, kinds):
-        names = " or ".join(k.__name__ for k in kinds)
-        raise UsageError(f"{file}: {where} must be {names}, got {type(value).__name__} {value!r}")
-    return value
+    return expect(value, kind, where, str(file), UsageError)
 
 
 def _strings(value: Any, where: str, file: Path) -> tuple[str, ...]:
@@ -142,45 +120,39 @@ def _thresholds(table: Mapping[str, Any], where: str, file: Path) -> dict[str, f
 def _model(table: Any, n: int, file: Path) -> ModelEntry:
     where = f"model[{n}]."
     _typed(table, dict, f"model[{n}]", file)
-    _unknown(table, _MODEL, where, file)
+    _unknown(table, _MODEL_OWN | (release_keys(BuildRequest) - {"name", "path", "target"}), where, file)
     if "path" not in table:
-        raise UsageError(f"{file}: model[{n}] has no 'path' (a .pt2 / .onnx file, or \"example\")")
+        raise UsageError(f"{file}: model[{n}] has no 'path' (a .pt2 / .onnx file, a Hugging Face model folder, "
+                         "or \"example\")")
     path = _path(table["path"], where + "path", file, allow=("example",))
-    if path != "example" and Path(path).suffix.lower() not in (".pt2", ".onnx"):
-        raise UsageError(f"{file}: {where}path = {table['path']!r}: chipfit reads .pt2 and .onnx files")
+    if path != "example" and not Path(path).is_dir() and Path(path).suffix.lower() not in (".pt2", ".onnx"):
+        raise UsageError(f"{file}: {where}path = {table['path']!r}: chipfit reads .pt2 and .onnx files and "
+                         "Hugging Face model folders")
     default_name = "example" if path == "example" else Path(path).stem
     name = _typed(table.get("name", default_name), str, where + "name", file)
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UsageError(f"{file}: {where}name = {name!r}: use letters, digits, '-', '_' or '.' (it names a folder)")
-    inputs = _strings(table.get("inputs", []), where + "inputs", file)
-    for text in inputs:
-        try:
-            parse_input_override(text)
-        except UsageError as exc:
-            raise UsageError(f"{file}: {where}inputs: {exc}") from None
     precisions = _strings(table.get("precision", "default"), where + "precision", file)
     for p in precisions:
         if p not in PRECISIONS + ("default",):
             raise UsageError(f"{file}: {where}precision {p!r}: choose from {', '.join(PRECISIONS)} or \"default\"")
     if len(set(precisions)) != len(precisions):
         raise UsageError(f"{file}: {where}precision lists a precision twice: {list(precisions)}")
-    method = _typed(table.get("method", "minmax"), str, where + "method", file)
-    if method not in METHODS:
-        raise UsageError(f"{file}: {where}method {method!r}: choose from {', '.join(METHODS)}")
-    opt = {k: _path(table[k], where + k, file, allow=("random",) if k == "calibration" else ())
-           for k in ("calibration", "samples", "eval", "tokenizer") if k in table}
-    block = table.get("block_size")
-    budget = table.get("accuracy_budget")
+    values = read_table({k: v for k, v in table.items() if k not in _MODEL_OWN}, BuildRequest, where, str(file))
+    for text in values.get("inputs", ()):
+        try:
+            parse_input_override(text)
+        except UsageError as exc:
+            raise UsageError(f"{file}: {where}inputs: {exc}") from None
+    for key in _PATH_OPTIONS:
+        if key in values:
+            values[key] = _path(values[key], where + key, file, allow=("random",) if key == "calibration" else ())
+    request = BuildRequest(ModelSource(path, name), "").with_options(**values)
+    check_request(request, lambda o: f"{file}: {where}{o.name}")
     return ModelEntry(
-        name=name, path=path, inputs=inputs, precisions=precisions,
+        name=name, path=path, precisions=precisions,
         targets=tuple(_target_ref(t, file) for t in _strings(table.get("targets", []), where + "targets", file)),
-        method=method,
-        activation_dtype=_typed(table["activation_dtype"], str, where + "activation_dtype", file)
-        if "activation_dtype" in table else None,
-        block_size=_typed(block, int, where + "block_size", file) if block is not None else None,
-        accuracy_budget=float(_typed(budget, (int, float), where + "accuracy_budget", file)) if budget is not None else None,
-        fusion=_typed(table.get("fusion", True), bool, where + "fusion", file),
-        **opt,
+        request=request,
     )
 
 
@@ -218,17 +190,9 @@ def load_release(path: str | Path) -> ReleaseConfig:
     target_thresholds = {t: _thresholds(_typed(v, dict, f"thresholds.target.{t}", file), f"thresholds.target.{t}.", file)
                          for t, v in per_target.items()}
     profile_raw = _typed(data.get("profile", {}), dict, "profile", file)
-    _unknown(profile_raw, _PROFILE, "profile.", file)
-    defaults = ProfileSettings()
-    profile = ProfileSettings(
-        enabled=_typed(profile_raw.get("enabled", defaults.enabled), bool, "profile.enabled", file),
-        runs=_typed(profile_raw.get("runs", defaults.runs), int, "profile.runs", file),
-        warmup=_typed(profile_raw.get("warmup", defaults.warmup), int, "profile.warmup", file),
-        budget_s=float(_typed(profile_raw.get("budget_s", defaults.budget_s), (int, float), "profile.budget_s", file)),
-        threads=_typed(profile_raw["threads"], int, "profile.threads", file) if "threads" in profile_raw else None,
-        processes=_typed(profile_raw.get("processes", defaults.processes), int, "profile.processes", file),
-        rpc=_typed(profile_raw["rpc"], str, "profile.rpc", file) if "rpc" in profile_raw else None,
-        key=_typed(profile_raw["key"], str, "profile.key", file) if "key" in profile_raw else None,
-    )
+    _unknown(profile_raw, release_keys(ProfileRequest) | {"enabled"}, "profile.", file)
+    profile = set_options(ProfileRequest(), read_table(profile_raw, ProfileRequest, "profile.", str(file)))
+    check_request(BuildRequest(ModelSource("example", "x"), "", profile=profile), lambda o: f"{file}: profile.{o.name}")
+    enabled = _typed(profile_raw.get("enabled", True), bool, "profile.enabled", file)
     name = _typed(data.get("name", file.stem), str, "name", file)
-    return ReleaseConfig(file, name, models, targets, thresholds, target_thresholds, profile)
+    return ReleaseConfig(file, name, models, targets, thresholds, target_thresholds, profile, enabled)

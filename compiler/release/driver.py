@@ -28,25 +28,27 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from compiler import __version__
-from compiler.artifact import (FAILED_SUFFIX, MANIFEST_NAME, STAGING_MARK, file_lock, read_artifact, sha256_file,
-                               swap_into, utc_now, write_text_atomic)
+from compiler.artifact import FAILED_SUFFIX, MANIFEST_NAME, STAGING_MARK, swap_into
 from compiler.errors import UsageError
-from compiler.release.cache import (BuildCache, CacheEntry, cache_key, digest_model_source, digest_path,
-                                    digest_source_code)
+from compiler.release.cache import (BuildCache, CacheEntry, cache_key, digest_source_code, key_components,
+                                    toolchain_digest)
 from compiler.release.config import ModelEntry, ReleaseConfig
 from compiler.release.pool import Spawn, WorkerPool, spawn_worker
 from compiler.release.summary import summary_markdown
 from compiler.release.worker import RESULT_NAME
 from compiler.reproducibility import compare_builds
+from targets.files import file_lock, sha256_file, utc_now, write_text_atomic
+from targets.manifest import read_artifact, read_manifest
+from targets.release_index import (INDEX_NAME, INDEX_SCHEMA_VERSION, ArtifactEntry, CellEntry, NumericsSummary,
+                                   ProfileSummary, ReleaseIndex, ReproducibilityCheck)
+from targets.request import BuildRequest
 from targets.spec import TargetError, TargetSpec, load_spec
 
-INDEX_NAME = "index.json"
-INDEX_SCHEMA_VERSION = 1
 SUMMARY_NAME = "summary.md"
 REPORT_NAME = "report.html"
 LOCK_NAME = ".release.lock"
@@ -69,6 +71,7 @@ class CellPlan:
     target: TargetSpec
     spec_file: str | None
     precision: str
+    request: BuildRequest  # everything the worker needs to build the cell
     components: Mapping[str, str]
     key: str
 
@@ -86,15 +89,17 @@ class CellOutcome:
     cell: CellPlan
     status: str  # "built", "cached", "failed" (verification failed) or "error" (could not build)
     seconds: float = 0.0
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[ArtifactEntry] = field(default_factory=list)
     message: str = ""
     cache_note: str = ""
     log: str | None = None
-    reproducible: list[dict[str, Any]] | None = None
+    reproducible: list[ReproducibilityCheck] | None = None
+    stage: str = ""
+    failed_backends: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.status in ("built", "cached") and all(r["ok"] for r in self.reproducible or [])
+        return self.status in ("built", "cached") and all(r.ok for r in self.reproducible or [])
 
 
 @dataclass
@@ -140,8 +145,10 @@ def plan_release(config: ReleaseConfig, registry=None) -> list[CellPlan]:
 
 def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
     """The registry with the release's spec-file targets, and the cells."""
+    from dataclasses import replace
+
     from compiler.backends import backend_registry
-    from compiler.toolchain import toolchain_versions
+    from targets.host import detect_host
     from targets.registry import target_registry
 
     registry, specs = _resolve_targets(config, registry or target_registry())
@@ -150,14 +157,11 @@ def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
         if target_id not in ids:
             raise UsageError(f"{config.file}: thresholds.target.{target_id}: no such target in this release "
                              f"(targets: {', '.join(sorted(ids))})")
-    backends = backend_registry()
+    backends, host = backend_registry(), detect_host()
     source_code = digest_source_code()
-    versions_by_backends: dict[tuple[str, ...], str] = {}
+    toolchains: dict[tuple[str, ...], str] = {}
     cells: list[CellPlan] = []
     for n, model in enumerate(config.models):
-        source = digest_model_source(model.path)
-        data = {k: (v if v == "random" else digest_path(v)) for k in ("calibration", "samples", "eval", "tokenizer")
-                if (v := getattr(model, k))}
         for ref in model.targets or config.targets:
             spec, spec_file = specs[ref]
             for requested in model.precisions:
@@ -167,31 +171,21 @@ def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
                         f"{config.file}: model[{n}] ({model.name}): target {spec.id} does not build {precision} "
                         f"(it builds {', '.join(spec.precisions)}); list the targets for this model with "
                         f"`targets = [...]` in its [[model]] table")
-                if precision == "int8" and not model.calibration and model.path != "example":
+                if precision == "int8" and not model.options.data.calibration and model.path != "example":
                     raise UsageError(f"{config.file}: model[{n}] ({model.name}) builds int8 for {spec.id}, which needs "
                                      "calibration samples: add `calibration = \"PATH\"` (or \"random\") to the model")
                 if any(c.model is model and c.target.id == spec.id and c.precision == precision for c in cells):
                     continue  # "default" and an explicit precision that coincide
-                names = tuple(spec.backends)
-                if names not in versions_by_backends:
-                    try:
-                        versions = toolchain_versions([backends.get(b) for b in names])
-                    except TargetError as exc:
-                        raise UsageError(f"target {spec.id}: {exc}") from None
-                    versions_by_backends[names] = json.dumps(versions, sort_keys=True)
-                settings = {"name": model.name, "inputs": list(model.inputs), "precision": precision,
-                            "method": model.method, "activation_dtype": model.activation_dtype,
-                            "block_size": model.block_size, "accuracy_budget": model.accuracy_budget,
-                            "fusion": model.fusion}
-                components = {
-                    "source_model": source,
-                    "target_spec": spec.digest,
-                    "settings": hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest(),
-                    "data": hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(),
-                    "toolchain": hashlib.sha256(versions_by_backends[names].encode()).hexdigest(),
-                    "chipfit_source": source_code,
-                }
-                cells.append(CellPlan(model, spec, spec_file, precision, components, cache_key(components)))
+                request = replace(model.options, target=spec.id, spec_file=spec_file, precision=precision,
+                                  profile=config.profile)
+                try:
+                    used = [backends.get(b) for b in spec.backends]
+                    if spec.backends not in toolchains:
+                        toolchains[spec.backends] = toolchain_digest(used)
+                    components = key_components(request, spec, used, host, toolchains[spec.backends], source_code)
+                except TargetError as exc:
+                    raise UsageError(f"target {spec.id}: {exc}") from None
+                cells.append(CellPlan(model, spec, spec_file, precision, request, components, cache_key(components)))
     return registry, cells
 
 
@@ -199,8 +193,7 @@ def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
 
 
 def _request(cell: CellPlan, out_dir: Path, calibration_cache: Path, log: Path) -> dict[str, Any]:
-    return {"model": asdict(cell.model), "target": cell.target.id, "spec_file": cell.spec_file,
-            "precision": cell.precision, "out_dir": str(out_dir), "calibration_cache": str(calibration_cache),
+    return {"request": cell.request.to_dict(), "out_dir": str(out_dir), "calibration_cache": str(calibration_cache),
             "log": str(log)}
 
 
@@ -226,29 +219,21 @@ def _run_worker(cell: CellPlan, cache: BuildCache, log: Path, spawn: Spawn, time
     return staging, payload["results"], ""
 
 
-def _artifact_record(path: Path, dist: Path) -> dict[str, Any]:
+def _artifact_record(path: Path, dist: Path) -> ArtifactEntry:
     artifact = read_artifact(path)
     m = artifact.manifest
-    outputs = (m["numerics"] or {}).get("outputs") or []
-    return {
-        "path": path.relative_to(dist).as_posix(),
-        "model": m["model"]["name"],
-        "target": artifact.target,
-        "backend": artifact.backend,
-        "precision": m["precision"],
-        "manifest_sha256": sha256_file(path / MANIFEST_NAME),
-        "content_digest": (m.get("reproducibility") or {}).get("content_digest"),
-        "byte_identical_expected": (m.get("reproducibility") or {}).get("byte_identical_expected"),
-        "size_bytes": artifact.size_bytes,
-        "numerics": {"status": m["numerics"]["status"], "proxy": m["numerics"].get("proxy", False),
-                     "reason": m["numerics"].get("reason"),
-                     "min_cosine": min((o["cosine"] for o in outputs), default=None),
-                     "max_abs_error": max((o["max_abs_error"] for o in outputs), default=None)},
-        "toolchain": m.get("toolchain", {}),
-    }
+    n = m.numerics
+    repro = m.reproducibility
+    return ArtifactEntry(
+        path=path.relative_to(dist).as_posix(), model=m.model.name, target=artifact.target, backend=artifact.backend,
+        precision=m.precision, manifest_sha256=sha256_file(path / MANIFEST_NAME),
+        content_digest=repro.content_digest if repro else None,
+        byte_identical_expected=repro.byte_identical_expected if repro else None, size_bytes=artifact.size_bytes,
+        numerics=NumericsSummary(n.status, n.proxy, n.reason, n.min_cosine, n.max_abs_error),
+        toolchain=dict(m.toolchain))
 
 
-def _materialize(entry: CacheEntry, cell: CellPlan, dist: Path) -> list[dict[str, Any]]:
+def _materialize(entry: CacheEntry, cell: CellPlan, dist: Path) -> list[ArtifactEntry]:
     """Copy the entry's artifacts into dist (unless the same artifact is already there, intact)."""
     root = dist / cell.model.name / cell.precision
     root.mkdir(parents=True, exist_ok=True)
@@ -347,22 +332,21 @@ def _check_reproducible(outcome: CellOutcome, cache: BuildCache, options: Releas
     staging, results, error = _run_worker(cell, cache, log, spawn, options.cell_timeout_s)
     try:
         if results is None:
-            outcome.reproducible = [{"ok": False, "artifact": cell.label, "detail": f"second build failed: {error}"}]
+            outcome.reproducible = [ReproducibilityCheck(False, cell.label, f"second build failed: {error}")]
             return
         second = {Path(r["artifact"]).name: Path(r["artifact"]) for r in results if r["artifact"]}
         checks = []
         for record in outcome.artifacts:
-            name = Path(record["path"]).name
-            first_manifest = json.loads((options.out_dir / record["path"] / MANIFEST_NAME).read_text())
+            name = Path(record.path).name
+            first_manifest = read_manifest(options.out_dir / record.path / MANIFEST_NAME)
             if name not in second:
-                checks.append({"ok": False, "artifact": record["path"], "detail": "the second build made no such artifact"})
+                checks.append(ReproducibilityCheck(False, record.path, "the second build made no such artifact"))
                 continue
-            again = json.loads((second[name] / MANIFEST_NAME).read_text())
-            same, detail = compare_builds(first_manifest, again)
-            checks.append({"ok": same, "artifact": record["path"], "detail": detail})
+            same, detail = compare_builds(first_manifest, read_manifest(second[name] / MANIFEST_NAME))
+            checks.append(ReproducibilityCheck(same, record.path, detail))
         outcome.reproducible = checks
         for check in checks:
-            progress(f"reproducible? {check['artifact']}: {'yes' if check['ok'] else 'NO'} ({check['detail']})")
+            progress(f"reproducible? {check.artifact}: {'yes' if check.ok else 'NO'} ({check.detail})")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -379,7 +363,7 @@ def _previous_index(dist: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _remove_stale(dist: Path, previous: Mapping[str, Any], outcomes: Sequence[CellOutcome]) -> list[str]:
     """Artifacts the previous release put in dist that this release did not produce."""
-    keep = {a["path"] for o in outcomes for a in o.artifacts}
+    keep = {a.path for o in outcomes for a in o.artifacts}
     removed = []
     for cell in previous.get("cells", []):
         for artifact in cell.get("artifacts", []):
@@ -472,7 +456,7 @@ def _fill(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, sp
     for rel in _remove_stale(dist, previous, outcomes):
         progress(f"removed {rel}: no longer in the release")
     report = ReleaseReport(config, outcomes)
-    if options.profile and config.profile.enabled and any(o.artifacts for o in outcomes):
+    if options.profile and config.profile_enabled and any(o.artifacts for o in outcomes):
         _profile(report, options, progress, registry)
     report.seconds = time.perf_counter() - start
     _write_index(report, options)
@@ -480,12 +464,12 @@ def _fill(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, sp
 
 
 def _profile(report: ReleaseReport, options: ReleaseOptions, progress: Progress, registry) -> None:
-    from profiles.profile import PROFILE_NAME, ProfileError, ProfileOptions, profile_artifacts
+    from dataclasses import replace
 
-    settings = report.config.profile
-    profile_options = ProfileOptions(runs=settings.runs, warmup=settings.warmup, budget_s=settings.budget_s,
-                                     threads=settings.threads, processes=settings.processes, rpc=settings.rpc,
-                                     key=settings.key, reuse=True)
+    from profiles.profile import ProfileError, profile_artifacts
+    from targets.profile import PROFILE_NAME
+
+    profile_options = replace(report.config.profile, reuse=True)
     try:
         run = profile_artifacts(options.out_dir, profile_options, progress, registry)
     except ProfileError as exc:
@@ -497,44 +481,46 @@ def _profile(report: ReleaseReport, options: ReleaseOptions, progress: Progress,
     from profiles.report import html_report
 
     write_text_atomic(options.out_dir / REPORT_NAME, html_report(run.profiles, run.fit, run.errors))
+    by_path = {Path(p.artifact).resolve(): p for p in run.profiles}
     for outcome in report.outcomes:
-        for record in outcome.artifacts:
-            path = options.out_dir / record["path"] / PROFILE_NAME
-            if path.is_file():
-                p = json.loads(path.read_text())
-                record["profile"] = {k: p.get(k) for k in ("runner", "latency_ms_p50", "latency_method", "energy_mj",
-                                                           "energy_method", "peak_memory_mb", "artifact_mb",
-                                                           "reused_measurement")}
+        for n, record in enumerate(outcome.artifacts):
+            p = by_path.get((options.out_dir / record.path).resolve())
+            if p is not None:
+                outcome.artifacts[n] = replace(record, profile=ProfileSummary(
+                    p.runner, p.latency_ms_p50, p.latency_method, p.energy_mj, p.energy_method, p.peak_memory_mb,
+                    p.artifact_mb, p.reused_measurement, p.llm))
 
 
-def _write_index(report: ReleaseReport, options: ReleaseOptions) -> None:
+def _write_index(report: ReleaseReport, options: ReleaseOptions) -> ReleaseIndex:
     from profiles.profile import host_facts
 
-    counts = {s: sum(o.status == s for o in report.outcomes) for s in ("built", "cached", "failed", "error")}
-    index = {
-        "schema_version": INDEX_SCHEMA_VERSION,
-        "release": report.config.name,
-        "release_file": str(report.config.file),
-        "release_file_sha256": sha256_file(report.config.file),
-        "created": utc_now(),
-        "chipfit_version": __version__,
-        "host": host_facts(),
-        "cache": str(options.cache_dir),
-        "seconds": round(report.seconds, 2),
-        "thresholds": report.config.thresholds_dict(),
-        "summary": {**counts, "cells": len(report.outcomes),
-                    "artifacts": sum(len(o.artifacts) for o in report.outcomes),
-                    "reproducibility_checked": options.check_reproducible, "ok": report.ok},
-        "cells": [{"model": o.cell.model.name, "precision": o.cell.precision, "target": o.cell.target.id,
-                   "status": o.status, "seconds": round(o.seconds, 2), "key": o.cell.key,
-                   "components": dict(o.cell.components), "cache_note": o.cache_note, "message": o.message,
-                   "log": Path(o.log).relative_to(options.out_dir).as_posix() if o.log else None,
-                   "artifacts": o.artifacts, "reproducible": o.reproducible}
-                  for o in report.outcomes],
-        "profile": {"fit": report.profile_fit, "errors": report.profile_errors},
-    }
-    write_text_atomic(options.out_dir / INDEX_NAME, json.dumps(index, indent=2, sort_keys=True) + "\n")
+    counts = {s: sum(o.status == s for o in report.outcomes) for s in ("built", "cached", "partial", "failed", "error")}
+    index = ReleaseIndex(
+        schema_version=INDEX_SCHEMA_VERSION,
+        release=report.config.name,
+        release_file=str(report.config.file),
+        release_file_sha256=sha256_file(report.config.file),
+        created=utc_now(),
+        chipfit_version=__version__,
+        host=host_facts(),
+        cache=str(options.cache_dir),
+        seconds=round(report.seconds, 2),
+        thresholds=report.config.thresholds_dict(),
+        summary={**counts, "cells": len(report.outcomes), "artifacts": sum(len(o.artifacts) for o in report.outcomes),
+                 "reproducibility_checked": options.check_reproducible, "ok": report.ok},
+        cells=tuple(CellEntry(
+            model=o.cell.model.name, precision=o.cell.precision, target=o.cell.target.id, status=o.status,
+            seconds=round(o.seconds, 2), key=o.cell.key, components=dict(o.cell.components), cache_note=o.cache_note,
+            message=o.message, stage=o.stage,
+            log=Path(o.log).relative_to(options.out_dir).as_posix() if o.log else None,
+            artifacts=tuple(o.artifacts), failed_backends=o.failed_backends,
+            reproducible=tuple(o.reproducible) if o.reproducible is not None else None)
+            for o in report.outcomes),
+        profile={"fit": report.profile_fit, "errors": report.profile_errors},
+    )
+    write_text_atomic(options.out_dir / INDEX_NAME, json.dumps(index.to_dict(), indent=2, sort_keys=True) + "\n")
     write_text_atomic(options.out_dir / SUMMARY_NAME, summary_markdown(index))
+    return index
 
 
 def temporary_cache() -> Path:

@@ -5,8 +5,8 @@ ends one process and is reported in its cell.
     python -m compiler.release.worker --serve          build the cells whose request files arrive on stdin,
                                                        one path per line, answering "done" per cell
 
-A request names the model entry, the target (an id, or a spec file), the precision and the output
-folder; the results go to ``result.json`` there. A serving worker keeps each traced model for the
+A request file holds the cell's `BuildRequest` (serialised) and where to work: the output folder,
+the calibration statistics cache and the log; the results go to ``result.json`` in the output folder. A serving worker keeps each traced model for the
 cells that follow (tracing is most of a small cell's time) and sends each cell's output to the log
 file the request names. Exit or answer means the results were written (they may say the build failed).
 """
@@ -34,7 +34,7 @@ class _Models:
 
     def get(self, path: str, inputs: list[str]):
         from compiler.frontend import load_model
-        from compiler.signature import parse_input_override
+        from targets.signature import parse_input_override
 
         key = (path, tuple(inputs))
         if key not in self._traced:
@@ -44,46 +44,35 @@ class _Models:
 
 def run(request: dict, models: _Models) -> list[dict]:
     from compiler.build import BuildContext, BuildOptions, build
-    from compiler.fusion_stage import FusionOptions
     from targets.registry import target_registry
+    from targets.request import BuildRequest
     from targets.spec import load_spec
 
-    model_entry = request["model"]
+    cell = BuildRequest.from_dict(request["request"], str(request.get("path", "<request>")))
     registry = target_registry()
-    if request.get("spec_file"):
-        spec = load_spec(request["spec_file"])
-        registry = registry.including({spec.id: spec}, request["spec_file"])
-    model = replace(models.get(model_entry["path"], model_entry["inputs"]), name=model_entry["name"])
-    options = BuildOptions(
-        targets=[request["target"]],
-        out_dir=Path(request["out_dir"]),
-        precision=request["precision"],
-        calibration=model_entry["calibration"],
-        samples=model_entry["samples"],
-        eval=model_entry["eval"],
-        tokenizer=model_entry["tokenizer"],
-        method=model_entry["method"],
-        activation_dtype=model_entry["activation_dtype"],
-        block_size=model_entry["block_size"],
-        accuracy_budget=model_entry["accuracy_budget"],
-        cache_dir=Path(request["calibration_cache"]),
-        fusion=FusionOptions(enabled=model_entry["fusion"]),
-        measure_latency=False,  # the release profiles every artifact afterwards, properly
-    )
+    if cell.spec_file:
+        spec = load_spec(cell.spec_file)
+        registry = registry.including({spec.id: spec}, cell.spec_file)
+    model = replace(models.get(cell.model.path, list(cell.model.inputs)), name=cell.model.name)
+    options = BuildOptions(requests=[cell], out_dir=Path(request["out_dir"]),
+                           cache_dir=Path(request["calibration_cache"]),
+                           measure_latency=False)  # the release profiles every artifact afterwards, properly
     progress = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     results = build(model, options, BuildContext(targets=registry, progress=progress))
     return [r.to_dict() for r in results]
 
 
 def handle(request: dict, models: _Models) -> None:
-    from compiler.artifact import write_text_atomic
-    from compiler.errors import ChipfitError
-    from targets.spec import TargetError
+    import traceback
+
+    from compiler.errors import ChipfitError, stage_of
+    from targets.files import write_text_atomic
 
     try:
         payload = {"results": run(request, models)}
-    except (ChipfitError, TargetError) as exc:
-        payload = {"error": str(exc)}
+    except ChipfitError as exc:
+        print(f"error: {exc}\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        payload = {"error": str(exc), "stage": stage_of(exc, "LOAD")}
     write_text_atomic(Path(request["out_dir"]) / RESULT_NAME, json.dumps(payload, indent=2))
 
 
@@ -108,9 +97,9 @@ def _output_to(log: Path):
 
 
 def serve() -> int:
-    from compiler.cli import _quiet_libraries
+    from compiler.logs import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     models = _Models()
     answers = os.fdopen(os.dup(1), "w", buffering=1)  # the driver reads answers here, never build output
     answers.write(READY + "\n")
@@ -125,9 +114,9 @@ def serve() -> int:
 def main(argv: list[str]) -> int:
     if argv == ["--serve"]:
         return serve()
-    from compiler.cli import _quiet_libraries
+    from compiler.logs import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     with contextlib.redirect_stdout(sys.stderr):
         handle(json.loads(Path(argv[0]).read_text()), _Models())
     return 0

@@ -3,7 +3,7 @@ import pytest
 
 from calibration import compare_outputs, load_samples, random_samples
 from calibration.readers import CalibrationError
-from compiler.signature import Signature, TensorSpec
+from targets.signature import Signature, TensorSpec
 
 SIG = Signature((TensorSpec("image", ("batch", 1, 8, 8), "float32"),), ())
 

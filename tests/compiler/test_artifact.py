@@ -3,12 +3,14 @@ import os
 
 import pytest
 
-from compiler.artifact import MANIFEST_NAME, STAGING_MARK, Staging, find_artifacts, hash_files, read_artifact
+from compiler.artifact import MANIFEST_NAME, STAGING_MARK, Staging, hash_files
 from compiler.errors import UsageError
+from targets.manifest import find_artifacts, read_artifact
+from tests.factories import make_manifest
 
 
 def _manifest(files):
-    return {"schema_version": 1, "target": {"id": "t"}, "backend": {"name": "b"}, "files": files}
+    return make_manifest(files)
 
 
 def test_commit_writes_manifest_last_and_renames_into_place(tmp_path):
@@ -85,5 +87,5 @@ def test_find_artifacts_skips_staging_dirs(tmp_path):
     for name in ("a", f".b{STAGING_MARK}1-x"):
         d = tmp_path / "m" / name
         d.mkdir(parents=True)
-        (d / MANIFEST_NAME).write_text(json.dumps(_manifest({})))
+        (d / MANIFEST_NAME).write_text(json.dumps(_manifest({}).to_dict()))
     assert [a.path.name for a in find_artifacts(tmp_path)] == ["a"]

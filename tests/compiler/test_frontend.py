@@ -10,7 +10,7 @@ import torch
 
 from compiler.errors import UsageError
 from compiler.frontend import load_model
-from compiler.signature import parse_input_override
+from targets.signature import parse_input_override
 
 
 def test_pt2_keeps_symbolic_batch_and_reference(conv_pt2):

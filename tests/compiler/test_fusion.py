@@ -11,7 +11,7 @@ from compiler.errors import UsageError
 from compiler.passes.fusion import FUSIONS, FusionPass, fusion_passes
 from compiler.passes.pipeline import Dump, Numerics, OpCounts, PassNumericsError, PassResult, Timing, op_histogram, run_pipeline
 from compiler.passes.quantize import run_graph
-from compiler.signature import seeded_inputs
+from targets.signature import seeded_inputs
 
 
 def _model(nodes, inits, in_shape=(1, 3, 8, 8), out_shape=None):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,8 @@ from compiler.artifact import hash_files
 from compiler.build import BuildOptions, build
 from compiler.frontend import load_model
 from compiler.reproducibility import compare_builds, content_digest
+from targets.manifest import Manifest, read_manifest
+from targets.registry import backend_registry
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +27,8 @@ def two_builds(tmp_path_factory):
     return root
 
 
-def manifest(root: Path, run: str, artifact: str) -> dict:
-    return json.loads((root / run / "example" / artifact / "manifest.json").read_text())
+def manifest(root: Path, run: str, artifact: str) -> Manifest:
+    return read_manifest(root / run / "example" / artifact / "manifest.json")
 
 
 @pytest.mark.parametrize("artifact, expected", [
@@ -40,17 +42,17 @@ def test_two_builds_are_reproducible(two_builds, artifact, expected):
     # The varying bytes of model.ort and Core ML metadata vary between processes; two builds in one
     # process may come out byte-identical, which is reproducible too.
     assert same and detail.startswith((expected, "byte-identical")), detail
-    record = first["reproducibility"]
-    assert record["content_digest"] == second["reproducibility"]["content_digest"]
-    assert record["byte_identical_expected"] == (expected == "byte-identical")
+    record = first.reproducibility
+    assert record.content_digest == second.reproducibility.content_digest
+    assert record.byte_identical_expected == (expected == "byte-identical")
     if artifact == "apple-a17":
-        assert set(record["normalized"]) == {"model.mlpackage/Manifest.json",
-                                             "model.mlpackage/Data/com.apple.CoreML/model.mlmodel"}
+        assert set(record.normalized) == {"model.mlpackage/Manifest.json",
+                                          "model.mlpackage/Data/com.apple.CoreML/model.mlmodel"}
     if artifact.endswith("@onnxruntime"):
-        assert set(record["excluded"]) == {"model.ort"}
+        assert set(record.excluded) == {"model.ort"}
 
 
-def _tamper(root: Path, artifact: str, rel: str) -> dict:
+def _tamper(root: Path, artifact: str, rel: str) -> Manifest:
     """Flip a byte of one file of build b, and re-record its hashes and content digest."""
     folder = root / "b" / "example" / artifact
     data = bytearray((folder / rel).read_bytes())
@@ -60,9 +62,9 @@ def _tamper(root: Path, artifact: str, rel: str) -> dict:
     (folder / (rel + ".new")).write_bytes(bytes(data))
     (folder / (rel + ".new")).replace(folder / rel)
     m = manifest(root, "b", artifact)
-    m["files"] = hash_files(folder, list(m["files"]))
-    m["reproducibility"] = content_digest(folder, m["files"])
-    return m
+    files = hash_files(folder, list(m.files))
+    normalizers = backend_registry().get(m.backend.name).normalizers()
+    return replace(m, files=files, reproducibility=content_digest(folder, files, normalizers))
 
 
 def test_real_differences_are_caught(two_builds):

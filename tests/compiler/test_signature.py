@@ -1,7 +1,7 @@
 import pytest
 
 from compiler.errors import UsageError
-from compiler.signature import Signature, TensorSpec, apply_overrides, parse_input_override, seeded_inputs
+from targets.signature import Signature, TensorSpec, apply_overrides, parse_input_override, seeded_inputs
 
 SIG = Signature((TensorSpec("image", ("batch", 3, 8, 8), "float32"),), (TensorSpec("out", ("batch", 10), "float32"),))
 

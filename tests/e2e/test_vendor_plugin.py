@@ -112,6 +112,6 @@ def test_broken_plugins_are_named_and_the_rest_work(tmp_path):
                     .replace("[backend_options.tvm]", "[unused_tvm]").split("[unused_tvm]")[0]
                     + spec_text.split("[backend_options.onnxruntime]")[1].split("\n\n", 1)[1])
     validated = _chipfit("targets", "validate", str(spec), env=env)
-    assert "written for backend API version 0, this chipfit speaks version 1" in validated.stdout
+    assert "written for backend API version 0, this chipfit speaks version 2" in validated.stdout
     built = _chipfit("build", "example", "-t", "host", "--backend", "onnxruntime", "-o", str(tmp_path / "out"), "-q", env=env)
     assert built.returncode == 0, built.stderr[-1000:]

@@ -11,17 +11,18 @@ import pytest
 from compiler.cli import main
 from tests.profiles.junit_schema import validate_junit
 from profiles.compare import bootstrap_ratio, compare, junit, load_profiles, markdown, update_baseline
+from tests.profiles.factories import make_profile
 
 
 def _profile(samples, *, target="host", precision="fp32", size=1.0, cosine=1.0, method="measured:host"):
-    return {"schema_version": 1, "model": "m", "target": target, "backend": "onnxruntime", "precision": precision,
+    return {"model": "m", "target": target, "backend": "onnxruntime", "precision": precision,
             "latency_samples_ms": list(samples), "latency_ms_p50": float(np.median(samples)), "latency_method": method,
             "energy_mj": 1.0, "energy_method": "estimated:roofline-v1", "peak_memory_mb": 100.0, "artifact_mb": size,
-            "_manifest": {"numerics": {"outputs": [{"cosine": cosine}]}}}
+            "min_cosine": cosine}
 
 
 def _cells(**profiles):
-    return {f"m/{p['target']}/onnxruntime/{p['precision']}": p for p in profiles.values()}
+    return {f"m/{p['target']}/onnxruntime/{p['precision']}": make_profile(**p) for p in profiles.values()}
 
 
 RNG = np.random.default_rng(0)
@@ -65,9 +66,7 @@ def test_direct_metrics_accuracy_added_removed_and_int8_alarm():
 def _write(root: Path, profile: dict) -> None:
     folder = root / profile["model"] / profile["target"]
     folder.mkdir(parents=True)
-    data = {k: v for k, v in profile.items() if k != "_manifest"}
-    (folder / "profile.json").write_text(json.dumps(data))
-    (folder / "manifest.json").write_text(json.dumps(profile["_manifest"]))
+    (folder / "profile.json").write_text(json.dumps(make_profile(**profile).to_dict()))
 
 
 def test_cli_gate_exit_codes_and_baseline_update(tmp_path, capsys):
@@ -90,7 +89,7 @@ def test_old_baseline_schema_is_refused_by_version(tmp_path):
     _write(tmp_path, _profile(BASE))
     path = tmp_path / "m" / "host" / "profile.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 0}))
-    with pytest.raises(Exception, match="profile schema_version 0; this chipfit reads 1"):
+    with pytest.raises(Exception, match="profile schema_version 0; this chipfit reads 2"):
         load_profiles(tmp_path)
 
 

@@ -34,33 +34,33 @@ def profiled(built):
 
 
 def test_host_artifacts_are_measured_in_a_child_process(profiled):
-    host = {p["backend"]: p for p in profiled.profiles if p["target"] == "host"}
+    host = {p.backend: p for p in profiled.profiles if p.target == "host"}
     assert set(host) == {"onnxruntime", "tvm"}
     for p in host.values():
-        assert p["runner"] == "host" and p["latency_method"] == "measured:host"
-        assert len(p["latency_samples_ms"]) >= 10 and p["latency"]["latency_ms_p50"] > 0
-        assert p["peak_memory_mb"] > 10
-        assert p["estimate"]["method"] == "estimated:roofline-v1"
-        assert p["energy_method"].startswith("estimated:roofline-v1")  # no meter on this machine
-    assert host["onnxruntime"]["per_op"] and host["onnxruntime"]["per_op"][0]["mean_us"] > 0
-    assert host["onnxruntime"]["per_op_source"] == "onnxruntime profiler"
+        assert p.runner == "host" and p.latency_method == "measured:host"
+        assert len(p.latency_samples_ms) >= 10 and p.latency.latency_ms_p50 > 0
+        assert p.peak_memory_mb > 10
+        assert p.estimate["method"] == "estimated:roofline-v1"
+        assert p.energy_method.startswith("estimated:roofline-v1")  # no meter on this machine
+    assert host["onnxruntime"].per_op and host["onnxruntime"].per_op[0]["mean_us"] > 0
+    assert host["onnxruntime"].per_op_source == "onnxruntime profiler"
     assert set(profiled.fit) == {"onnxruntime", "tvm"}
 
 
 def test_unreachable_targets_are_estimated_and_say_so(profiled):
-    others = {p["target"]: p for p in profiled.profiles if p["target"] != "host"}
+    others = {p.target: p for p in profiled.profiles if p.target != "host"}
     for target in ("apple-a17", "snapdragon-8gen3", "arm64-cortex-a76"):
         p = others[target]
-        assert p["runner"] == "estimate" and p["latency_method"] == "estimated:roofline-v1"
-        assert p["latency_ms_p50"] > 0 and p["energy_mj"] > 0
-        assert p["not_measured_because"]
-        assert "standing in" in p["estimate"]["efficiency_source"] or p["backend"] in p["estimate"]["efficiency_source"]
-    assert "proxy" in others["snapdragon-8gen3"]["not_measured_because"]
+        assert p.runner == "estimate" and p.latency_method == "estimated:roofline-v1"
+        assert p.latency_ms_p50 > 0 and p.energy_mj > 0
+        assert p.not_measured_because
+        assert "standing in" in p.estimate["efficiency_source"] or p.backend in p.estimate["efficiency_source"]
+    assert "proxy" in others["snapdragon-8gen3"].not_measured_because
 
 
 def test_profile_json_is_written_with_host_facts_and_digest(built, profiled):
     data = json.loads((built / "example" / "host" / PROFILE_NAME).read_text())
-    assert data["schema_version"] == 1 and len(data["artifact_digest"]) == 64
+    assert data["schema_version"] == 2 and len(data["artifact_digest"]) == 64
     assert data["host"]["cpu"] and "loadavg" in data["host"] and data["tool_versions"]["onnxruntime"]
 
 
@@ -95,8 +95,8 @@ def test_missing_meter_is_reported(built, tmp_path):
     run = profile_artifacts(built / "example" / "host", ProfileOptions(runs=10, min_runs=5, warmup=1, budget_s=1,
                                                                        meter=f"rapl:{tmp_path / 'no-powercap'}"))
     (p,) = run.profiles
-    assert "no powercap tree" in p["energy_error"]
-    assert p["energy_method"].startswith("estimated")
+    assert "no powercap tree" in p.energy_error
+    assert p.energy_method.startswith("estimated")
 
 
 def test_memory_capacity_too_small_fails_the_profile(built, tmp_path, monkeypatch):
@@ -161,8 +161,8 @@ def test_tvm_artifact_is_timed_over_rpc(built, rpc_farm):
     run = profile_artifacts(built / "example" / "host@tvm", ProfileOptions(rpc=rpc_farm, key="testbox", runs=10))
     assert not run.errors, run.errors
     (p,) = run.profiles
-    assert p["runner"] == "rpc:testbox" and p["latency_method"] == "measured:rpc:testbox"
-    assert len(p["latency_samples_ms"]) == 10 and p["latency_ms_p50"] > 0
+    assert p.runner == "rpc:testbox" and p.latency_method == "measured:rpc:testbox"
+    assert len(p.latency_samples_ms) == 10 and p.latency_ms_p50 > 0
 
 
 def test_rpc_errors_are_clear_and_do_not_hang(built, rpc_farm):

@@ -5,16 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from compiler.backends import BACKEND_API_VERSION, Lowered, NotRunnable, RunPlan, package_version
+from compiler.backends import (BACKEND_API_VERSION, BackendBase, Lowered, Normalizer, NotRunnable, RunPlan,
+                               package_version)
 from compiler.backends.coreml.options import SCHEMA
 from compiler.traced import TracedModel
 from targets.host import HostInfo
+from targets.signature import Signature
 from targets.spec import TargetSpec
 
 
-class CoreMLBackend:
+class CoreMLBackend(BackendBase):
     name = "coreml"
     api_version = BACKEND_API_VERSION
+    SCHEMA = SCHEMA
     consumes = "torch"
     precisions = ("fp32", "fp16", "int8")
     graph_precisions = ()  # fp16 is coremltools' compute_precision on the torch program
@@ -28,15 +31,13 @@ class CoreMLBackend:
     def versions(self) -> dict[str, str]:
         return {"coremltools": package_version("coremltools")}
 
-    def check_options(self, target: TargetSpec) -> None:
-        SCHEMA.resolve(target)
-
     def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered:
         from compiler.backends.coreml import lower as _lower
 
-        return _lower.lower(model, target, precision, workdir, SCHEMA.resolve(target))
+        return _lower.lower(model, target, precision, workdir, self.SCHEMA.resolve(target))
 
-    def plan_run(self, artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:
+    def plan_run(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature, target: TargetSpec,
+                 host: HostInfo) -> RunPlan:
         import platform
 
         if platform.system() != "Darwin":
@@ -45,7 +46,12 @@ class CoreMLBackend:
             )
         from compiler.backends.coreml.runner import CoreMLRunner
 
-        return RunPlan(CoreMLRunner(artifact_dir / "model.mlpackage", manifest))
+        return RunPlan(CoreMLRunner(artifact_dir / "model.mlpackage", options, signature))
+
+    def normalizers(self) -> Mapping[str, Normalizer]:
+        from compiler.backends.coreml.reproducibility import NORMALIZERS
+
+        return NORMALIZERS
 
 
 backend = CoreMLBackend()

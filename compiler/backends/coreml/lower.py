@@ -9,8 +9,7 @@ from typing import Any
 
 from compiler.backends import Lowered
 from compiler.errors import BuildError, UnsupportedOpError
-from compiler.frontend.pytorch import program_for
-from compiler.signature import Signature, TensorSpec
+from targets.signature import Signature, TensorSpec
 from compiler.traced import TracedModel
 from targets.spec import TargetSpec
 
@@ -60,7 +59,7 @@ def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path,
     ct = _coremltools()
     if precision == "int8" and model.graph_precision != "int8":
         raise BuildError("coreml lowers int8 from the PT2E-quantized torch program, but was given a float one")
-    program = (model.exported_program if precision == "int8" else program_for(model)).run_decompositions({})
+    program = model.exported_program.run_decompositions({})
     signature = model.signature
     try:
         mlmodel = ct.convert(

@@ -7,14 +7,17 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from compiler.backends import RunnerBase
+from targets.signature import Signature
 
-class CoreMLRunner:
-    def __init__(self, package: Path, manifest: Mapping[str, Any]) -> None:
+
+class CoreMLRunner(RunnerBase):
+    def __init__(self, package: Path, options: Mapping[str, Any], signature: Signature) -> None:
         import coremltools as ct
 
-        units = manifest["backend"]["options"]["compute_units"]
+        units = options["compute_units"]
         self._model = ct.models.MLModel(str(package), compute_units=ct.ComputeUnit[units])
-        self._outputs = [o["name"] for o in manifest["signature"]["outputs"]]
+        self._outputs = [o.name for o in signature.outputs]
         self.description = f"Core ML ({units}) on this Mac"
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

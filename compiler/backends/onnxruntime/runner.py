@@ -8,12 +8,14 @@ from typing import Any, Mapping
 import numpy as np
 import onnxruntime as ort
 
-from compiler.backends import NotRunnable, RunPlan, host_mismatch
+from compiler.backends import NotRunnable, RunnerBase, RunPlan, host_mismatch
 from targets.host import HostInfo
 from targets.spec import TargetSpec
 
 
-class OrtRunner:
+class OrtRunner(RunnerBase):
+    per_op_source = "onnxruntime profiler"
+
     def __init__(self, model_path: Path, provider: str, provider_options: Mapping[str, Any], threads: int = 0) -> None:
         self._model_path, self._provider, self._provider_options = model_path, provider, dict(provider_options)
         self.session = self._session(threads)
@@ -32,8 +34,9 @@ class OrtRunner:
         providers = [(provider, self._provider_options)] if provider != "CPUExecutionProvider" else [provider]
         return ort.InferenceSession(str(self._model_path), options, providers=providers)
 
-    def set_threads(self, threads: int) -> None:
+    def set_threads(self, threads: int) -> bool:
         self.session = self._session(threads)
+        return True
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {i.name: inputs[i.name] for i in self.session.get_inputs()}
@@ -64,8 +67,7 @@ class OrtRunner:
         return sorted(rows, key=lambda r: -r["mean_us"])
 
 
-def plan_run(artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:
-    options = manifest["backend"]["options"]
+def plan_run(artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:
     provider = options["execution_provider"]
     model = artifact_dir / ("model.ort" if options.get("ort_format") else "model.onnx")
     if not model.exists():

@@ -5,16 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from compiler.backends import BACKEND_API_VERSION, Lowered, RunPlan, package_version
-from compiler.backends.tvm.options import SCHEMA
+from compiler.backends import BACKEND_API_VERSION, BackendBase, Device, DeviceTiming, Lowered, RunPlan, package_version
+from compiler.backends.tvm.options import SCHEMA, resolve
 from compiler.traced import TracedModel
-from targets.host import HostInfo
+from targets.host import HostInfo, detect_host
+from targets.signature import Signature
 from targets.spec import TargetError, TargetSpec
 
 
-class TvmBackend:
+class TvmBackend(BackendBase):
     name = "tvm"
     api_version = BACKEND_API_VERSION
+    SCHEMA = SCHEMA
     consumes = "torch"  # the torch program where there is one, else the ONNX graph
     # No int4: TVM's ONNX importer has no MatMulNBits. No fp16: it fails on the Cast nodes that keep
     # an fp16 graph's inputs fp32 (KeyError 'graph_input_cast_0'), found by the conformance kit.
@@ -31,8 +33,11 @@ class TvmBackend:
     def versions(self) -> dict[str, str]:
         return {"apache-tvm": package_version("apache-tvm"), "apache-tvm-ffi": package_version("apache-tvm-ffi")}
 
+    def resolve_options(self, target: TargetSpec, host: HostInfo) -> dict[str, Any]:
+        return resolve(SCHEMA.resolve(target), host)
+
     def check_options(self, target: TargetSpec) -> None:
-        options = SCHEMA.resolve(target)
+        options = self.resolve_options(target, detect_host())
         import tvm
 
         try:
@@ -45,12 +50,19 @@ class TvmBackend:
     def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered:
         from compiler.backends.tvm import lower as _lower
 
-        return _lower.lower(model, target, precision, workdir, SCHEMA.resolve(target))
+        return _lower.lower(model, target, precision, workdir, self.resolve_options(target, detect_host()))
 
-    def plan_run(self, artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:
+    def plan_run(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature, target: TargetSpec,
+                 host: HostInfo) -> RunPlan:
         from compiler.backends.tvm import runner as _runner
 
-        return _runner.plan_run(artifact_dir, manifest, target, host)
+        return _runner.plan_run(artifact_dir, options, signature, target, host)
+
+    def time_on_device(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature,
+                       device: Device, runs: int) -> DeviceTiming:
+        from compiler.backends.tvm.device import time_remote
+
+        return time_remote(artifact_dir / "model.so", signature, device.address, device.key, runs=runs)
 
 
 backend = TvmBackend()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,8 @@ import onnx
 
 from compiler.backends import Lowered
 from compiler.errors import BuildError, UnsupportedOpError
-from compiler.frontend.onnx_file import fix_dims
-from compiler.frontend.pytorch import program_for
-from compiler.signature import Signature, dim_bindings
+from compiler.frontend import concretize
+from targets.signature import Signature
 from compiler.traced import TracedModel
 from targets.spec import TargetSpec
 
@@ -36,7 +34,7 @@ def _import_torch(model: TracedModel):
     from tvm.relax.frontend.torch import from_exported_program
 
     try:
-        return from_exported_program(program_for(model), keep_params_as_input=False)
+        return from_exported_program(model.exported_program, keep_params_as_input=False)
     except Exception as exc:
         match = _TORCH_UNSUPPORTED.search(str(exc))
         if match:
@@ -75,14 +73,6 @@ def _compile(mod, target_dict: dict[str, Any], pipeline: str):
         if pipeline == "zero":
             mod = relax.get_pipeline("zero")(mod)
         return tvm.compile(mod, target=target)
-
-
-def _static(model: TracedModel) -> TracedModel:
-    static = model.signature.concretized()
-    onnx_model = onnx.ModelProto()
-    onnx_model.CopyFrom(model.onnx_model)
-    fix_dims(onnx_model, dim_bindings(model.signature, static))
-    return replace(model, signature=static, onnx_model=onnx_model)
 
 
 def lower(
@@ -133,7 +123,7 @@ def lower(
             raise failed(exc) from exc
         # Symbolic dims are the usual cause (see TOOLCHAIN-FACTS): retry at static shapes.
         notes.append(f"symbolic dims {model.signature.symbolic_dims()} did not compile ({type(exc).__name__}); bound to 1")
-        model = _static(model)
+        model = concretize(model)
         signature = model.signature
         try:
             executable, route = build(model)

@@ -1,11 +1,17 @@
-"""Options a target spec may set under ``[backend_options.tvm]``."""
+"""Options a target spec may set under ``[backend_options.tvm]``, and how they are resolved on a host."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from compiler.backends import OptionField, OptionSchema
+from targets.host import HostInfo
 
 SCHEMA = OptionSchema(
     "tvm",
     {
         # A TVM target as a JSON-style table, e.g. { kind = "llvm", mcpu = "cortex-a76", mtriple = "aarch64-linux-gnu" }.
+        # mcpu = "detect": this machine's CPU (the host target), with its core count.
         "target": OptionField(dict, required=True),
         # Compiler driver used to link the shared library; needed when cross-compiling.
         "cross_compiler": OptionField(str, default=""),
@@ -13,3 +19,38 @@ SCHEMA = OptionSchema(
         "pipeline": OptionField(str, choices=("zero", "default"), default="zero"),
     },
 )
+DETECT = "detect"
+
+#: (LLVM mcpu, CPU flags from /proc/cpuinfo that it needs), most specific first.
+X86_MCPU_BY_FEATURES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("sapphirerapids", frozenset({"amx_tile", "amx_int8", "amx_bf16", "avx512_fp16", "avx512_vnni"})),
+    ("znver5", frozenset({"avx512_vp2intersect", "avx_vnni", "avx512_bf16", "avx512_vnni"})),
+    ("znver4", frozenset({"avx512_bf16", "avx512_vnni", "avx512ifma", "avx512_vbmi2"})),
+    ("cooperlake", frozenset({"avx512_bf16", "avx512_vnni", "avx512f"})),
+    ("icelake-server", frozenset({"avx512_vnni", "avx512ifma", "avx512_vbmi2", "avx512f"})),
+    ("cascadelake", frozenset({"avx512_vnni", "avx512f"})),
+    ("skylake-avx512", frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl"})),
+    ("alderlake", frozenset({"avx_vnni", "avx2", "fma"})),
+    ("haswell", frozenset({"avx2", "fma", "bmi2"})),
+    ("x86-64-v2", frozenset({"sse4_2", "popcnt"})),
+)
+
+def mcpu_for(host: HostInfo) -> str:
+    """LLVM's name for this CPU: the first row of the table whose features it has."""
+    if host.arch == "x86_64":
+        for mcpu, needed in X86_MCPU_BY_FEATURES:
+            if needed <= host.flags:
+                return mcpu
+        return "x86-64"
+    return "generic"
+
+
+def resolve(options: dict[str, Any], host: HostInfo) -> dict[str, Any]:
+    """``mcpu = "detect"`` replaced by this host's CPU, core count and (off x86) triple."""
+    target = dict(options["target"])
+    if target.get("mcpu") == DETECT:
+        target["mcpu"] = mcpu_for(host)
+        target["num-cores"] = host.cores
+        if host.arch != "x86_64":
+            target["mtriple"] = f"{host.arch}-linux-gnu"
+    return {**options, "target": target}

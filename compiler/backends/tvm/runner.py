@@ -7,13 +7,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from compiler.backends import NotRunnable, RunPlan, host_mismatch
-from compiler.signature import Signature
+from compiler.backends import NotRunnable, RunnerBase, RunPlan, host_mismatch
+from targets.signature import Signature
 from targets.host import HostInfo
 from targets.spec import TargetSpec
 
 
-class TvmRunner:
+class TvmRunner(RunnerBase):
     def __init__(self, library: Path, signature: Signature) -> None:
         import tvm
         from tvm import relax
@@ -30,11 +30,12 @@ class TvmRunner:
         return {t.name: o.numpy() for t, o in zip(self._signature.outputs, outputs)}
 
 
-def plan_run(artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:
+def plan_run(artifact_dir: Path, options: Mapping[str, Any], signature: Signature, target: TargetSpec,
+             host: HostInfo) -> RunPlan:
     mismatch = host_mismatch(target, host)
     if mismatch:
         raise NotRunnable(mismatch)
-    machine = manifest["backend"]["options"].get("elf_machine")
+    machine = options.get("elf_machine")
     if machine and machine != host.arch:
         raise NotRunnable(f"the library is built for {machine}; this host is {host.arch}")
-    return RunPlan(TvmRunner(artifact_dir / "model.so", Signature.from_dict(manifest["signature"])))
+    return RunPlan(TvmRunner(artifact_dir / "model.so", signature))

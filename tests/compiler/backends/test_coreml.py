@@ -3,12 +3,13 @@ import pytest
 from compiler.backends import NotRunnable
 from compiler.backends.coreml import backend
 from compiler.errors import BuildError
+from compiler.frontend import concretize
 from targets.host import detect_host
 
 
 def test_mlpackage_is_an_fp16_ml_program(example_traced, registry, tmp_path):
     target = registry.get("apple-a17")
-    model = example_traced.with_signature(example_traced.signature.concretized())
+    model = concretize(example_traced)
     lowered = backend.lower(model, target, "fp16", tmp_path)
     assert (tmp_path / "model.mlpackage" / "Manifest.json").is_file()
     assert "model.mlpackage/Data/com.apple.CoreML/model.mlmodel" in lowered.files
@@ -20,7 +21,7 @@ def test_mlpackage_is_an_fp16_ml_program(example_traced, registry, tmp_path):
     assert structure["op_histogram"].get("conv", 0) == 3
     assert lowered.options["compute_units"] == "ALL"
     with pytest.raises(NotRunnable, match="macOS"):
-        backend.plan_run(tmp_path, {"backend": {"options": dict(lowered.options)}}, target, detect_host())
+        backend.plan_run(tmp_path, lowered.options, lowered.signature, target, detect_host())
 
 
 def test_onnx_source_is_refused_with_a_way_forward(conv_onnx, registry, tmp_path):
@@ -28,4 +29,4 @@ def test_onnx_source_is_refused_with_a_way_forward(conv_onnx, registry, tmp_path
 
     model = load_model(conv_onnx)
     with pytest.raises(BuildError, match=r"coremltools has no ONNX converter.*\.pt2"):
-        backend.lower(model.with_signature(model.signature.concretized()), registry.get("apple-a17"), "fp16", tmp_path)
+        backend.lower(concretize(model), registry.get("apple-a17"), "fp16", tmp_path)

@@ -13,8 +13,7 @@ from tests.compiler.backends.conftest import at_precision
 
 
 def _run(tmp_path, lowered, target):
-    manifest = {"backend": {"options": dict(lowered.options)}, "signature": lowered.signature.to_dict()}
-    return backend.plan_run(tmp_path, manifest, target, detect_host())
+    return backend.plan_run(tmp_path, lowered.options, lowered.signature, target, detect_host())
 
 
 def test_cpu_artifact_has_ort_format_and_ep_config(conv_traced, registry, tmp_path):

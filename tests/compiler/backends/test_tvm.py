@@ -4,14 +4,14 @@ import pytest
 from compiler.backends.tvm import backend
 from compiler.backends.tvm.lower import elf_machine
 from compiler.errors import UnsupportedOpError
-from compiler.signature import seeded_inputs
-from targets.host import detect_host
+from targets.signature import seeded_inputs
+from compiler.backends.tvm.options import mcpu_for
+from targets.host import HostInfo, detect_host
 
 
 def _lower_and_run(traced, target, tmp_path):
     lowered = backend.lower(traced, target, "fp32", tmp_path)
-    manifest = {"backend": {"options": dict(lowered.options)}, "signature": lowered.signature.to_dict()}
-    plan = backend.plan_run(tmp_path, manifest, target, detect_host())
+    plan = backend.plan_run(tmp_path, lowered.options, lowered.signature, target, detect_host())
     return lowered, plan
 
 
@@ -56,8 +56,7 @@ def test_int8_goes_through_the_qdq_onnx_route(example_traced, registry, tmp_path
     (tmp_path / "out").mkdir()
     lowered = backend.lower(model, registry.get("host"), "int8", tmp_path / "out")
     assert "onnx" in lowered.passes[-1]["importer"]
-    manifest = {"backend": {"options": dict(lowered.options)}, "signature": lowered.signature.to_dict()}
-    plan = backend.plan_run(tmp_path / "out", manifest, registry.get("host"), detect_host())
+    plan = backend.plan_run(tmp_path / "out", lowered.options, lowered.signature, registry.get("host"), detect_host())
     images = example_traced.samples["image"][:16]
     got = next(iter(plan.runner.run({"image": images}).values()))
     want = next(iter(example_traced.reference({"image": images}).values()))
@@ -66,3 +65,19 @@ def test_int8_goes_through_the_qdq_onnx_route(example_traced, registry, tmp_path
 
 def test_int4_is_refused_by_tvm():
     assert "int4" not in backend.precisions
+
+
+def _info(flags: str, arch: str = "x86_64", clock=2.0) -> HostInfo:
+    return HostInfo(arch, "test cpu", frozenset(flags.split()), 4, clock, 16.0)
+
+
+def test_isa_features_map_to_tvm_mcpu():
+    assert mcpu_for(_info("avx2 fma bmi2 sse4_2 popcnt")) == "haswell"
+    assert mcpu_for(_info("avx512f avx512bw avx512dq avx512vl avx2 fma")) == "skylake-avx512"
+    assert mcpu_for(_info("avx512f avx512_vnni avx2")) == "cascadelake"
+    amx = "amx_tile amx_int8 amx_bf16 avx512_fp16 avx512_vnni avx512_bf16 avx512f"
+    assert mcpu_for(_info(amx)) == "sapphirerapids"
+    zen4 = "avx512_bf16 avx512_vnni avx512ifma avx512_vbmi2 avx512f"
+    assert mcpu_for(_info(zen4)) == "znver4"
+    assert mcpu_for(_info("sse2")) == "x86-64"
+    assert mcpu_for(_info("neon asimd", arch="aarch64")) == "generic"

@@ -12,13 +12,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compiler.artifact import MANIFEST_NAME, hash_files
 from compiler.release.cache import BuildCache, cache_key, digest_model_source, digest_path
+from tests.factories import make_manifest
 
 
 def make_artifact(root: Path, payload: bytes = b"weights") -> Path:
     root.mkdir(parents=True)
     (root / "model.bin").write_bytes(payload)
-    manifest = {"schema_version": 1, "files": hash_files(root, ["model.bin"])}
-    (root / MANIFEST_NAME).write_text(json.dumps(manifest))
+    manifest = make_manifest(hash_files(root, ["model.bin"]))
+    (root / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict()))
     return root
 
 

@@ -20,7 +20,8 @@ import numpy as np
 import onnx
 import pytest
 
-from compiler.artifact import STAGING_MARK, find_artifacts
+from compiler.artifact import STAGING_MARK
+from targets.manifest import find_artifacts
 from compiler.cli import main
 from compiler.release.config import load_release
 from compiler.release.driver import ReleaseOptions, release
@@ -82,7 +83,7 @@ class Spy:
         self.crash = crash
 
     def __call__(self, request: Path, log: Path, timeout: float) -> int:
-        data = json.loads(request.read_text())
+        data = json.loads(request.read_text())["request"]
         label = f"{data['model']['name']}/{data['precision']}/{data['target']}"
         self.cells.append(label)
         if label == self.crash:  # a real crash: the worker process dies of SIGSEGV

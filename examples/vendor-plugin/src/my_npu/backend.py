@@ -1,4 +1,4 @@
-"""The MyNPU backend: the backend protocol of `compiler.backends`, for a vendor runtime.
+"""The MyNPU backend: the backend protocol (`targets.backend.Backend`, re-exported by `compiler.backends`).
 
 A real vendor replaces `_compile` with its compiler (ONNX in, a binary out) and `MyNpuRunner`
 with its runtime's Python binding. The template uses ONNX Runtime's CPU provider for both, so it
@@ -15,10 +15,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from compiler.backends import BACKEND_API_VERSION, Lowered, NotRunnable, OptionField, OptionSchema, RunPlan, host_mismatch
+from compiler.backends import (BACKEND_API_VERSION, BackendBase, Lowered, NotRunnable, OptionField, OptionSchema,
+                               RunnerBase, RunPlan, host_mismatch)
 from compiler.frontend.onnx_file import signature_from_onnx
 from compiler.traced import TracedModel
 from targets.host import HostInfo
+from targets.signature import Signature
 from targets.spec import TargetSpec
 
 SCHEMA = OptionSchema("my-npu-runtime", {"compiler_level": OptionField(int, choices=(0, 1, 2), default=2)})
@@ -26,7 +28,7 @@ _LEVELS = {0: ort.GraphOptimizationLevel.ORT_DISABLE_ALL, 1: ort.GraphOptimizati
            2: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
 
 
-class MyNpuRunner:
+class MyNpuRunner(RunnerBase):
     def __init__(self, path: Path) -> None:
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -39,9 +41,13 @@ class MyNpuRunner:
         return dict(zip(names, self._session.run(names, feeds)))
 
 
-class MyNpuBackend:
+class MyNpuBackend(BackendBase):
+    """Subclassing `BackendBase` gives the optional hooks their defaults: no device runner, no files that vary
+    between builds, and a fingerprint (this package's version and a digest of this folder) for the build cache."""
+
     name = "my-npu-runtime"
     api_version = BACKEND_API_VERSION
+    SCHEMA = SCHEMA
     consumes = "onnx"
     precisions = ("fp32", "int8")
     graph_precisions = ("int8",)  # chipfit's precision stage hands over the QDQ graph
@@ -51,9 +57,6 @@ class MyNpuBackend:
 
     def versions(self) -> dict[str, str]:
         return {"onnxruntime": ort.__version__, "my-npu-compiler": "0.1.0 (template)"}
-
-    def check_options(self, target: TargetSpec) -> None:
-        SCHEMA.resolve(target)
 
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         return True
@@ -73,7 +76,8 @@ class MyNpuBackend:
         return Lowered(files=("model.mynpu.onnx", "mynpu.json"), signature=signature_from_onnx(compiled),
                        options=options, passes=tuple(model.passes) + ({"name": "mynpu-compile", **options},))
 
-    def plan_run(self, artifact_dir: Path, manifest: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:
+    def plan_run(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature, target: TargetSpec,
+                 host: HostInfo) -> RunPlan:
         why = host_mismatch(target, host)
         if why:
             raise NotRunnable(why)

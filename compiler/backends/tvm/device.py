@@ -1,4 +1,4 @@
-"""Profile a TVM artifact on a device reached through TVM's RPC tracker (the field's device-farm protocol).
+"""Time a TVM artifact on a device reached through TVM's RPC tracker (the field's device-farm protocol).
 
 The tracker hands out a device by key; the artifact's library is uploaded, loaded into a Relax VM
 on the remote CPU and timed there with TVM's remote time evaluator. Every network step has a
@@ -8,24 +8,14 @@ timeout, so an unreachable tracker or a key no device serves is a clear error, n
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
 
-import numpy as np
-
-from compiler.signature import Signature, seeded_inputs
+from targets.backend import DeviceError, DeviceTiming
+from targets.signature import Signature, seeded_inputs
 
 
-class RpcError(Exception):
+class RpcError(DeviceError):
     """The tracker or device cannot be reached or used; the message says which and how."""
-
-
-@dataclass(frozen=True)
-class RpcTiming:
-    samples_ms: tuple[float, ...]
-    device: str
-    outputs: Mapping[str, np.ndarray]
 
 
 def _parse(address: str) -> tuple[str, int]:
@@ -66,29 +56,29 @@ def request_device(address: str, key: str, timeout_s: float = 10.0):
         tracker.close()
 
 
-def time_remote(artifact: Path, manifest: Mapping[str, Any], address: str, key: str, *, number: int = 10,
-                repeat: int = 10, timeout_s: float = 10.0) -> RpcTiming:
+def time_remote(library: Path, signature: Signature, address: str, key: str, *, runs: int = 100,
+                timeout_s: float = 10.0) -> DeviceTiming:
+    """Upload ``library``, run it once, then time it with TVM's remote time evaluator (``runs`` calls)."""
     import tvm
     from tvm import relax
 
     remote = request_device(address, key, timeout_s)
-    library = artifact / "model.so"
     remote.upload(str(library))
     module = remote.load_module(library.name)
     device = remote.cpu()
     vm = relax.VirtualMachine(module, device)
-    signature = Signature.from_dict(manifest["signature"]).concretized()
+    signature = signature.concretized()
     inputs = seeded_inputs(signature, seed=0, symbolic_size=1)
     args = [tvm.runtime.tensor(inputs[t.name], device) for t in signature.inputs]
     # A direct remote call of vm["main"] is not supported over RPC; the stateful interface is.
     vm.set_input("main", *args)
     vm.invoke_stateful("main")
-    result = vm.get_outputs("main")
-    outputs_list = [result] if hasattr(result, "numpy") else list(result)
-    outputs = {t.name: o.numpy() for t, o in zip(signature.outputs, outputs_list)}
+    vm.get_outputs("main")
+    repeat = 10  # samples: each the mean of `number` calls, so the device's noise shows between them
+    number = max(1, runs // repeat)
     timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat)
     report = timer("main")
     samples = tuple(float(r) * 1e3 for r in report.results)
-    return RpcTiming(samples, f"{key} via {address}", outputs)
-
-
+    return DeviceTiming(samples, f"{key} via {address}",
+                        f"TVM RPC time evaluator on {key} via {address} ({repeat} repeats of {number} calls)",
+                        per_op_source="not offered over TVM RPC")

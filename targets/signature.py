@@ -11,7 +11,8 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from compiler.errors import UsageError
+from targets.errors import UsageError
+from targets.schema import from_json, to_json
 
 Dim = int | str
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
@@ -31,11 +32,7 @@ class TensorSpec:
         return "x".join(str(d) for d in self.shape) or "scalar"
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-
-    @staticmethod
-    def from_dict(data: Mapping) -> "TensorSpec":
-        return TensorSpec(data["name"], tuple(data["shape"]), data["dtype"])
+        return to_json(self)
 
 
 @dataclass(frozen=True)
@@ -60,14 +57,11 @@ class Signature:
         return seen
 
     def to_dict(self) -> dict:
-        return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+        return to_json(self)
 
     @staticmethod
-    def from_dict(data: Mapping) -> "Signature":
-        return Signature(
-            tuple(TensorSpec.from_dict(t) for t in data["inputs"]),
-            tuple(TensorSpec.from_dict(t) for t in data["outputs"]),
-        )
+    def from_dict(data: Mapping, origin: str = "<signature>") -> "Signature":
+        return from_json(Signature, data, "signature", origin)
 
     def concretized(self, sizes: Mapping[str, int] | None = None, default: int = 1) -> "Signature":
         """The same signature with every symbolic dim bound (to ``sizes[name]`` or ``default``)."""

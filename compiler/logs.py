@@ -1,0 +1,54 @@
+"""Library noise: what the toolchains print is kept off the user's terminal and out of chipfit's output.
+
+Warnings and log records of the libraries chipfit drives (torch, torchao, onnxscript, coremltools, TVM,
+transformers) go to a log file when one is given (``chipfit build`` writes ``<out>/chipfit.log``; a release
+worker's go to its cell's log), to stderr with ``--verbose``, and nowhere else. torch's own
+warnings are lowered to errors through ``TORCH_LOGS`` (read when torch is imported) unless ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+LIBRARY_LOGGERS = ("torch", "torchao", "coremltools", "onnxscript", "onnx_ir", "tvm", "transformers", "onnxruntime",
+                   "executorch", "py.warnings")
+SINK = "chipfit.libraries"
+
+
+def quiet_libraries(verbose: bool = False, log_path: Path | None = None) -> None:
+    """Route library warnings and logs to ``log_path`` (and stderr with ``verbose``); call before importing them.
+
+    The log file is opened at its first record, so a command refused before any work writes nothing."""
+    # coremltools draws tqdm progress bars for sub-second conversions; chipfit prints its own progress.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning" if verbose else "error")
+    if not verbose:
+        os.environ.setdefault("TORCH_LOGS", "-all")
+    logging.captureWarnings(True)
+    handlers: list[logging.Handler] = []
+    if log_path is not None:
+        handler = _LazyFileHandler(log_path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        handlers.append(handler)
+    if verbose:
+        handlers.append(logging.StreamHandler())
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers or [logging.NullHandler()]
+        logger.propagate = False
+        logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    warnings.simplefilter("default")  # every warning once per place, through the logging above
+
+
+class _LazyFileHandler(logging.FileHandler):
+    """A file handler that creates its folder and file only when the first record arrives."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, delay=True)
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()

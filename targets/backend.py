@@ -1,0 +1,299 @@
+"""The backend protocol: what a backend must do, and what core code may ask of it.
+
+A backend lowers a traced model for a `TargetSpec` into files in a work directory and, where its
+artifacts can run, gives a runner: here (`plan_run`) or on a device it reaches itself
+(`time_on_device`, e.g. TVM RPC). Everything backend-specific that core code needs (per-op timing,
+thread pinning, which files of its format vary between builds, its toolchain fingerprint for the
+build cache) is asked of the backend through this protocol; core code never names a backend.
+
+In-tree backends (``compiler/backends/<name>/``) and third-party plugins implement it the same way and
+register through the ``chipfit.backends`` entry point group. `BackendBase` gives the optional hooks
+their defaults; a plugin may subclass it or implement every member itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_checkable
+
+import numpy as np
+
+from targets.errors import ChipfitError, TargetError
+from targets.files import sha256_file
+from targets.host import HostInfo
+from targets.signature import Signature
+from targets.spec import TargetSpec
+
+if TYPE_CHECKING:  # the model type lives above this layer; the protocol only names it
+    from compiler.traced import TracedModel
+
+#: Version of this protocol; a plugin written for another one is refused.
+BACKEND_API_VERSION = 2
+
+#: How a file of a backend's format is hashed for the content digest: a function giving the bytes to
+#: hash (normalised), or None to leave the file out; with the reason recorded in the manifest.
+Normalizer = tuple[Callable[[Path], bytes] | None, str]
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """What `Backend.lower` wrote into its work directory."""
+
+    files: tuple[str, ...]  # relative paths, primary file first
+    signature: Signature  # the I/O signature the artifact takes (symbolic dims where kept)
+    options: Mapping[str, Any]  # the backend options actually used, resolved
+    passes: tuple[Mapping[str, Any], ...] = ()
+    notes: tuple[str, ...] = ()
+    #: Structure check for artifacts that cannot run here (e.g. op types in a Core ML program).
+    structure: Mapping[str, Any] | None = None
+    #: Ops the target's accelerator will not take, run by a fallback (e.g. the CPU provider).
+    fallbacks: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class Runner(Protocol):
+    description: str  # e.g. "onnxruntime CPUExecutionProvider on this host"
+    #: where per-op times come from ("onnxruntime profiler"), or why there are none
+    per_op_source: str
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def set_threads(self, threads: int) -> bool:
+        """Use ``threads`` threads from now on; False if the runtime sizes its pool only at start-up."""
+        ...
+
+    def profile_ops(self, inputs: Mapping[str, np.ndarray], runs: int = 5) -> list[dict[str, Any]] | None:
+        """Mean time per graph node, slowest first (``node``, ``op``, ``mean_us``); None if not offered."""
+        ...
+
+
+class RunnerBase:
+    """Defaults for a runner's optional hooks: no thread control, no per-op times."""
+
+    description = "runner"
+    per_op_source = "not offered by this backend's runtime"
+
+    def set_threads(self, threads: int) -> bool:
+        return False
+
+    def profile_ops(self, inputs: Mapping[str, np.ndarray], runs: int = 5) -> list[dict[str, Any]] | None:
+        return None
+
+
+class NotRunnable(Exception):
+    """The artifact cannot run on this machine (or device); the message says why and where it can."""
+
+
+class DeviceError(ChipfitError):
+    """A device that was asked for cannot be reached or used (a tracker down, a key nobody serves)."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How an artifact is run here: on the target's own runtime, or on a stated proxy."""
+
+    runner: Runner
+    proxy: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device reached through its backend's own remote runtime (TVM RPC: a tracker and a key)."""
+
+    address: str  # HOST:PORT
+    key: str
+
+
+@dataclass(frozen=True)
+class DeviceTiming:
+    samples_ms: tuple[float, ...]
+    device: str  # what the remote end says it is
+    description: str  # how the times were taken
+    per_op: tuple[Mapping[str, Any], ...] = ()
+    per_op_source: str = "not offered by this backend's device runner"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    api_version: int
+    consumes: str  # "onnx" or "torch" (torch backends fall back to ONNX where they say so)
+    precisions: tuple[str, ...]
+    #: Precisions for which the backend lowers the ONNX graph rewritten by the precision stage
+    #: (the others it produces itself, e.g. Core ML's fp16 compute).
+    graph_precisions: tuple[str, ...]
+    #: Precisions for which the backend lowers the torch program quantized by the precision stage (PT2E).
+    program_precisions: tuple[str, ...]
+    symbolic_dims: bool  # True if its artifacts keep symbolic dims (e.g. the batch)
+    #: Op domains besides the standard one that the backend can lower (fusions producing others are skipped).
+    accepted_domains: tuple[str, ...]
+
+    def lowers_onnx(self, model: "TracedModel", precision: str) -> bool: ...
+
+    def versions(self) -> dict[str, str]: ...
+
+    def check_options(self, target: TargetSpec) -> None: ...
+
+    def resolve_options(self, target: TargetSpec, host: HostInfo) -> dict[str, Any]:
+        """The options `lower` will use for ``target`` on ``host`` (detected values filled in); they enter
+        the build cache key."""
+        ...
+
+    def lower(self, model: "TracedModel", target: TargetSpec, precision: str, workdir: Path) -> Lowered: ...
+
+    def plan_run(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature, target: TargetSpec,
+                 host: HostInfo) -> RunPlan:
+        """How to run the artifact here; raises `NotRunnable` saying why not."""
+        ...
+
+    def time_on_device(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature,
+                       device: Device, runs: int) -> DeviceTiming:
+        """Time the artifact on a remote device; raises `NotRunnable` if this backend has no device runner."""
+        ...
+
+    def normalizers(self) -> Mapping[str, Normalizer]:
+        """File name -> how the content digest treats that file of this backend's format (see `Normalizer`)."""
+        ...
+
+    def fingerprint(self) -> dict[str, str]:
+        """What identifies this backend's code for the build cache: its package version and its files' digest."""
+        ...
+
+
+class BackendBase:
+    """Defaults for the optional hooks of the protocol."""
+
+    name = "base"
+
+    def resolve_options(self, target: TargetSpec, host: HostInfo) -> dict[str, Any]:
+        schema = getattr(self, "SCHEMA", None)
+        return schema.resolve(target) if schema is not None else dict(target.options_for(self.name))
+
+    def check_options(self, target: TargetSpec) -> None:
+        schema = getattr(self, "SCHEMA", None)
+        if schema is not None:
+            schema.resolve(target)
+
+    def time_on_device(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature,
+                       device: Device, runs: int) -> DeviceTiming:
+        raise NotRunnable(f"backend {self.name} has no device runner; its artifacts are timed here or estimated")
+
+    def normalizers(self) -> Mapping[str, Normalizer]:
+        return {}
+
+    def fingerprint(self) -> dict[str, str]:
+        return code_fingerprint(self)
+
+
+def code_fingerprint(backend: object) -> dict[str, str]:
+    """The distribution that ships ``backend`` (name and version) and a digest of the folder of its module.
+
+    A vendor who edits its `lower()` changes the digest, so the build cache never serves an artifact
+    built by the old code.
+    """
+    module = inspect.getmodule(type(backend)) or inspect.getmodule(backend)
+    path = Path(inspect.getfile(module)).resolve() if module is not None else None
+    h = hashlib.sha256()
+    if path is not None:
+        folder = path.parent
+        for file in sorted(folder.rglob("*")):
+            if file.is_file() and "__pycache__" not in file.parts and file.suffix in (".py", ".toml", ".json", ".txt"):
+                h.update(f"{file.relative_to(folder).as_posix()}\0{sha256_file(file)}\n".encode())
+    top = (module.__name__ if module is not None else "").split(".")[0]
+    dists = metadata.packages_distributions().get(top, [])
+    version = "not installed"
+    for dist in dists:
+        try:
+            version = f"{dist} {metadata.version(dist)}"
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    return {f"backend:{getattr(backend, 'name', top)}:package": version,
+            f"backend:{getattr(backend, 'name', top)}:code": h.hexdigest()}
+
+
+def check_backend(obj: object, name: str) -> "Backend":
+    """The entry point's object, if it is a `Backend` of this API version named ``name``."""
+    version = getattr(obj, "api_version", None)
+    if version != BACKEND_API_VERSION:
+        raise TargetError(
+            f"written for backend API version {version}, this chipfit speaks version {BACKEND_API_VERSION}"
+            + (" (version 2 replaced plan_run's manifest with options and signature, and added resolve_options, "
+               "time_on_device, normalizers and fingerprint: see targets/backend.py)" if version == 1 else "")
+        )
+    if not isinstance(obj, Backend):
+        missing = [m for m in _members() if not hasattr(obj, m)]
+        raise TargetError(f"entry point must give a Backend object (see targets/backend.py); {obj!r} lacks "
+                          f"{', '.join(missing) or 'required members'} (subclass targets.backend.BackendBase for defaults)")
+    if obj.name != name:
+        raise TargetError(f"entry point name {name!r} differs from the backend's name {obj.name!r}")
+    return obj
+
+
+def _members() -> list[str]:
+    return sorted({m for m in dir(Backend) if not m.startswith("_")} | set(Backend.__annotations__))
+
+
+@dataclass(frozen=True)
+class OptionField:
+    """One allowed key in a backend's options table."""
+
+    kind: type | tuple[type, ...]
+    required: bool = False
+    choices: tuple[Any, ...] = ()
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class OptionSchema:
+    backend: str
+    fields: Mapping[str, OptionField] = field(default_factory=dict)
+
+    def resolve(self, target: TargetSpec) -> dict[str, Any]:
+        """The target's options for this backend, checked and with defaults filled in."""
+        from targets.schema import check_keys, expect
+
+        given = dict(target.options_for(self.backend))
+        where = f"backend_options.{self.backend}."
+        for key in given:
+            if key not in self.fields:
+                raise TargetError(f"{target.source_file}: {where[:-1]}: unknown option {key!r}; allowed: "
+                                  f"{', '.join(sorted(self.fields))}")
+        check_keys(given, {k: f.required for k, f in self.fields.items()}, where, target.source_file, TargetError)
+        resolved: dict[str, Any] = {}
+        for key, spec in self.fields.items():
+            if key not in given:
+                resolved[key] = spec.default
+                continue
+            value = expect(given[key], spec.kind, f"{where}{key}", target.source_file, TargetError)
+            if spec.choices and value not in spec.choices:
+                raise TargetError(f"{target.source_file}: {where}{key} = {value!r}; choose one of "
+                                  f"{', '.join(map(str, spec.choices))}")
+            resolved[key] = value
+        return resolved
+
+
+def package_version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def host_mismatch(target: TargetSpec, host: HostInfo) -> str | None:
+    """Why this host cannot run the target's native artifacts, or None if it can."""
+    reach = target.reach
+    if reach.kind != "local":
+        return reach.reason or f"target {target.id} is reached by {reach.kind!r}, not on this machine"
+    if reach.arch and reach.arch != host.arch:
+        return f"target {target.id} is {reach.arch}; this host is {host.arch}"
+    missing = [f for f in reach.cpu_flags if f not in host.flags]
+    if missing:
+        return f"this host's CPU lacks {', '.join(missing)}, which target {target.id} requires"
+    return None
+
