@@ -21,12 +21,11 @@ from typing import Any, Callable, Iterator, Mapping
 
 from targets.errors import UsageError
 from targets.schema import check_version, from_json, to_json
+from targets.spec import ACTIVATION_DTYPES, PRECISIONS
 
 REQUEST_SCHEMA_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
 #: int8 activation calibration methods (their implementations are in `calibration.statistics`)
 METHODS = ("minmax", "percentile", "entropy", "mse")
-ACTIVATION_DTYPES = ("uint8", "int8", "uint16", "int16")
 
 
 @dataclass(frozen=True)
