@@ -348,9 +348,17 @@ def _reference(model: TracedModel, inputs: Mapping[str, np.ndarray], label: str)
         ) from exc
 
 
-def build(model: TracedModel, options: BuildOptions, ctx: BuildContext | None = None) -> list[CellResult]:
-    """Build, verify and write every cell; returns one result per cell (never raises for one bad cell)."""
+def build(model, options: BuildOptions, ctx: BuildContext | None = None) -> list[CellResult]:
+    """Build, verify and write every cell; returns one result per cell (never raises for one bad cell).
+
+    ``model`` is a `TracedModel` (a graph) or a `DecoderModel` (a Hugging Face decoder LM folder)."""
     ctx = ctx or BuildContext()
+    from compiler.llm import DecoderModel
+
+    if isinstance(model, DecoderModel):
+        from compiler.llm.build import build_decoder
+
+        return build_decoder(model, options, ctx)
     cells = plan(model, options, ctx)
     request = _shared_data(cells)
     calibration = _calibration(model, request, cells)

@@ -4,6 +4,7 @@
     chipfit targets show ID [--json]         one target: backend, options, figures with sources
     chipfit build MODEL -t T [-t T ...]      trace, lower, verify; exit 0 only if every artifact verified
     chipfit inspect PATH [--json]            an artifact: what it is, its manifest, its numerics
+    chipfit generate PATH --prompt TEXT      a decoder LM artifact generates text (streamed), with tok/s
     chipfit release RELEASE.toml -o dist/    every model x target of a release, cached, verified, profiled
     chipfit compare BASELINE CURRENT         regressions beyond threshold and noise (exit 1)
     chipfit cache info|prune                 the release build cache
@@ -148,7 +149,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     progress = (lambda m: None) if args.quiet else print_progress
     progress(f"tracing {args.model}")
     with contextlib.redirect_stdout(sys.stderr):
-        model = load_model(args.model, overrides)
+        model = load_model(args.model, overrides, trust_remote_code=bool(settings.get("trust_remote_code")))
         dumps = FusionOptions(enabled=settings.pop("fusion", True), explain=settings.pop("explain_fusion", False),
                               dump_after=tuple(args.dump_after), dump_all=Path(args.dump_all) if args.dump_all else None)
         options = BuildOptions(target_ids, Path(args.output), fusion=dumps, **settings)
@@ -472,6 +473,65 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     return 0 if all(r.to_dict()["passed"] == r.to_dict()["total"] for r in reports) else 1
 
 
+# --- generate --------------------------------------------------------------------------------
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from targets.host import detect_host
+    from targets.manifest import read_artifact
+    from targets.registry import backend_registry, target_registry
+
+    if args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
+    artifact = read_artifact(args.path)
+    m = artifact.manifest
+    if m.llm is None:
+        raise UsageError(f"{args.path}: not a language model artifact (built from {m.model.source_kind} "
+                         f"{m.model.source}); `chipfit generate` takes a decoder LM built from a model folder")
+    problems = artifact.file_problems()
+    if problems:
+        raise UsageError(f"{args.path}: refusing to run a modified artifact: {'; '.join(problems)}")
+    from tokenizers import Tokenizer
+
+    tokenizer_file = next((artifact.path / f for f in m.llm.tokenizer_files if f.endswith("tokenizer.json")), None)
+    if tokenizer_file is None:
+        raise UsageError(f"{args.path}: the artifact holds no tokenizer.json")
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    ids = tokenizer.encode(args.prompt).ids
+    if not ids:
+        raise UsageError("--prompt: it encodes to no tokens")
+    if len(ids) + args.max_new_tokens > m.llm.context:
+        raise UsageError(f"--max-new-tokens {args.max_new_tokens}: the prompt ({len(ids)} tokens) and the new tokens "
+                         f"exceed the artifact's context of {m.llm.context}")
+    target = target_registry().get(m.target.id)
+    plan = backend_registry().get(m.backend.name).plan_generate(artifact.path, m.backend.options, target, detect_host())
+    if plan.note:
+        print(f"note: {plan.note}", file=sys.stderr)
+    eos = m.llm.generation.get("eos_token_id")
+    stop = tuple(eos) if isinstance(eos, list) else ((eos,) if isinstance(eos, int) else ())
+    made: list[int] = []
+    shown = ""
+    sys.stdout.write(args.prompt)
+
+    def stream(token: int) -> None:
+        nonlocal shown
+        made.append(token)
+        text = tokenizer.decode(made)
+        if not text.endswith("\ufffd"):  # a character split across tokens waits for its last byte
+            sys.stdout.write(text[len(shown):])
+            sys.stdout.flush()
+            shown = text
+
+    result = plan.runner.generate(ids, args.max_new_tokens, stop=() if args.ignore_eos else stop, on_token=stream)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    decode_s = sum(result.token_s)
+    rate = f"{len(result.token_s) / decode_s:.1f} tok/s" if decode_s > 0 else "-"
+    print(f"{len(result.tokens)} tokens; prompt {len(ids)} tokens, time to first token {result.prefill_s * 1e3:.1f} ms, "
+          f"decode {rate} ({plan.runner.description})", file=sys.stderr)
+    return 0
+
+
 # --- inspect ---------------------------------------------------------------------------------
 
 
@@ -598,28 +658,32 @@ def _describe_artifact(artifact, problems: list[str], drift: dict) -> str:
 
 
 def _llm_lines(llm) -> list[str]:
-    """A decoder LM's layout and memory plan, as `chipfit inspect` shows it."""
-    kv = llm.get("kv_cache", {})
-    plan = llm.get("memory_plan", {})
-    lines = [f"  decoder:   {llm.get('architecture')} ({llm.get('model_type')}), {llm.get('layers')} layers, "
-             f"hidden {llm.get('hidden_size')}, vocab {llm.get('vocab_size')}, context {llm.get('context')} tokens"]
-    if kv:
-        lines.append(f"  kv cache:  {kv.get('layers')} layers x {kv.get('kv_heads')} kv heads x {kv.get('head_dim')} "
-                     f"head dim x {kv.get('bytes_per_element')} B" + (f"; sliding window {kv['sliding_window']} on "
-                                                                      f"{kv.get('sliding_layers')} layers"
-                                                                      if kv.get("sliding_window") else "")
-                     + f"; form {llm.get('cache_form')}")
-    if plan:
-        lines.append(f"  memory:    weights {plan.get('weight_bytes', 0) / 2**20:.1f} MiB + KV cache "
-                     f"{plan.get('kv_cache_bytes', 0) / 2**20:.1f} MiB + workspace {plan.get('workspace_bytes', 0) / 2**20:.1f}"
-                     f" MiB = {plan.get('total_bytes', 0) / 2**20:.1f} MiB of {plan.get('capacity_bytes') and plan['capacity_bytes'] / 2**30}"
-                     f" GiB; largest context that fits: {plan.get('max_context_that_fits')}")
-    return lines
+    """A decoder LM's layout, cache and memory plan, as `chipfit inspect` shows it."""
+    d, plan = llm.decoder, llm.memory_plan
+    mib, gib = 2**20, 2**30
+    sliding = (f"; sliding window {d.sliding_window} on layers {', '.join(map(str, d.sliding_layers))}"
+               if d.sliding_window else "")
+    capacity = f"{plan.capacity_bytes / gib:.2f} GiB" if plan.capacity_bytes else "unknown memory"
+    return [
+        f"  decoder:   {d.architecture} ({d.model_type}): {d.layers} layers, hidden {d.hidden_size}, {d.heads} heads, "
+        f"vocab {d.vocab_size}, {d.parameters / 1e6:.1f} M parameters" + (", tied embeddings" if d.tied_embeddings else ""),
+        f"  kv cache:  {d.layers} layers x {d.kv_heads} kv heads x {d.head_dim}"
+        + (f"+{d.value_head_dim}" if d.value_head_dim != d.head_dim else "") + f" head dim x "
+        f"{plan.kv_bytes_per_element} B = {d.kv_bytes_per_token(plan.kv_bytes_per_element) / 1024:.1f} KiB per token"
+        + sliding,
+        f"  form:      {llm.cache_form} cache, context {llm.context} tokens, programs {', '.join(llm.programs)}"
+        + (f", prefill in chunks of {llm.prefill_chunk}" if llm.prefill_chunk else "") + f"; runs in {llm.runtime}",
+        f"  weights:   " + ", ".join(f"{k} {v}" for k, v in llm.weight_precisions.items()),
+        f"  memory:    weights {plan.weight_bytes / mib:.1f} MiB + KV cache {plan.kv_cache_bytes / mib:.1f} MiB "
+        f"+ workspace {plan.workspace_bytes / mib:.1f} MiB = {plan.total_bytes / mib:.1f} MiB of {capacity} "
+        f"({'fits' if plan.fits else 'DOES NOT FIT'}); largest context that fits: {plan.max_context_that_fits}"
+        f" ({plan.basis})",
+    ] + (["  remote code: trusted (--trust-remote-code)"] if llm.trust_remote_code else [])
 
 
 def _generation_lines(generation) -> list[str]:
     lines = [f"    generation: {generation.get('summary', '')}"]
-    for step in generation.get("prompts", [])[:4]:
+    for step in generation.get("prompts", [])[:8]:
         lines.append(f"      prompt {step.get('prompt')!r}: {step.get('matched')} of {step.get('tokens')} greedy tokens "
                      f"equal the reference" + (f"; ties at steps {step['ties']}" if step.get("ties") else ""))
     return lines
@@ -709,6 +773,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--no-models", action="store_true", help="skip the model zoo (op, artifact and profile checks only)")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=cmd_conformance)
+
+    g = sub.add_parser("generate", help="generate text with a decoder LM artifact (streams it, prints tok/s)")
+    g.add_argument("path", help="an LLM artifact, e.g. build/<model>/host")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--ignore-eos", action="store_true", help="generate all tokens even past end-of-sequence")
+    g.set_defaults(func=cmd_generate)
 
     i = sub.add_parser("inspect", help="describe an artifact (or every artifact under a folder)")
     i.add_argument("path")

@@ -18,7 +18,7 @@ import inspect
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -28,7 +28,8 @@ from targets.host import HostInfo
 from targets.signature import Signature
 from targets.spec import TargetSpec
 
-if TYPE_CHECKING:  # the model type lives above this layer; the protocol only names it
+if TYPE_CHECKING:  # the model types live above this layer; the protocol only names them
+    from compiler.llm import DecoderModel
     from compiler.traced import TracedModel
 
 #: Version of this protocol; a plugin written for another one is refused.
@@ -52,6 +53,57 @@ class Lowered:
     structure: Mapping[str, Any] | None = None
     #: Ops the target's accelerator will not take, run by a fallback (e.g. the CPU provider).
     fallbacks: tuple[str, ...] = ()
+    #: Decoder LMs: the artifact's form (see `DecoderForm`).
+    decoder: "DecoderForm | None" = None
+
+
+@dataclass(frozen=True)
+class DecoderForm:
+    """How a backend laid a decoder LM out in its artifact."""
+
+    cache_form: str  # "dynamic" (symbolic past length) or "static" (fixed-size cache, prompt in chunks)
+    programs: tuple[str, ...]  # e.g. ("prefill", "decode"), or ("decoder",)
+    runtime: str  # what runs it, e.g. "onnxruntime-genai"
+    context: int  # tokens the cache holds
+    kv_bytes_per_element: int
+    weight_precisions: Mapping[str, str]  # embedding / matmuls / lm_head -> precision written
+    tokenizer_files: tuple[str, ...] = ()
+    prefill_chunk: int | None = None
+    generation: Mapping[str, Any] = field(default_factory=dict)  # generation defaults as the runtime got them
+    windowed_cache: bool = True  # sliding-window layers hold only their window (else a full-length cache)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Tokens a decoder runner generated, with the time each step took."""
+
+    tokens: tuple[int, ...]
+    prefill_s: float  # from the prompt to the first token (time to first token)
+    token_s: tuple[float, ...]  # each later token
+
+
+@runtime_checkable
+class DecoderRunner(Protocol):
+    description: str
+
+    def generate(self, ids: Sequence[int], new_tokens: int, stop: Sequence[int] = (),
+                 on_token: Callable[[int], None] | None = None) -> Generation:
+        """Greedy continuation of ``ids``: ``new_tokens`` tokens, fewer if one in ``stop`` comes first;
+        ``on_token`` is called with each token as it is made (streaming)."""
+        ...
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Next-token logits at every position of ``ids`` ([len(ids), vocab]), teacher-forced."""
+        ...
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """How a decoder artifact generates here: on the target's runtime, or a stated proxy."""
+
+    runner: DecoderRunner
+    proxy: bool = False
+    note: str = ""
 
 
 @runtime_checkable
@@ -164,6 +216,20 @@ class Backend(Protocol):
         """What identifies this backend's code for the build cache: its package version and its files' digest."""
         ...
 
+    #: Decoder LMs (Hugging Face model folders): the precisions and model types (``config.model_type``) it lowers.
+    decoder_precisions: tuple[str, ...]
+    decoder_families: tuple[str, ...]
+
+    def lower_decoder(self, model: "DecoderModel", target: TargetSpec, precision: str, workdir: Path,
+                      context: int, prefill_chunk: int | None) -> Lowered:
+        """Write a decoder LM artifact (its `Lowered.decoder` says the form) into ``workdir``."""
+        ...
+
+    def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
+                      host: HostInfo) -> GenerationPlan:
+        """How to generate with a decoder artifact here; raises `NotRunnable` saying why not."""
+        ...
+
 
 class BackendBase:
     """Defaults for the optional hooks of the protocol."""
@@ -188,6 +254,17 @@ class BackendBase:
 
     def fingerprint(self) -> dict[str, str]:
         return code_fingerprint(self)
+
+    decoder_precisions: tuple[str, ...] = ()
+    decoder_families: tuple[str, ...] = ()
+
+    def lower_decoder(self, model: "DecoderModel", target: TargetSpec, precision: str, workdir: Path,
+                      context: int, prefill_chunk: int | None) -> Lowered:
+        raise TargetError(f"backend {self.name} lowers no decoder language models (its decoder_precisions is empty)")
+
+    def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
+                      host: HostInfo) -> GenerationPlan:
+        raise NotRunnable(f"backend {self.name} has no decoder runner")
 
 
 def code_fingerprint(backend: object) -> dict[str, str]:

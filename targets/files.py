@@ -47,3 +47,15 @@ def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def digest_path(path: str | Path) -> str:
+    """sha256 over a file's bytes, or over a folder's files (relative names and bytes, sorted)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_file():
+        h.update(sha256_file(path).encode())
+        return h.hexdigest()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+    return h.hexdigest()

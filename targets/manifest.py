@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from targets.cost import GraphCost
+from targets.decoder import LanguageModelRecord
 from targets.errors import SchemaError, UsageError
 from targets.files import sha256_file
 from targets.numerics import Numerics
@@ -98,7 +99,7 @@ class Manifest:
     notes: tuple[str, ...]
     build_seconds: float
     #: decoder LMs: architecture, KV-cache layout, context, memory plan and the programs' forms
-    llm: Mapping[str, Any] | None = None
+    llm: LanguageModelRecord | None = None
 
     @property
     def size_bytes(self) -> int:

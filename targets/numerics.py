@@ -63,7 +63,7 @@ class Numerics:
     def summary(self) -> str:
         if self.status == "not-run":
             return f"not run here: {self.reason}"
-        if self.generation and not self.outputs:
+        if self.generation:
             head = {"verified": "ok", "failed": "FAILED"}[self.status] + (" (proxy)" if self.proxy else "")
             return f"{head} {self.generation.get('summary', '')}".rstrip()
         if not self.outputs:

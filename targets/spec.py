@@ -40,13 +40,25 @@ HARDWARE_FIGURES = (
 )
 
 
+#: decoder LMs judged by teacher-forced next-token agreement: the share a precision must reach unless the spec's
+#: ``[verify.<precision>] min_token_agreement`` says otherwise
+TOKEN_AGREEMENT = {"fp32": 1.0, "fp16": 0.95, "int8": 0.90, "int4": 0.80}
+
+
 @dataclass(frozen=True)
 class Tolerance:
-    """How close an artifact's outputs must be to the float reference."""
+    """How close an artifact's outputs must be to the float reference.
+
+    Decoder LMs: ``min_cosine`` bounds the cosine of each step's logits to the reference's, and
+    ``min_token_agreement`` the share of teacher-forced next tokens equal to the reference's."""
 
     atol: float
     rtol: float
     min_cosine: float
+    min_token_agreement: float | None = None
+
+    def token_agreement(self, precision: str) -> float:
+        return self.min_token_agreement if self.min_token_agreement is not None else TOKEN_AGREEMENT.get(precision, 1.0)
 
 
 @dataclass(frozen=True)
@@ -153,7 +165,7 @@ _TOP_KEYS = {
 _REACH_KEYS = {"kind": True, "arch": False, "cpu_flags": False, "rpc_key": False, "reason": False}
 _SUPPORTS_KEYS = {"precisions": True}
 _QUANT_KEYS = {"activation_dtypes": True, "per_channel": True, "symmetric_activations": True, "int4_block_sizes": False}
-_TOLERANCE_KEYS = {"atol": True, "rtol": True, "min_cosine": True}
+_TOLERANCE_KEYS = {"atol": True, "rtol": True, "min_cosine": True, "min_token_agreement": False}
 _HARDWARE_KEYS = {"chip": True, "compute": True, "sources": True, "notes": False}
 _HARDWARE_KEYS.update({k: True for k in HARDWARE_FIGURES})
 
@@ -285,9 +297,13 @@ def spec_from_dict(data: Mapping[str, Any], file: str = "<spec>") -> TargetSpec:
             raise SpecError(f"{file}: verify.{precision} is for a precision not in supports.precisions")
         _check_keys(_expect(table, dict, f"verify.{precision}", file), _TOLERANCE_KEYS, f"verify.{precision}.", file)
         for key in _TOLERANCE_KEYS:
-            if not _is_figure(table[key]):
+            if key in table and not _is_figure(table[key]):
                 raise SpecError(f"{file}: verify.{precision}.{key} must be a number")
-        tolerances[precision] = Tolerance(float(table["atol"]), float(table["rtol"]), float(table["min_cosine"]))
+        agreement = table.get("min_token_agreement")
+        if agreement is not None and not 0 <= agreement <= 1:
+            raise SpecError(f"{file}: verify.{precision}.min_token_agreement must be between 0 and 1, got {agreement}")
+        tolerances[precision] = Tolerance(float(table["atol"]), float(table["rtol"]), float(table["min_cosine"]),
+                                          float(agreement) if agreement is not None else None)
     for precision in precisions:
         if precision not in tolerances:
             raise SpecError(f"{file}: missing required key verify.{precision} (tolerance for a supported precision)")

@@ -5,6 +5,7 @@
 * ``"example"``: the bundled digits network (works offline, no file needed);
 * ``*.pt2``: a `torch.export.save` archive;
 * ``*.onnx``: an ONNX file (checked, shapes inferred, external data kept inside its folder);
+* a folder: a Hugging Face decoder LM as ``save_pretrained`` writes it (`compiler.frontend.huggingface`);
 * ``*.pt``, ``*.pth``, ``*.bin``, ``*.ckpt``: refused, never unpickled.
 
 `trace_module` does the same for an in-memory module with example inputs.
@@ -22,13 +23,20 @@ from compiler.traced import TracedModel
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 
 
-def load_model(source: str | Path, inputs: Iterable[TensorSpec] = ()) -> TracedModel:
+def load_model(source: str | Path, inputs: Iterable[TensorSpec] = (), trust_remote_code: bool = False):
+    """A `TracedModel` (``.pt2``, ``.onnx``, the example), or a `DecoderModel` for a Hugging Face model folder."""
     inputs = list(inputs)
     if str(source) == "example":
         from compiler.frontend.example import trace_example
 
         return trace_example(inputs)
     path = Path(source)
+    if path.is_dir():
+        from compiler.frontend.huggingface import load_hf_directory
+
+        if inputs:
+            raise UsageError(f"--input: {path} is a model folder (a decoder LM); its inputs are token ids")
+        return load_hf_directory(path, trust_remote_code)
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         raise UsageError(
@@ -37,7 +45,8 @@ def load_model(source: str | Path, inputs: Iterable[TensorSpec] = ()) -> TracedM
             f"`torch.export.save(ep, '{path.with_suffix('.pt2').name}')`, or `torch.onnx.export(..., dynamo=True)`."
         )
     if not path.exists():
-        raise UsageError(f"{path}: no such file (MODEL is a .pt2 file, an .onnx file, or 'example')")
+        raise UsageError(f"{path}: no such file (MODEL is a .pt2 file, an .onnx file, a Hugging Face model folder, "
+                         "or 'example')")
     if suffix == ".pt2":
         from compiler.frontend.pytorch import load_pt2
 
@@ -46,7 +55,8 @@ def load_model(source: str | Path, inputs: Iterable[TensorSpec] = ()) -> TracedM
         from compiler.frontend.onnx_file import load_onnx
 
         return load_onnx(path, inputs)
-    raise UsageError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; chipfit reads .pt2 and .onnx")
+    raise UsageError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; chipfit reads .pt2 and .onnx files "
+                     "and Hugging Face model folders")
 
 
 def concretize(model: TracedModel) -> TracedModel:

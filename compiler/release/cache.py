@@ -36,7 +36,7 @@ import onnx
 
 from compiler.artifact import MANIFEST_NAME, STAGING_MARK, remove_abandoned
 from compiler.errors import UsageError
-from targets.files import file_lock, sha256_file
+from targets.files import digest_path, file_lock, sha256_file
 from targets.manifest import read_artifact
 from targets.request import BuildRequest, artifact_key_form, digest_json
 
@@ -51,18 +51,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ["CHIPFIT_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "chipfit"
-
-
-def digest_path(path: str | Path) -> str:
-    """sha256 over a file's bytes, or over a folder's files (relative names and bytes, sorted)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    if path.is_file():
-        h.update(sha256_file(path).encode())
-        return h.hexdigest()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        h.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
-    return h.hexdigest()
 
 
 def digest_model_source(path: str) -> str:

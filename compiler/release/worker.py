@@ -32,13 +32,13 @@ class _Models:
     def __init__(self) -> None:
         self._traced: dict[tuple[str, tuple[str, ...]], Any] = {}
 
-    def get(self, path: str, inputs: list[str]):
+    def get(self, path: str, inputs: list[str], trust_remote_code: bool = False):
         from compiler.frontend import load_model
         from targets.signature import parse_input_override
 
-        key = (path, tuple(inputs))
+        key = (path, tuple(inputs), trust_remote_code)
         if key not in self._traced:
-            self._traced[key] = load_model(path, [parse_input_override(text) for text in inputs])
+            self._traced[key] = load_model(path, [parse_input_override(text) for text in inputs], trust_remote_code)
         return self._traced[key]
 
 
@@ -53,7 +53,7 @@ def run(request: dict, models: _Models) -> list[dict]:
     if cell.spec_file:
         spec = load_spec(cell.spec_file)
         registry = registry.including({spec.id: spec}, cell.spec_file)
-    model = replace(models.get(cell.model.path, list(cell.model.inputs)), name=cell.model.name)
+    model = replace(models.get(cell.model.path, list(cell.model.inputs), cell.model.trust_remote_code), name=cell.model.name)
     options = BuildOptions(requests=[cell], out_dir=Path(request["out_dir"]),
                            cache_dir=Path(request["calibration_cache"]),
                            measure_latency=False)  # the release profiles every artifact afterwards, properly

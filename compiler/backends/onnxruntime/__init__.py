@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from compiler.backends import BACKEND_API_VERSION, BackendBase, Lowered, Normalizer, RunPlan, package_version
+from compiler.backends import (BACKEND_API_VERSION, BackendBase, GenerationPlan, Lowered, Normalizer, RunPlan,
+                               host_mismatch, package_version)
 from compiler.backends.onnxruntime.options import SCHEMA
 from compiler.traced import TracedModel
 from targets.host import HostInfo
@@ -40,6 +41,31 @@ class OnnxRuntimeBackend(BackendBase):
         from compiler.backends.onnxruntime import runner as _runner
 
         return _runner.plan_run(artifact_dir, options, target, host)
+
+    # Decoder LMs go through onnxruntime-genai's own model builder: the families it builds and chipfit has
+    # verified token for token against transformers (compiler/backends/onnxruntime/README.md).
+    decoder_precisions = ("fp32", "int8", "int4")
+    decoder_families = ("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral")
+
+    def lower_decoder(self, model, target: TargetSpec, precision: str, workdir: Path, context: int,
+                      prefill_chunk: int | None) -> Lowered:
+        from compiler.backends.onnxruntime import genai
+
+        q = target.quantization
+        block = q.int4_block_sizes[0] if q and q.int4_block_sizes else None
+        return genai.lower_decoder(model, target, precision, workdir, context, self.SCHEMA.resolve(target), block)
+
+    def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
+                      host: HostInfo) -> GenerationPlan:
+        from compiler.backends.onnxruntime.genai import GenaiRunner
+
+        provider = options["execution_provider"]
+        mismatch = host_mismatch(target, host)
+        if mismatch is None and provider == "CPUExecutionProvider":
+            return GenerationPlan(GenaiRunner(artifact_dir, on_cpu=False))
+        why = mismatch or f"{provider} is not on this host"
+        return GenerationPlan(GenaiRunner(artifact_dir, on_cpu=True), proxy=True,
+                              note=f"proxy: the folder run by onnxruntime-genai on this host's CPU provider ({why})")
 
     def normalizers(self) -> Mapping[str, Normalizer]:
         # Found by the conformance kit's determinism check: ONNX Runtime's ORT-format writer lays its

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from compiler.backends import BACKEND_API_VERSION, BackendBase, Device, DeviceTiming, Lowered, RunPlan, package_version
+from compiler.backends import (BACKEND_API_VERSION, BackendBase, Device, DeviceTiming, GenerationPlan, Lowered,
+                               RunPlan, package_version)
 from compiler.backends.tvm.options import SCHEMA, resolve
 from compiler.traced import TracedModel
 from targets.host import HostInfo, detect_host
@@ -57,6 +58,27 @@ class TvmBackend(BackendBase):
         from compiler.backends.tvm import runner as _runner
 
         return _runner.plan_run(artifact_dir, options, signature, target, host)
+
+    # Decoder LMs: prefill and decode over a static cache in one library (compiler/backends/tvm/decoder.py).
+    decoder_precisions = ("fp32",)
+    decoder_families = ("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral", "minicpm3")
+
+    def lower_decoder(self, model, target: TargetSpec, precision: str, workdir: Path, context: int,
+                      prefill_chunk: int | None) -> Lowered:
+        from compiler.backends.tvm.decoder import lower_decoder
+
+        return lower_decoder(model, target, precision, workdir, context, prefill_chunk,
+                             self.resolve_options(target, detect_host()))
+
+    def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
+                      host: HostInfo) -> GenerationPlan:
+        from compiler.backends.tvm.decoder import TvmDecoderRunner
+        from compiler.backends.tvm.runner import check_runs_here
+
+        check_runs_here(options, target, host)
+        layout = options["decoder"]
+        return GenerationPlan(TvmDecoderRunner(artifact_dir, [tuple(s) for s in layout["cache_shapes"]],
+                                               layout["chunk"], layout["context"]))
 
     def time_on_device(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature,
                        device: Device, runs: int) -> DeviceTiming:

@@ -64,6 +64,24 @@ def _import_onnx(graph: onnx.ModelProto):
         raise
 
 
+def debian_package(compiler: str) -> str:
+    """The Debian/Ubuntu package of a GNU cross compiler driver: ``riscv64-linux-gnu-g++`` -> ``g++-riscv64-linux-gnu``."""
+    name = Path(compiler).name
+    for tool in ("g++", "gcc", "c++"):
+        if name.endswith("-" + tool):
+            return f"{tool}-{name[: -len(tool) - 1]}"
+    return name
+
+
+def check_cross_compiler(target: TargetSpec, options: dict[str, Any]) -> None:
+    cross = options["cross_compiler"]
+    if cross and shutil.which(cross) is None:
+        raise BuildError(
+            f"target {target.id} cross-compiles with {cross!r}, which is not on PATH; on Debian/Ubuntu install it "
+            f"with `apt-get install {debian_package(cross)}`"
+        )
+
+
 def _compile(mod, target_dict: dict[str, Any], pipeline: str):
     import tvm
     from tvm import relax
@@ -84,11 +102,7 @@ def lower(
 ) -> Lowered:
     target_dict = dict(options["target"])
     cross = options["cross_compiler"]
-    if cross and shutil.which(cross) is None:
-        raise BuildError(
-            f"target {target.id} cross-compiles with {cross!r}, which is not on PATH; on Debian/Ubuntu install it "
-            f"with `apt-get install g++-aarch64-linux-gnu` (the README's set-up command does this)"
-        )
+    check_cross_compiler(target, options)
     notes: list[str] = []
     passes: list[dict[str, Any]] = []
 

@@ -30,12 +30,17 @@ class TvmRunner(RunnerBase):
         return {t.name: o.numpy() for t, o in zip(self._signature.outputs, outputs)}
 
 
-def plan_run(artifact_dir: Path, options: Mapping[str, Any], signature: Signature, target: TargetSpec,
-             host: HostInfo) -> RunPlan:
+def check_runs_here(options: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> None:
+    """`NotRunnable` unless this host can load the target's library."""
     mismatch = host_mismatch(target, host)
     if mismatch:
         raise NotRunnable(mismatch)
     machine = options.get("elf_machine")
     if machine and machine != host.arch:
         raise NotRunnable(f"the library is built for {machine}; this host is {host.arch}")
+
+
+def plan_run(artifact_dir: Path, options: Mapping[str, Any], signature: Signature, target: TargetSpec,
+             host: HostInfo) -> RunPlan:
+    check_runs_here(options, target, host)
     return RunPlan(TvmRunner(artifact_dir / "model.so", signature))

@@ -1,0 +1,173 @@
+"""Hugging Face model directories: a decoder LM's folder, as `save_pretrained` writes it, to a `DecoderModel`.
+
+Everything is checked before any weight is loaded: ``config.json`` names a causal LM class that this
+transformers has (its own Python code, an ``auto_map``, runs only with ``--trust-remote-code``); weights are
+safetensors (a pickled ``pytorch_model.bin`` is refused, never unpickled); a ``tokenizer.json`` is present
+and fits the vocabulary. The decoder's layout (`targets.decoder.DecoderSpec`) is read from the config and
+the safetensors headers, so the memory plan needs no weights in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any, Mapping
+
+from compiler.errors import UsageError
+from compiler.llm import DecoderModel
+from targets.decoder import DecoderSpec
+from targets.files import digest_path
+
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "tf_model.h5")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja")
+
+
+def is_model_directory(path: Path) -> bool:
+    return path.is_dir()
+
+
+def _config(folder: Path) -> dict[str, Any]:
+    file = folder / "config.json"
+    if not file.is_file():
+        raise UsageError(f"{folder}: no config.json; a Hugging Face model folder is what `save_pretrained` writes "
+                         "(config.json, *.safetensors, tokenizer.json, tokenizer_config.json)")
+    try:
+        return json.loads(file.read_text())
+    except ValueError as exc:
+        raise UsageError(f"{file}: not valid JSON ({exc})") from None
+
+
+def _safetensors_files(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("*.safetensors"))
+    if files:
+        return files
+    pickled = [name for name in PICKLED_WEIGHTS if (folder / name).exists()] + [p.name for p in folder.glob("pytorch_model-*.bin")]
+    if pickled:
+        raise UsageError(
+            f"{folder}: weights only as {', '.join(pickled)}: pickled files, which chipfit never unpickles (they can "
+            "run arbitrary code). Convert them once, in an environment you trust: `python -c \"from transformers "
+            "import AutoModelForCausalLM as M; M.from_pretrained('DIR').save_pretrained('DIR', "
+            "safe_serialization=True)\"` writes model.safetensors")
+    raise UsageError(f"{folder}: no *.safetensors weights")
+
+
+def _tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape from the safetensors headers (8-byte length + JSON), no weights read."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        with file.open("rb") as f:
+            head = f.read(8)
+            if len(head) != 8:
+                raise UsageError(f"{file}: not a safetensors file (truncated)")
+            (length,) = struct.unpack("<Q", head)
+            if length > 100_000_000:
+                raise UsageError(f"{file}: not a safetensors file (header of {length} bytes)")
+            try:
+                header = json.loads(f.read(length))
+            except ValueError as exc:
+                raise UsageError(f"{file}: not a safetensors file ({exc})") from None
+        for name, meta in header.items():
+            if name != "__metadata__":
+                shapes[name] = tuple(meta["shape"])
+    return shapes
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _architecture(config: Mapping[str, Any], folder: Path, trust_remote_code: bool) -> str:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    archs = config.get("architectures") or []
+    model_type = config.get("model_type", "")
+    if "auto_map" in config and not trust_remote_code:
+        raise UsageError(
+            f"{folder}/config.json: the model ships its own Python code (auto_map: "
+            f"{', '.join(config['auto_map'].values()) if isinstance(config['auto_map'], dict) else config['auto_map']}),"
+            " which runs only if you pass --trust-remote-code (recorded in the manifest); read that code first")
+    known = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    if known is None and not trust_remote_code:
+        raise UsageError(f"{folder}/config.json: model_type {model_type!r} is no causal language model this transformers "
+                         f"knows; decoder LMs it knows include {', '.join(sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)[:40])}...")
+    return archs[0] if archs else known
+
+
+def _tokenizer(folder: Path, vocab_size: int) -> Path:
+    file = folder / "tokenizer.json"
+    if not file.is_file():
+        raise UsageError(f"{folder}: no tokenizer.json; save the tokenizer beside the model "
+                         "(`AutoTokenizer.from_pretrained(...).save_pretrained(DIR)`): runtimes such as ONNX Runtime "
+                         "GenAI read it, and chipfit verifies generated text with it")
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(file))
+    except Exception as exc:
+        raise UsageError(f"{file}: not a tokenizers file ({exc})") from None
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if size > vocab_size:
+        raise UsageError(f"{file}: the tokenizer has {size} tokens but the model's vocabulary is {vocab_size} "
+                         "(config.json vocab_size): this tokenizer is not the model's")
+    return file
+
+
+def _layer_types(config: Mapping[str, Any], layers: int) -> tuple[int, ...]:
+    window = config.get("sliding_window")
+    types = config.get("layer_types")
+    if types:
+        return tuple(i for i, t in enumerate(types) if t == "sliding_attention")
+    if window and (config.get("use_sliding_window", True) or config.get("model_type") == "mistral"):
+        return tuple(range(layers))
+    return ()
+
+
+def decoder_spec(config: Mapping[str, Any], architecture: str, shapes: Mapping[str, tuple[int, ...]]) -> DecoderSpec:
+    text = config.get("text_config") or config
+    layers = int(text["num_hidden_layers"])
+    heads = int(text["num_attention_heads"])
+    hidden = int(text["hidden_size"])
+    kv_heads = int(text.get("num_key_value_heads") or heads)
+    if "qk_nope_head_dim" in text:  # latent attention (MiniCPM3): keys and values have their own widths
+        head_dim = int(text["qk_nope_head_dim"]) + int(text.get("qk_rope_head_dim", 0))
+        value_dim = int(text.get("v_head_dim") or head_dim)
+    else:
+        head_dim = int(text.get("head_dim") or hidden // heads)
+        value_dim = head_dim
+    sliding = _layer_types(text, layers)
+    embedding = next((n for n in shapes if n.endswith("embed_tokens.weight")), None)
+    parameters = sum(_count(s) for s in shapes.values())
+    return DecoderSpec(
+        architecture=architecture, model_type=str(text.get("model_type") or config.get("model_type")),
+        layers=layers, hidden_size=hidden, intermediate_size=int(text.get("intermediate_size") or 4 * hidden),
+        heads=heads, kv_heads=kv_heads, head_dim=head_dim, value_head_dim=value_dim,
+        vocab_size=int(text["vocab_size"]), max_positions=int(text.get("max_position_embeddings") or 2048),
+        sliding_window=int(text["sliding_window"]) if sliding and text.get("sliding_window") else None,
+        sliding_layers=sliding, tied_embeddings=bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings"))),
+        parameters=parameters, embedding_parameters=_count(shapes[embedding]) if embedding else 0,
+        rope=dict(text.get("rope_parameters") or text.get("rope_scaling") or {"rope_theta": text.get("rope_theta")}),
+    )
+
+
+def load_hf_directory(folder: Path, trust_remote_code: bool = False, name: str | None = None) -> DecoderModel:
+    folder = folder.resolve()
+    config = _config(folder)
+    architecture = _architecture(config, folder, trust_remote_code)
+    files = _safetensors_files(folder)
+    shapes = _tensor_shapes(files)
+    spec = decoder_spec(config, architecture, shapes)
+    tokenizer = _tokenizer(folder, spec.vocab_size)
+    generation = {}
+    if (folder / "generation_config.json").is_file():
+        try:
+            generation = json.loads((folder / "generation_config.json").read_text())
+        except ValueError as exc:
+            raise UsageError(f"{folder / 'generation_config.json'}: not valid JSON ({exc})") from None
+    return DecoderModel(name=name or folder.name, source=str(folder), source_digest=digest_path(folder), spec=spec,
+                        directory=folder, tokenizer_file=tokenizer, trust_remote_code=trust_remote_code,
+                        config=config, generation=generation)

@@ -1,0 +1,93 @@
+"""Hugging Face model folders made in the tests: tiny configs of each decoder family, random weights or
+trained for a few seconds, with a tokenizer trained here (no download)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+CORPUS = """\
+Once upon a time there was a little robot who lived in a quiet town by the sea.
+Every morning the robot walked to the harbour and counted the boats.
+The quick brown fox jumps over the lazy dog, and the dog does not mind at all.
+In the beginning the town had only one street, one bakery and one small school.
+The baker made bread for everyone, and the children carried it home in baskets.
+When the wind came from the north, the boats stayed in the harbour all day.
+The robot liked the bakery best, because the bread smelled warm and sweet.
+One day a storm came, and the robot helped the fishermen tie their boats.
+After the storm the whole town thanked the robot with bread and music.
+The children wrote a song about the robot, and they sang it every evening.
+""".strip().splitlines()
+
+SPECIALS = ["<s>", "</s>", "<pad>"]
+
+
+def tokenizer(vocab_size: int = 320):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def config(family: str, vocab_size: int = 320, **overrides):
+    """A tiny configuration of ``family`` (2 layers, width 64, grouped-query attention)."""
+    import transformers
+
+    common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=0,
+                  eos_token_id=1, pad_token_id=2, tie_word_embeddings=False)
+    if family == "gemma2":
+        common.update(head_dim=16, sliding_window=16, layer_types=["sliding_attention", "full_attention"],
+                      query_pre_attn_scalar=16)
+    if family == "gemma3_text":
+        common.update(head_dim=16, sliding_window=16, layer_types=["sliding_attention", "full_attention"],
+                      query_pre_attn_scalar=16)
+    if family == "minicpm3":
+        common.update(num_key_value_heads=4, q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8,
+                      v_head_dim=16, tie_word_embeddings=True)
+    classes = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config,
+               "phi3": transformers.Phi3Config, "gemma2": transformers.Gemma2Config,
+               "gemma3_text": transformers.Gemma3TextConfig, "mistral": transformers.MistralConfig,
+               "minicpm3": transformers.MiniCPM3Config}
+    return classes[family](**{**common, **overrides})
+
+
+def save(folder: Path, cfg, *, seed: int = 0, train_steps: int = 0, init_std: float = 0.1) -> Path:
+    """A model folder: random weights (seeded; larger than the default init, so logits are not near ties) or,
+    with ``train_steps``, trained on the corpus so that its predictions are peaked."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    torch.manual_seed(seed)
+    cfg.initializer_range = init_std
+    model = AutoModelForCausalLM.from_config(cfg)
+    tok = tokenizer(cfg.vocab_size)
+    if train_steps:
+        _train(model, tok, train_steps)
+    model.eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    GenerationConfig(bos_token_id=0, eos_token_id=1, pad_token_id=2).save_pretrained(folder)
+    return folder
+
+
+def _train(model, tok, steps: int) -> None:
+    ids = torch.tensor(tok("\n".join(CORPUS))["input_ids"])
+    window = 48
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - window - 1, (16,), generator=generator)
+        batch = torch.stack([ids[s:s + window] for s in starts])
+        loss = model(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
