@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from compiler import __version__
 from compiler.errors import ChipfitError, UsageError
-from compiler.logs import quiet_libraries
+from compiler.logs import native_stderr_to, quiet_libraries
 from compiler.options import add_arguments, values_from_arguments
 from targets.request import BuildRequest, ModelSource, ProfileRequest, set_options
 from targets.spec import TargetError, TargetSpec
@@ -793,9 +793,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "targets" and args.action in ("show", "validate") and not args.target:
         parser().error(f"targets {args.action} needs a target id (show) or a spec file (validate)")
     output = getattr(args, "output", None)
-    quiet_libraries(verbose=args.verbose, log_path=Path(output) / "chipfit.log" if output else None)
+    log = Path(output) / "chipfit.log" if output else None
+    quiet_libraries(verbose=args.verbose, log_path=log)
     try:
-        return args.func(args)
+        with native_stderr_to(log, args.verbose):
+            return args.func(args)
     except (UsageError, TargetError) as exc:
         print(f"chipfit: error: {exc}", file=sys.stderr)
         return 2

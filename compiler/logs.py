@@ -8,10 +8,14 @@ warnings are lowered to errors through ``TORCH_LOGS`` (read when torch is import
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+import tempfile
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 LIBRARY_LOGGERS = ("torch", "torchao", "coremltools", "onnxscript", "onnx_ir", "tvm", "transformers", "onnxruntime",
                    "executorch", "py.warnings")
@@ -52,3 +56,31 @@ class _LazyFileHandler(logging.FileHandler):
     def _open(self):
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
         return super()._open()
+
+
+@contextlib.contextmanager
+def native_stderr_to(log_path: Path | None, verbose: bool = False) -> Iterator[None]:
+    """Keep what native code (TVM's and ONNX Runtime's C++ logging) writes to file descriptor 2 off the terminal:
+    it is collected while the block runs and appended to ``log_path`` if its folder exists by then (a command
+    refused before any work leaves nothing). chipfit's own messages keep going to the terminal."""
+    if verbose or log_path is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as collected:
+        os.dup2(collected.fileno(), 2)
+        terminal = os.fdopen(os.dup(saved), "w", buffering=1)
+        previous, sys.stderr = sys.stderr, terminal
+        try:
+            yield
+        finally:
+            sys.stderr = previous
+            terminal.close()
+            os.dup2(saved, 2)
+            os.close(saved)
+            collected.seek(0)
+            text = collected.read()
+            if text and Path(log_path).parent.is_dir():
+                with open(log_path, "ab") as log:
+                    log.write(text)

@@ -133,13 +133,15 @@ def decoder_spec(config: Mapping[str, Any], architecture: str, shapes: Mapping[s
     heads = int(text["num_attention_heads"])
     hidden = int(text["hidden_size"])
     kv_heads = int(text.get("num_key_value_heads") or heads)
-    if "qk_nope_head_dim" in text:  # latent attention (MiniCPM3): keys and values have their own widths
-        head_dim = int(text["qk_nope_head_dim"]) + int(text.get("qk_rope_head_dim", 0))
-        value_dim = int(text.get("v_head_dim") or head_dim)
+    if "kv_lora_rank" in text:  # latent attention (MiniCPM3, DeepSeek-V2 style): the cache holds the compressed
+        # latent (one "head" of kv_lora_rank) and the shared rotary key (qk_rope_head_dim) per token
+        kv_heads, head_dim, value_dim = 1, int(text["kv_lora_rank"]), int(text.get("qk_rope_head_dim", 0))
     else:
         head_dim = int(text.get("head_dim") or hidden // heads)
         value_dim = head_dim
     sliding = _layer_types(text, layers)
+    if text.get("sliding_window") and int(text["sliding_window"]) >= int(text.get("max_position_embeddings") or 0):
+        sliding = ()  # a window no shorter than every sequence the model takes windows nothing
     embedding = next((n for n in shapes if n.endswith("embed_tokens.weight")), None)
     parameters = sum(_count(s) for s in shapes.values())
     return DecoderSpec(

@@ -67,15 +67,24 @@ class DecoderModel:
             out = self.torch_model()(torch.tensor([list(ids)], dtype=torch.long), use_cache=False)
         return out.logits[0].float().numpy()
 
-    def reference_greedy(self, ids: Sequence[int], new_tokens: int) -> tuple[list[int], np.ndarray]:
-        """Greedy continuation of ``ids`` (no early stop at EOS) and the logits each token was chosen from."""
+    def reference_greedy(self, ids: Sequence[int], new_tokens: int, stop: Sequence[int] = ()
+                         ) -> tuple[list[int], np.ndarray]:
+        """Greedy continuation of ``ids`` by transformers eager (its own KV cache): plain argmax, ``new_tokens``
+        tokens or fewer if one in ``stop`` comes first, and the logits each token was chosen from."""
         import torch
 
         model = self.torch_model()
+        tokens: list[int] = []
+        rows = []
         with torch.no_grad():
-            out = model.generate(torch.tensor([list(ids)], dtype=torch.long), max_new_tokens=new_tokens,
-                                 min_new_tokens=new_tokens, do_sample=False, output_logits=True,
-                                 return_dict_in_generate=True, pad_token_id=self.eos_token_ids[0] if self.eos_token_ids else 0,
-                                 attention_mask=torch.ones(1, len(ids), dtype=torch.long))
-        tokens = out.sequences[0, len(ids):].tolist()
-        return tokens, torch.stack(out.logits, 1)[0].float().numpy()
+            out = model(input_ids=torch.tensor([list(ids)], dtype=torch.long), use_cache=True)
+            while True:
+                logits = out.logits[0, -1].float()
+                token = int(logits.argmax())
+                tokens.append(token)
+                rows.append(logits.numpy())
+                if len(tokens) == new_tokens or token in stop:
+                    break
+                out = model(input_ids=torch.tensor([[token]], dtype=torch.long), past_key_values=out.past_key_values,
+                            use_cache=True)
+        return tokens, np.stack(rows)

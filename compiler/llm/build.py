@@ -95,6 +95,10 @@ def plan_decoder(model: DecoderModel, options, ctx) -> list[DecoderCell]:
             raise UsageError(f"--backend {request.backend}: target {target.id} is built by {', '.join(target.backends)}")
         backends = [ctx.backends.get(n) for n in names]
         able = [b for b in backends if spec.model_type in b.decoder_families and precision in b.decoder_precisions]
+        if able and target.build_all_backends and not request.backend:
+            for skipped in (b for b in backends if b not in able):
+                ctx.progress(f"{target.id}: {skipped.name} lowers no {spec.model_type} decoder at {precision}; "
+                             f"building with {', '.join(b.name for b in able)}")
         if not target.build_all_backends and not request.backend:
             able = able[:1]
         cell_request = replace(request, precision=precision)

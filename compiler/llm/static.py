@@ -139,3 +139,53 @@ class ChunkedRunner:
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         return self._feed(ids, self._empty())[0].astype(np.float32)
+
+
+def stateful_step(model, context: int):
+    """The step with the cache as in-place buffers (``key_cache_i`` / ``value_cache_i``): for runtimes that hold
+    the cache as state across calls (Core ML states), ``step(input_ids[1, T], cache_position[T]) -> logits``."""
+    import torch
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+
+    class InPlaceLayer(StaticLayer):
+        def __init__(self, keys, values, position) -> None:
+            super().__init__(max_cache_len=context)
+            self.keys, self.values, self.position = keys, values, position
+            self.max_batch_size, self.num_heads = keys.shape[:2]
+            self.k_head_dim, self.v_head_dim = keys.shape[-1], values.shape[-1]
+            self.dtype, self.device = keys.dtype, keys.device
+            self.is_initialized = True
+            self.cumulative_length = position[0]  # the mask's query offset (see `functional_step`)
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            self.keys.index_copy_(2, self.position, key_states)
+            self.values.index_copy_(2, self.position, value_states)
+            return self.keys, self.values
+
+    class Step(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.config = model.config.get_text_config()
+            shapes = cache_shapes_of(self.config, context)
+            for i in range(len(shapes) // 2):
+                self.register_buffer(f"key_cache_{i}", torch.zeros(shapes[2 * i]), persistent=False)
+                self.register_buffer(f"value_cache_{i}", torch.zeros(shapes[2 * i + 1]), persistent=False)
+            self.layers = len(shapes) // 2
+
+        def forward(self, input_ids, cache_position):
+            cache = StaticCache(config=self.config, max_cache_len=context)
+            cache.layers = [InPlaceLayer(getattr(self, f"key_cache_{i}"), getattr(self, f"value_cache_{i}"),
+                                         cache_position) for i in range(self.layers)]
+            return self.model(input_ids=input_ids, cache_position=cache_position, attention_mask=None,
+                              past_key_values=cache, use_cache=True).logits
+
+    return Step()
+
+
+def cache_shapes_of(config, context: int) -> list[tuple[int, ...]]:
+    """`cache_shapes` from a transformers config (the same widths the front end reads into a DecoderSpec)."""
+    from compiler.frontend.huggingface import decoder_spec
+
+    return cache_shapes(decoder_spec(config.to_dict(), "", {}), context)

@@ -32,8 +32,9 @@ NEW_TOKENS = 16
 class PromptCase:
     text: str
     ids: tuple[int, ...]
-    tokens: tuple[int, ...]  # the reference's greedy continuation
+    tokens: tuple[int, ...]  # the reference's greedy continuation (ends early at an end-of-sequence token)
     logits: np.ndarray  # [len(tokens), vocab]: the reference logits each token was chosen from
+    stop: tuple[int, ...] = ()  # end-of-sequence tokens
 
     @property
     def ties(self) -> tuple[int, ...]:
@@ -47,8 +48,8 @@ def reference_cases(model, prompts: Sequence[str], new_tokens: int = NEW_TOKENS)
         ids = tuple(model.encode(text))
         if not ids:
             continue
-        tokens, logits = model.reference_greedy(ids, new_tokens)
-        cases.append(PromptCase(text, ids, tuple(tokens), logits))
+        tokens, logits = model.reference_greedy(ids, new_tokens, stop=model.eos_token_ids)
+        cases.append(PromptCase(text, ids, tuple(tokens), logits, tuple(model.eos_token_ids)))
     return cases
 
 
@@ -60,7 +61,7 @@ def verify_generation(plan: GenerationPlan, cases: Sequence[PromptCase], precisi
     greedy_ok = True
     agree = steps = 0
     for n, case in enumerate(cases):
-        produced = runner.generate(case.ids, len(case.tokens)).tokens
+        produced = runner.generate(case.ids, len(case.tokens), stop=case.stop).tokens
         first_tie = next(iter(case.ties), None)
         compared = len(case.tokens) if first_tie is None else first_tie + 1
         mismatch = next((i for i in range(min(compared, len(produced))) if produced[i] != case.tokens[i]), None)
@@ -102,7 +103,7 @@ def verify_generation(plan: GenerationPlan, cases: Sequence[PromptCase], precisi
         status="verified" if ok else "failed", precision=precision,
         reason="; ".join(reasons),
         runner=runner.description + (f" [{plan.note}]" if plan.note else ""), proxy=plan.proxy,
-        inputs=f"{len(cases)} prompts x {len(cases[0].tokens) if cases else 0} greedy tokens",
+        inputs=f"{len(cases)} prompts, up to {max((len(c.tokens) for c in cases), default=0)} greedy tokens each",
         tolerance=tolerance, outputs=tuple(errors),
         generation={"summary": summary, "greedy_equal": greedy_ok, "token_agreement": round(agreement, 4),
                     "required_agreement": need, "tie_margin": TIE_MARGIN, "prompts": prompts},

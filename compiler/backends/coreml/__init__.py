@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from compiler.backends import (BACKEND_API_VERSION, BackendBase, Lowered, Normalizer, NotRunnable, RunPlan,
-                               package_version)
+from compiler.backends import (BACKEND_API_VERSION, BackendBase, GenerationPlan, Lowered, Normalizer, NotRunnable,
+                               RunPlan, package_version)
 from compiler.backends.coreml.options import SCHEMA
 from compiler.traced import TracedModel
 from targets.host import HostInfo
@@ -47,6 +47,21 @@ class CoreMLBackend(BackendBase):
         from compiler.backends.coreml.runner import CoreMLRunner
 
         return RunPlan(CoreMLRunner(artifact_dir / "model.mlpackage", options, signature))
+
+    # Decoder LMs: a stateful multifunction ML program (compiler/backends/coreml/decoder.py).
+    decoder_precisions = ("fp32", "fp16", "int8", "int4")
+    decoder_families = ("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral", "minicpm3")
+
+    def lower_decoder(self, model, target: TargetSpec, precision: str, workdir: Path, context: int,
+                      prefill_chunk: int | None) -> Lowered:
+        from compiler.backends.coreml.decoder import lower_decoder
+
+        return lower_decoder(model, target, precision, workdir, context, prefill_chunk, self.SCHEMA.resolve(target))
+
+    def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
+                      host: HostInfo) -> GenerationPlan:
+        raise NotRunnable("Core ML runs programs only on macOS/iOS; the package's structure (functions, states, "
+                          "state updates, weight types) was checked instead")
 
     def normalizers(self) -> Mapping[str, Normalizer]:
         from compiler.backends.coreml.reproducibility import NORMALIZERS

@@ -136,10 +136,13 @@ class GenaiRunner:
                                                                                   "inter_op_num_threads": 1}}}}))
         self.model = og.Model(config)
         self.description = f"onnxruntime-genai {og.__version__} ({'CPU provider' if on_cpu else 'configured provider'})"
+        window = json.loads((folder / CONFIG).read_text())["model"]["decoder"].get("sliding_window") or {}
+        # a windowed KV cache must hold at least the window, however short the sequence
+        self._floor = int(window.get("window_size", 0)) if window.get("layers") else 0
 
     def _generator(self, total: int, exact: bool):
         params = self._og.GeneratorParams(self.model)
-        params.set_search_options(max_length=total, min_length=total if exact else 0, do_sample=False)
+        params.set_search_options(max_length=max(total, self._floor), min_length=total if exact else 0, do_sample=False)
         return self._og.Generator(self.model, params)
 
     def generate(self, ids: Sequence[int], new_tokens: int, stop: Sequence[int] = (),

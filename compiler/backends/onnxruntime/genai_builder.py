@@ -52,8 +52,13 @@ def _gemma3(config: Any) -> list[str]:
 
 
 def _mistral(config: Any) -> list[str]:
-    """Mistral with a sliding window has no ``layer_types``; the builder would drop the window from the graph."""
-    if getattr(config, "sliding_window", None) and not getattr(config, "layer_types", None):
+    """Mistral with a sliding window has no ``layer_types``; the builder would drop the window from the graph.
+    A window no shorter than the model's positions windows nothing, and is dropped."""
+    window = getattr(config, "sliding_window", None)
+    if window and window >= config.max_position_embeddings:
+        config.sliding_window = None
+        return [f"mistral: sliding_window {window} >= max_position_embeddings: no window"]
+    if window and not getattr(config, "layer_types", None):
         config.layer_types = ["sliding_attention"] * config.num_hidden_layers
         return ["mistral: layer_types set to sliding_attention on every layer (the config's sliding_window)"]
     return []
