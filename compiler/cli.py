@@ -678,7 +678,10 @@ def _llm_lines(llm) -> list[str]:
         f"+ workspace {plan.workspace_bytes / mib:.1f} MiB = {plan.total_bytes / mib:.1f} MiB of {capacity} "
         f"({'fits' if plan.fits else 'DOES NOT FIT'}); largest context that fits: {plan.max_context_that_fits}"
         f" ({plan.basis})",
-    ] + (["  remote code: trusted (--trust-remote-code)"] if llm.trust_remote_code else [])
+    ] + [f"  also:      {o['name']} form: {o['cache_form']} cache, programs {', '.join(o['programs'])}, runs in "
+         f"{o['runtime']}; {o['numerics'].get('status')}: "
+         f"{(o['numerics'].get('generation') or {}).get('summary') or o['numerics'].get('reason', '')}"
+         for o in llm.other_forms] + (["  remote code: trusted (--trust-remote-code)"] if llm.trust_remote_code else [])
 
 
 def _generation_lines(generation) -> list[str]:

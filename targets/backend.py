@@ -53,8 +53,10 @@ class Lowered:
     structure: Mapping[str, Any] | None = None
     #: Ops the target's accelerator will not take, run by a fallback (e.g. the CPU provider).
     fallbacks: tuple[str, ...] = ()
-    #: Decoder LMs: the artifact's form (see `DecoderForm`).
+    #: Decoder LMs: the artifact's form (see `DecoderForm`), and other forms the same artifact carries (e.g. the
+    #: static-shape programs an NPU's provider needs beside a dynamic-cache folder), each verified on its own.
     decoder: "DecoderForm | None" = None
+    extra_decoder_forms: tuple["DecoderForm", ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class DecoderForm:
     prefill_chunk: int | None = None
     generation: Mapping[str, Any] = field(default_factory=dict)  # generation defaults as the runtime got them
     windowed_cache: bool = True  # sliding-window layers hold only their window (else a full-length cache)
+    name: str = "main"  # which form `plan_generate` runs
 
 
 @dataclass(frozen=True)
@@ -226,8 +229,8 @@ class Backend(Protocol):
         ...
 
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
-                      host: HostInfo) -> GenerationPlan:
-        """How to generate with a decoder artifact here; raises `NotRunnable` saying why not."""
+                      host: HostInfo, form: str = "main") -> GenerationPlan:
+        """How to generate with a decoder artifact (its ``form``) here; raises `NotRunnable` saying why not."""
         ...
 
 
@@ -263,7 +266,7 @@ class BackendBase:
         raise TargetError(f"backend {self.name} lowers no decoder language models (its decoder_precisions is empty)")
 
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
-                      host: HostInfo) -> GenerationPlan:
+                      host: HostInfo, form: str = "main") -> GenerationPlan:
         raise NotRunnable(f"backend {self.name} has no decoder runner")
 
 

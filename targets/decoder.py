@@ -123,3 +123,5 @@ class LanguageModelRecord:
     trust_remote_code: bool
     generation: Mapping[str, Any]  # the model's generation defaults (eos, sampling) as the runtime got them
     windowed_cache: bool  # sliding-window layers hold only their window
+    #: other forms the artifact carries (name, cache form, programs, runtime, chunk), each verified on its own
+    other_forms: tuple[Mapping[str, Any], ...] = ()

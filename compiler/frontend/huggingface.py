@@ -156,7 +156,9 @@ def decoder_spec(config: Mapping[str, Any], architecture: str, shapes: Mapping[s
     )
 
 
-def load_hf_directory(folder: Path, trust_remote_code: bool = False, name: str | None = None) -> DecoderModel:
+def load_hf_directory(folder: Path, trust_remote_code: bool = False, name: str | None = None,
+                      digest: bool = True) -> DecoderModel:
+    """The folder as a `DecoderModel`; ``digest=False`` skips hashing its files (planning needs only the layout)."""
     folder = folder.resolve()
     config = _config(folder)
     architecture = _architecture(config, folder, trust_remote_code)
@@ -170,6 +172,7 @@ def load_hf_directory(folder: Path, trust_remote_code: bool = False, name: str |
             generation = json.loads((folder / "generation_config.json").read_text())
         except ValueError as exc:
             raise UsageError(f"{folder / 'generation_config.json'}: not valid JSON ({exc})") from None
-    return DecoderModel(name=name or folder.name, source=str(folder), source_digest=digest_path(folder), spec=spec,
+    return DecoderModel(name=name or folder.name, source=str(folder), source_digest=digest_path(folder) if digest else "",
+                        spec=spec,
                         directory=folder, tokenizer_file=tokenizer, trust_remote_code=trust_remote_code,
                         config=config, generation=generation)

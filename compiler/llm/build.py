@@ -177,21 +177,22 @@ def _build_cell(model: DecoderModel, cell: DecoderCell, cases: Sequence[PromptCa
                                windowed=form.windowed_cache,
                                basis="weights from the artifact's files; KV cache and workspace computed")
             where = "RUN"
-            try:
-                generation_plan = cell.backend.plan_generate(staging.path, lowered.options, cell.target, ctx.host)
-            except NotRunnable as exc:
-                numerics = Numerics("not-run", cell.precision, reason=str(exc), structure=lowered.structure)
-            else:
-                ctx.progress(f"{cell.target.id}: generating {len(cases)} x {len(cases[0].tokens)} tokens to verify")
-                try:
-                    numerics = verify_generation(generation_plan, cases, cell.precision,
-                                                 cell.target.tolerance(cell.precision))
-                except Exception as exc:  # the artifact was built; running it failed: kept for inspection
-                    numerics = Numerics("failed", cell.precision, reason=f"running the artifact failed: "
-                                        f"{type(exc).__name__}: {exc}", runner=generation_plan.runner.description,
-                                        proxy=generation_plan.proxy)
+            numerics = _verify(cell, lowered, staging.path, form.name, cases, ctx)
+            others = []
+            for extra in lowered.extra_decoder_forms:
+                checked = _verify(cell, lowered, staging.path, extra.name, cases, ctx)
+                others.append({"name": extra.name, "cache_form": extra.cache_form, "programs": list(extra.programs),
+                               "runtime": extra.runtime, "prefill_chunk": extra.prefill_chunk,
+                               "numerics": checked.to_dict()})
+                if checked.status == "failed" and numerics.status != "failed":
+                    numerics = replace(numerics, status="failed",
+                                       reason=f"the {extra.name} form failed: {checked.reason}")
+            if others:
+                numerics = replace(numerics, generation={**(numerics.generation or {}), "other_forms": {
+                    o["name"]: o["numerics"].get("generation", {}).get("summary") or o["numerics"].get("reason")
+                    for o in others}})
             manifest = _manifest(model, cell, lowered, files, numerics, plan, seconds, versions,
-                                 content_digest(staging.path, files, cell.backend.normalizers()))
+                                 content_digest(staging.path, files, cell.backend.normalizers()), tuple(others))
             if numerics.status == "failed":
                 failed = staging.commit(manifest, cell.dest.with_name(cell.dest.name + FAILED_SUFFIX))
                 return CellResult(**base, status="failed", artifact=str(failed), numerics=numerics,
@@ -212,19 +213,34 @@ def _build_cell(model: DecoderModel, cell: DecoderCell, cases: Sequence[PromptCa
                       build_seconds=seconds, numerics=numerics, warnings=warnings)
 
 
+def _verify(cell: DecoderCell, lowered, path: Path, form: str, cases, ctx) -> Numerics:
+    """Generate with one form of the artifact and compare with the reference (not-run where it cannot run here)."""
+    try:
+        plan = cell.backend.plan_generate(path, lowered.options, cell.target, ctx.host, form)
+    except NotRunnable as exc:
+        return Numerics("not-run", cell.precision, reason=str(exc), structure=lowered.structure)
+    ctx.progress(f"{cell.target.id}: generating from {len(cases)} prompts to verify"
+                 + (f" ({form} form)" if form != "main" else ""))
+    try:
+        return verify_generation(plan, cases, cell.precision, cell.target.tolerance(cell.precision))
+    except Exception as exc:  # the artifact was built; running it failed: kept for inspection
+        return Numerics("failed", cell.precision, reason=f"running the artifact failed: {type(exc).__name__}: {exc}",
+                        runner=plan.runner.description, proxy=plan.proxy)
+
+
 def _is_weight_file(rel: str) -> bool:
     name = Path(rel).name
     return name.endswith((".data", ".bin", ".onnx", ".so", ".weights", ".pte")) and not name.startswith("tokenizer")
 
 
 def _manifest(model: DecoderModel, cell: DecoderCell, lowered, files, numerics: Numerics, plan: MemoryPlan,
-              seconds: float, versions, reproducibility) -> Manifest:
+              seconds: float, versions, reproducibility, others: tuple = ()) -> Manifest:
     target, form = cell.target, lowered.decoder
     record = LanguageModelRecord(
         decoder=model.spec, context=form.context, cache_form=form.cache_form, prefill_chunk=form.prefill_chunk,
         programs=form.programs, runtime=form.runtime, memory_plan=plan, weight_precisions=dict(form.weight_precisions),
         tokenizer_files=form.tokenizer_files, trust_remote_code=model.trust_remote_code,
-        generation=dict(form.generation), windowed_cache=form.windowed_cache)
+        generation=dict(form.generation), windowed_cache=form.windowed_cache, other_forms=others)
     return Manifest(
         schema_version=MANIFEST_SCHEMA_VERSION, chipfit_version=__version__, toolchain=versions,
         request=replace(cell.request, profile=ProfileRequest()),

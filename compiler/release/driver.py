@@ -178,6 +178,8 @@ def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
                     continue  # "default" and an explicit precision that coincide
                 request = replace(model.options, target=spec.id, spec_file=spec_file, precision=precision,
                                   profile=config.profile)
+                if Path(model.path).is_dir():
+                    _check_decoder(model, request, registry, n, config.file)
                 try:
                     used = [backends.get(b) for b in spec.backends]
                     if spec.backends not in toolchains:
@@ -187,6 +189,20 @@ def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
                     raise UsageError(f"target {spec.id}: {exc}") from None
                 cells.append(CellPlan(model, spec, spec_file, precision, request, components, cache_key(components)))
     return registry, cells
+
+
+def _check_decoder(model: ModelEntry, request: BuildRequest, registry, n: int, file: Path) -> None:
+    """A decoder LM cell is planned as `chipfit build` plans it (context, memory fit, a backend that lowers it),
+    from the folder's config and weight headers alone, so a release refuses it before any work."""
+    from compiler.build import BuildContext, BuildOptions
+    from compiler.frontend.huggingface import load_hf_directory
+    from compiler.llm.build import plan_decoder
+
+    try:
+        decoder = load_hf_directory(Path(model.path), request.model.trust_remote_code, name=model.name, digest=False)
+        plan_decoder(decoder, BuildOptions(requests=[request], out_dir=file.parent), BuildContext(targets=registry))
+    except UsageError as exc:
+        raise UsageError(f"{file}: model[{n}] ({model.name}): {exc}") from None
 
 
 # --- build -----------------------------------------------------------------------------------------

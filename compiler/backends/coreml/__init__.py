@@ -59,7 +59,7 @@ class CoreMLBackend(BackendBase):
         return lower_decoder(model, target, precision, workdir, context, prefill_chunk, self.SCHEMA.resolve(target))
 
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
-                      host: HostInfo) -> GenerationPlan:
+                      host: HostInfo, form: str = "main") -> GenerationPlan:
         raise NotRunnable("Core ML runs programs only on macOS/iOS; the package's structure (functions, states, "
                           "state updates, weight types) was checked instead")
 

@@ -89,7 +89,10 @@ def lower_decoder(model, target: TargetSpec, precision: str, workdir: Path, cont
                           if precision == "int8" else
                           cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block",
                                                       block_size=32))
-                mlmodel = cto.linear_quantize_weights(mlmodel, config=cto.OptimizationConfig(global_config=config))
+                # the weights of linear layers (lm_head included) and the embedding table: other constants (masks,
+                # an all-zero cache initialiser) are not weights, and an all-zero tensor has no scale
+                mlmodel = cto.linear_quantize_weights(mlmodel, config=cto.OptimizationConfig(
+                    op_type_configs={"linear": config, "matmul": config, "gather": config}))
             path = Path(scratch) / f"{name}.mlpackage"
             mlmodel.save(str(path))
             parts[name] = path
@@ -132,11 +135,16 @@ def _structure(ct, package: Path) -> dict[str, Any]:
     spec = ct.utils.load_spec(str(package))
     ops: dict[str, collections.Counter] = {}
     dtypes = set()
+    compressed = set()
     for name, function in spec.mlProgram.functions.items():
         counter = collections.Counter()
         for block in function.block_specializations.values():
             for op in block.operations:
                 counter[op.type] += 1
+                if op.type in ("constexpr_blockwise_shift_scale", "constexpr_affine_dequantize"):
+                    for argument in op.inputs["data"].arguments:
+                        if argument.WhichOneof("binding") == "value" and argument.value.type.HasField("tensorType"):
+                            compressed.add(ct.proto.MIL_pb2.DataType.Name(argument.value.type.tensorType.dataType))
                 if op.type.startswith("const"):
                     for out in op.outputs:
                         if out.type.HasField("tensorType"):
@@ -153,5 +161,5 @@ def _structure(ct, package: Path) -> dict[str, Any]:
                                                                        "coreml_update_state", "slice_update",
                                                                        "scatter_along_axis")}
                       for name, counter in ops.items()},
-        "weight_dtypes": sorted(dtypes), "op_histogram": {name: dict(sorted(c.items())) for name, c in ops.items()},
+        "weight_dtypes": sorted(dtypes), "compressed_weight_dtypes": sorted(compressed), "op_histogram": {name: dict(sorted(c.items())) for name, c in ops.items()},
     }

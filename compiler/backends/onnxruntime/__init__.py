@@ -56,11 +56,16 @@ class OnnxRuntimeBackend(BackendBase):
         return genai.lower_decoder(model, target, precision, workdir, context, self.SCHEMA.resolve(target), block)
 
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
-                      host: HostInfo) -> GenerationPlan:
+                      host: HostInfo, form: str = "main") -> GenerationPlan:
         from compiler.backends.onnxruntime.genai import GenaiRunner
 
         provider = options["execution_provider"]
         mismatch = host_mismatch(target, host)
+        if form == "static":
+            from compiler.backends.onnxruntime.static_decoder import StaticOrtRunner
+
+            return GenerationPlan(StaticOrtRunner(artifact_dir, options["static_layout"]), proxy=True,
+                                  note=f"proxy: the static programs made for {provider} run on this host's CPU provider")
         if mismatch is None and provider == "CPUExecutionProvider":
             return GenerationPlan(GenaiRunner(artifact_dir, on_cpu=False))
         why = mismatch or f"{provider} is not on this host"

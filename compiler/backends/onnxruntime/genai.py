@@ -45,10 +45,10 @@ def lower_decoder(model, target: TargetSpec, precision: str, workdir: Path, cont
     if model.spec.head_dim % 16:
         raise LowerError(f"{model.name} has attention heads of {model.spec.head_dim} dimensions; ONNX Runtime's "
                          "GroupQueryAttention kernel, which onnxruntime-genai's decoders use, takes multiples of 16")
-    extra = {}
+    builder_options = {}
     if precision in ("int4", "int8"):
-        extra["block_size"] = block_size or 32
-    notes = _run_builder(model, precision, workdir, extra)
+        builder_options["block_size"] = block_size or 32
+    notes = _run_builder(model, precision, workdir, builder_options)
     config_path = workdir / CONFIG
     config = json.loads(config_path.read_text())
     config["model"]["context_length"] = context
@@ -71,16 +71,27 @@ def lower_decoder(model, target: TargetSpec, precision: str, workdir: Path, cont
         tokenizer_files=tuple(f for f in files if f.startswith(("tokenizer", "special_tokens", "vocab", "merges"))),
         generation={k: v for k, v in config["search"].items()} | {"eos_token_id": config["model"].get("eos_token_id")},
     )
+    extra, static_files, layout = (), [], None
+    if options.get("static_decoder"):
+        from compiler.backends.onnxruntime.static_decoder import export_static
+
+        static_form, static_files, layout = export_static(model, workdir, context, None)
+        extra = (static_form,)
+        notes = list(notes) + [f"static/ holds the static-shape programs for {provider} at fp32; quantizing them for "
+                               "the NPU is the vendor compiler's step (QNN / OpenVINO tools), not done here"]
+    files = tuple(f for f in files if f not in static_files)
     return Lowered(
-        files=(primary,) + tuple(f for f in files if f != primary),
+        files=(primary,) + tuple(f for f in files if f != primary) + tuple(static_files),
         signature=signature_from_onnx(graph),
-        options={**dict(options), "builder_precision": precision, "builder_extra_options": extra,
-                 "execution_provider_in_config": provider},
-        passes=({"name": "onnxruntime-genai-model-builder", "precision": precision, **extra, "op_histogram": histogram},),
+        options={**dict(options), "builder_precision": precision, "builder_extra_options": builder_options,
+                 "execution_provider_in_config": provider, "static_layout": layout},
+        passes=({"name": "onnxruntime-genai-model-builder", "precision": precision, **builder_options,
+                 "op_histogram": histogram},),
         notes=tuple(notes) + (("onnxruntime-genai's builder makes no graph for this provider; the folder is the "
                                f"CPU-provider form with {provider} named in genai_config.json",)
                               if provider not in ("CPUExecutionProvider",) else ()),
         decoder=form,
+        extra_decoder_forms=extra,
     )
 
 

@@ -16,5 +16,8 @@ SCHEMA = OptionSchema(
         "graph_optimization": OptionField(str, choices=LEVELS, default="basic"),
         # Also write the .ort format (smaller, faster to load; for ONNX Runtime Mobile).
         "ort_format": OptionField(bool, default=False),
+        # Decoder LMs: also write static-shape programs (prefill chunk + decode over a fixed-size cache), the form
+        # NPU providers (QNN, OpenVINO NPU) compile, beside the ONNX Runtime GenAI folder.
+        "static_decoder": OptionField(bool, default=False),
     },
 )

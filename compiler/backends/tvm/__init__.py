@@ -71,7 +71,7 @@ class TvmBackend(BackendBase):
                              self.resolve_options(target, detect_host()))
 
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
-                      host: HostInfo) -> GenerationPlan:
+                      host: HostInfo, form: str = "main") -> GenerationPlan:
         from compiler.backends.tvm.decoder import TvmDecoderRunner
         from compiler.backends.tvm.runner import check_runs_here
 

@@ -1,5 +1,6 @@
-"""Hugging Face model folders made in the tests: tiny configs of each decoder family, random weights or
-trained for a few seconds, with a tokenizer trained here (no download)."""
+"""Tiny Hugging Face model folders of each decoder family, made here (no download): for the conformance kit's
+LLM battery, the tests and the benchmarks. Random weights (seeded), or trained for a few seconds on a small
+corpus when a test needs predictions that mean something; the tokenizer is trained on the same corpus."""
 
 from __future__ import annotations
 

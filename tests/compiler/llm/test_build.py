@@ -1,0 +1,99 @@
+"""Decoder LMs built per chip and verified by generating text against transformers, token for token."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compiler.backends.tvm.lower import elf_machine
+from compiler.build import BuildOptions, build
+from compiler.frontend import load_model
+from targets.manifest import read_artifact
+
+from tests.compiler.llm.conftest import FAMILIES
+
+
+def _by_backend(results):
+    return {r.backend: r for r in results}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_generates_the_reference_tokens_on_host(family_dirs, tmp_path, family):
+    results = _by_backend(build(load_model(family_dirs[family]), BuildOptions(["host"], tmp_path)))
+    # ONNX Runtime GenAI's builder has no MiniCPM3; TVM lowers every family
+    expected = {"tvm"} | ({"onnxruntime"} if family != "minicpm3" else set())
+    assert set(results) == expected
+    for backend, r in results.items():
+        assert r.status == "verified", (backend, r.message, r.numerics and r.numerics.reason)
+        generation = r.numerics.generation
+        assert generation["greedy_equal"] and generation["token_agreement"] == 1.0
+        assert all(p["matched"] >= 1 for p in generation["prompts"])
+    if "onnxruntime" in results:
+        folder = tmp_path / family_dirs[family].name / "host"
+        config = json.loads((folder / "genai_config.json").read_text())
+        assert config["model"]["decoder"]["inputs"]["past_key_names"] == "past_key_values.%d.key"
+        manifest = read_artifact(folder).manifest
+        assert manifest.llm.runtime == "onnxruntime-genai" and manifest.llm.cache_form == "dynamic"
+
+
+def test_the_genai_folder_loads_in_onnxruntime_genai_as_it_is(family_dirs, tmp_path):
+    import numpy as np
+    import onnxruntime_genai as og
+
+    build(load_model(family_dirs["qwen2"]), BuildOptions(["host"], tmp_path, backend="onnxruntime"))
+    folder = tmp_path / "qwen2" / "host"
+    model = og.Model(str(folder))  # no overlay, no edits: as a deployed app loads it
+    tokenizer = og.Tokenizer(model)
+    ids = tokenizer.encode("Once upon a time")
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + 8, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.asarray([ids], dtype=np.int32))
+    while not generator.is_done():
+        generator.generate_next_token()
+    reference, _ = load_model(family_dirs["qwen2"]).reference_greedy(list(ids), 8, stop=(1,))
+    assert list(generator.get_sequence(0))[len(ids):] == reference
+
+
+@pytest.mark.parametrize("precision", ["int4", "int8"])
+def test_quantized_decoders_keep_the_trained_models_predictions(trained_dir, tmp_path, precision):
+    (result,) = build(load_model(trained_dir), BuildOptions(["host"], tmp_path, backend="onnxruntime",
+                                                            precision=precision))
+    assert result.status == "verified", result.numerics.reason
+    generation = result.numerics.generation
+    assert generation["token_agreement"] >= generation["required_agreement"]
+    manifest = read_artifact(result.artifact).manifest
+    assert manifest.llm.weight_precisions["matmuls"] == precision
+    fp32_bytes = load_model(trained_dir).spec.parameters * 4
+    assert manifest.llm.memory_plan.weight_bytes < fp32_bytes * (0.45 if precision == "int8" else 0.35)
+
+
+def test_a_quantized_artifact_far_from_the_reference_fails_with_its_figures(family_dirs, tmp_path):
+    # random weights: int4 rounding moves near-equal logits, so teacher-forced agreement drops below the bar
+    (result,) = build(load_model(family_dirs["llama"]), BuildOptions(["host"], tmp_path, backend="onnxruntime",
+                                                                     precision="int4"))
+    assert result.status == "failed" and "min_token_agreement" in result.numerics.reason
+    assert (tmp_path / "llama" / "host.failed" / "manifest.json").is_file()
+
+
+def test_core_ml_gets_a_stateful_program_with_prefill_and_decode(trained_dir, tmp_path):
+    (result,) = build(load_model(trained_dir), BuildOptions(["apple-a17"], tmp_path, precision="int8"))
+    assert result.status == "not-run" and "macOS" in result.numerics.reason
+    structure = read_artifact(result.artifact).manifest.numerics.structure
+    assert structure["functions"] == ["decode", "prefill"]
+    assert len(structure["states"]) == 2 * 2 and structure["state_ops"]["decode"]["write_state"] == 4
+    assert structure["compressed_weight_dtypes"] == ["INT8"]
+
+
+def test_arm_gets_a_cross_linked_decoder_library_and_npus_a_static_form(trained_dir, tmp_path):
+    results = build(load_model(trained_dir), BuildOptions(["arm64-cortex-a76", "snapdragon-8gen3"], tmp_path))
+    by_target = {r.target: r for r in results}
+    arm = by_target["arm64-cortex-a76"]
+    assert arm.status == "not-run" and elf_machine(tmp_path / "tiny-story" / "arm64-cortex-a76" / "decoder.so") == "aarch64"
+    npu = by_target["snapdragon-8gen3"]
+    assert npu.status == "verified" and npu.numerics.proxy
+    llm = read_artifact(npu.artifact).manifest.llm
+    (static,) = llm.other_forms
+    assert static["name"] == "static" and static["numerics"]["status"] == "verified"
+    assert (tmp_path / "tiny-story" / "snapdragon-8gen3" / "static" / "prefill.onnx").is_file()
