@@ -251,7 +251,7 @@ def _profile_options(args: argparse.Namespace) -> ProfileRequest:
 
 def _run_profiles(root: Path, args: argparse.Namespace, progress) -> int:
     from profiles.profile import ProfileError, profile_artifacts
-    from profiles.report import TABLE_HEADERS, html_report, table_rows
+    from profiles.report import LLM_HEADERS, TABLE_HEADERS, fit_text, html_report, llm_rows, table_rows
 
     try:
         run = profile_artifacts(root, _profile_options(args), progress)
@@ -263,13 +263,16 @@ def _run_profiles(root: Path, args: argparse.Namespace, progress) -> int:
         print(json.dumps({"profiles": [p.to_dict() for p in run.profiles], "fit": run.fit, "errors": run.errors},
                          indent=2))
     else:
-        print(_table(TABLE_HEADERS, table_rows(run.profiles)))
-        print("\nlatency/energy columns say measured:<runner> or estimated:<model>; est/meas = estimate / measurement.")
-        for backend, fit in (run.fit or {}).items():
-            print(f"estimate efficiency for {backend}: {fit['efficiency']:.3f}, fitted on {fit['points']} host "
-                  f"measurement(s), worst error {fit['max_rel_error'] * 100:.1f}%")
-        if not run.fit:
-            print("estimate efficiency: default (nothing measured here to fit it)")
+        graphs, decoders = table_rows(run.profiles), llm_rows(run.profiles)
+        if graphs:
+            print(_table(TABLE_HEADERS, graphs))
+            print("\nlatency/energy columns say measured:<runner> or estimated:<model>; est/meas = estimate / measurement.")
+            print(fit_text(run.fit))
+        if decoders:
+            print(("\n" if graphs else "") + _table(LLM_HEADERS, decoders))
+            print("\nTTFT at the first prompt length (@tokens); decode tok/s at that KV depth; fits at ctx: the memory "
+                  "plan at the artifact's context; % roofline: decode rate against the chip's memory-bandwidth bound.")
+            _llm_notes(run.profiles)
         for p in run.profiles:
             if p.latency and p.latency.noisy:
                 print(f"NOISY: {p.target} {p.backend}: cv {p.latency.cv:.3f}; the p50 is not exact (busy machine?)")
@@ -280,10 +283,51 @@ def _run_profiles(root: Path, args: argparse.Namespace, progress) -> int:
     return 1 if run.errors else 0
 
 
+def _llm_notes(profiles) -> None:
+    for p in profiles:
+        if not p.llm:
+            continue
+        error = p.llm.get("estimate_error_pct")
+        if error:
+            print(f"{p.target} {p.backend} {p.precision}: the estimate is off by {error.get('decode_tok_s')}% "
+                  f"(decode tok/s) and {error.get('ttft_ms')}% (TTFT) against this measurement")
+        missing = (p.llm.get("estimate") or {}).get("missing") or []
+        if p.llm.get("method", "").startswith("estimated") and missing:
+            print(f"{p.target} {p.backend} {p.precision}: estimated; the spec does not say {', '.join(m.split(':')[0] for m in missing)}")
+        sustained = p.llm.get("sustained")
+        if sustained:
+            print(f"{p.target} {p.backend} {p.precision}: sustained {len(sustained['runs'])} generations: first "
+                  f"{_fmt_rate(sustained['first_decode_tok_s'])} tok/s, steady {_fmt_rate(sustained['steady_decode_tok_s'])} "
+                  f"tok/s, spread {sustained['spread_pct']:.1f}%")
+
+
+def _fmt_rate(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
+    from targets.manifest import find_artifacts
+    from targets.request import check_request
+
     path = Path(args.path)
     if not path.exists():
         raise UsageError(f"{path}: no such artifact folder")
+    given = values_from_arguments(args, ProfileRequest)
+    check_request(BuildRequest(ModelSource("-", "-"), "-", profile=_profile_options(args)), lambda o: o.cli_flag or o.name)
+    if given.get("meter"):
+        from profiles.meters import MeterError, open_meter
+
+        try:
+            meter = open_meter(given["meter"])
+            meter.start()
+            meter.joules()
+            meter.close()
+        except MeterError as exc:
+            raise UsageError(f"--meter {given['meter']}: {exc}") from None
+    llm_flags = [f"--{k.replace('_', '-')}" for k in ("prompt_lengths", "new_tokens", "sustained") if k in given]
+    if llm_flags and not any(a.manifest.llm for a in find_artifacts(path)):
+        raise UsageError(f"{', '.join(llm_flags)}: {path} holds no language model artifact; these options apply to "
+                         "decoder LMs built from a model folder")
     progress = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     return _run_profiles(path, args, progress)
 
@@ -455,7 +499,9 @@ def cmd_conformance(args: argparse.Namespace) -> int:
             progress(f"conformance: {target_id}")
             reports.append(run_conformance(target_id, ops=OP_TESTS[: args.ops] if args.ops else OP_TESTS,
                                            models=not args.no_models, progress=progress,
-                                           ctx=BuildContext(targets=registry, progress=lambda m: None)))
+                                           ctx=BuildContext(targets=registry, progress=lambda m: None),
+                                           llm=args.llm, families=args.llm_families.split(",") if args.llm_families
+                                           else None))
     write_reports(reports, args.report, args.html, args.markdown)
     for report in reports:
         data = report.to_dict()
@@ -774,6 +820,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--markdown", help="write a Markdown table of pass rates here (docs/conformance.md is made so)")
     c.add_argument("--ops", type=int, help="run only the first N op tests")
     c.add_argument("--no-models", action="store_true", help="skip the model zoo (op, artifact and profile checks only)")
+    c.add_argument("--llm", action="store_true", help="also the LLM battery: a decoder LM of every supported family")
+    c.add_argument("--llm-families", metavar="A,B", help="only these families in the LLM battery (e.g. llama,gemma2)")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=cmd_conformance)
 

@@ -7,6 +7,8 @@
 2. **models**: a small zoo made locally (the example conv net, a transformer block, a decoder LM
    from a Hugging Face config with random weights when `transformers` is installed), built at
    every precision the target declares;
+   **llm** (``--llm``): decoder LM folders of every supported family (Llama, Qwen2/3, Phi-3, Gemma 2/3,
+   Mistral, MiniCPM3), built for the target and verified by generating text;
 3. **artifacts**: manifest validity, file hashes, and determinism of two builds;
 4. **profile**: the runner or the estimate gives positive figures, and energy says how it was had.
 
@@ -42,11 +44,12 @@ OP_TESTS = (
 @dataclass
 class Outcome:
     item: str  # op test or model
-    kind: str  # "op", "model", "artifact", "profile"
+    kind: str  # "op", "model", "llm", "artifact", "profile"
     passed: bool
     stage: str = ""  # the stage that failed
     message: str = ""
     precision: str = ""
+    backend: str = ""
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Report:
 
 def _stage_applies(kind: str, stage: str) -> bool:
     return {"op": stage in ("LOAD", "LOWER", "QUANTIZE", "RUN", "MISMATCH"),
+            "llm": stage in ("LOAD", "LOWER", "QUANTIZE", "RUN", "MISMATCH"),
             "model": stage in ("LOAD", "LOWER", "QUANTIZE", "RUN", "MISMATCH"),
             "artifact": stage in ("LOWER", "MISMATCH"),
             "profile": stage == "PROFILE"}[kind]
@@ -253,6 +257,35 @@ def run_model_battery(target_id: str, workdir: Path, report: Report, ctx, progre
                     report.outcomes.append(Outcome(name, "model", True, "", r.numerics.summary(), precision))
 
 
+def run_llm_battery(target_id: str, workdir: Path, report: Report, ctx, progress,
+                    families: Sequence[str] | None = None) -> None:
+    """Decoder LMs of each family (tiny folders made here, random weights) built for the target at its default
+    precision by every backend that lowers decoders, generated with where they run, classified by stage."""
+    from compiler.build import BuildOptions, build
+    from compiler.frontend.huggingface import load_hf_directory
+    from compiler.llm.synthetic import FAMILIES, config, save
+
+    target = ctx.targets.get(target_id)
+    for family in families or FAMILIES:
+        progress(f"llm {family}")
+        try:
+            model = load_hf_directory(save(workdir / "llm" / family, config(family)))
+        except Exception as exc:
+            report.outcomes.append(Outcome(family, "llm", False, stage_of(exc, "LOAD"), f"{type(exc).__name__}: {exc}"))
+            continue
+        try:
+            results = build(model, BuildOptions([target_id], workdir / "llm-out"), ctx)
+        except Exception as exc:
+            report.outcomes.append(Outcome(family, "llm", False, stage_of(exc, "LOWER"), str(exc)[:300],
+                                           target.default_precision))
+            continue
+        for r in results:
+            ok = r.status in ("verified", "not-run")
+            text = r.numerics.summary() if r.numerics else r.message
+            report.outcomes.append(Outcome(family, "llm", ok, "" if ok else (r.stage or "LOWER"), text[:300],
+                                           r.precision, r.backend))
+
+
 def run_artifact_checks(target_id: str, workdir: Path, report: Report, ctx, progress) -> Path | None:
     from compiler.reproducibility import compare_builds
     from targets.manifest import read_artifact
@@ -297,7 +330,8 @@ def run_profile_check(artifact: Path, report: Report, progress) -> None:
 
 
 def run_conformance(target_id: str, *, ops: Sequence[str] = OP_TESTS, models: bool = True,
-                    progress: Callable[[str], None] = lambda m: None, ctx=None) -> Report:
+                    progress: Callable[[str], None] = lambda m: None, ctx=None, llm: bool = False,
+                    families: Sequence[str] | None = None) -> Report:
     from compiler.build import BuildContext
 
     ctx = ctx or BuildContext(progress=lambda m: None)
@@ -309,6 +343,8 @@ def run_conformance(target_id: str, *, ops: Sequence[str] = OP_TESTS, models: bo
         run_op_battery(target, backend, work, report, ops, progress)
         if models:
             run_model_battery(target.id, work, report, ctx, progress)
+        if llm:
+            run_llm_battery(target.id, work, report, ctx, progress, families)
         artifact = run_artifact_checks(target.id, work, report, ctx, progress)
         if artifact is not None:
             run_profile_check(artifact, report, progress)

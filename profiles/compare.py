@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 from xml.sax.saxutils import escape, quoteattr
@@ -23,8 +24,12 @@ from targets.errors import ChipfitError
 from targets.profile import PROFILE_NAME, Profile
 
 #: Largest accepted current/baseline ratio per metric (accuracy: largest accepted drop in cosine).
-DEFAULT_THRESHOLDS = {"latency": 1.10, "energy": 1.10, "memory": 1.10, "size": 1.05, "accuracy": 0.001}
-UNITS = {"latency": "ms", "energy": "mJ", "memory": "MB", "size": "MB", "accuracy": "cosine", "int8_vs_float": "ms"}
+#: Decoder LMs: decode (ms per generated token), ttft (time to first token at the shortest prompt), prefill (time to
+#: first token at the longest prompt, where the prefill dominates); their energy is per generated token.
+DEFAULT_THRESHOLDS = {"latency": 1.10, "energy": 1.10, "memory": 1.10, "size": 1.05, "accuracy": 0.001,
+                      "decode": 1.10, "ttft": 1.10, "prefill": 1.10}
+UNITS = {"latency": "ms", "energy": "mJ", "memory": "MB", "size": "MB", "accuracy": "cosine", "int8_vs_float": "ms",
+         "decode": "ms/token", "ttft": "ms", "prefill": "ms", "quantized_vs_float": "ms/token"}
 BOOTSTRAP_ROUNDS = 2000
 
 
@@ -158,7 +163,10 @@ def compare(baseline: Mapping[str, Profile], current: Mapping[str, Profile], thr
     for key in sorted(set(baseline) & set(current)):
         b, c = baseline[key], current[key]
         limits = {**DEFAULT_THRESHOLDS, **(thresholds or {}), **(target_thresholds or {}).get(c.target, {})}
-        verdicts.append(_latency(key, b, c, limits["latency"]))
+        if b.llm and c.llm:
+            verdicts += _decoder(key, b, c, limits)
+        else:
+            verdicts.append(_latency(key, b, c, limits["latency"]))
         verdicts.append(_energy(key, b, c, limits["energy"]))
         verdicts.append(_direct(key, "memory", b.peak_memory_mb, c.peak_memory_mb, limits["memory"], method="measured"))
         verdicts.append(_direct(key, "size", b.artifact_mb, c.artifact_mb, limits["size"]))
@@ -173,18 +181,47 @@ def compare(baseline: Mapping[str, Profile], current: Mapping[str, Profile], thr
     return verdicts, sorted(set(current) - set(baseline)), sorted(set(baseline) - set(current))
 
 
+def _decoder(key: str, b: Profile, c: Profile, limits: Mapping[str, float]) -> list[Verdict]:
+    """Decode time per token, time to first token and prefill, on the raw samples where both are measured."""
+    verdicts = []
+    if _measured_alike(b, c, "latency_method", "latency_samples_ms"):
+        verdicts.append(_sampled(key, "decode", b.latency_samples_ms, c.latency_samples_ms, limits["decode"]))
+    elif _both_estimated(b, c, "latency_method"):
+        verdicts.append(_direct(key, "decode", _fixed(b, "latency_ms"), _fixed(c, "latency_ms"), limits["decode"],
+                                "estimated; compared at the model's fixed efficiencies", "estimated"))
+    else:
+        verdicts.append(_direct(key, "decode", b.latency_ms_p50, c.latency_ms_p50, limits["decode"],
+                                f"methods differ: {b.latency_method} vs {c.latency_method}", _method(c.latency_method)))
+    prompts_b, prompts_c = b.llm.get("prompts") or [], c.llm.get("prompts") or []
+    for metric, index in (("ttft", 0), ("prefill", -1)):
+        if not prompts_b or not prompts_c or prompts_b[index]["tokens"] != prompts_c[index]["tokens"]:
+            continue
+        pb, pc = prompts_b[index], prompts_c[index]
+        if pb.get("ttft_ms_samples") and pc.get("ttft_ms_samples"):
+            verdict = _sampled(key, metric, pb["ttft_ms_samples"], pc["ttft_ms_samples"], limits[metric])
+        else:
+            verdict = _direct(key, metric, pb.get("ttft_ms_p50"), pc.get("ttft_ms_p50"), limits[metric],
+                              "estimated", "estimated")
+        verdicts.append(replace(verdict, note=(verdict.note + "; " if verdict.note else "") + f"{pc['tokens']}-token prompt"))
+    return verdicts
+
+
 def _int8_alarms(current: Mapping[str, Profile]) -> list[Verdict]:
+    """A quantized artifact that is no faster than its float sibling (same model, target and backend)."""
     alarms = []
     for key, profile in current.items():
-        if profile.precision != "int8" or not profile.latency_ms_p50:
+        if profile.precision not in ("int8", "int4") or not profile.latency_ms_p50:
             continue
         for float_precision in ("fp32", "fp16"):
             sibling = current.get(key.rsplit("/", 1)[0] + f"/{float_precision}")
             if sibling and sibling.latency_ms_p50 and profile.latency_ms_p50 >= sibling.latency_ms_p50:
-                alarms.append(Verdict(key, "int8_vs_float", "alarm", sibling.latency_ms_p50, profile.latency_ms_p50,
+                decoder = bool(profile.llm)
+                what = "decodes" if decoder else "is"
+                alarms.append(Verdict(key, "quantized_vs_float" if decoder else "int8_vs_float", "alarm",
+                                      sibling.latency_ms_p50, profile.latency_ms_p50,
                                       profile.latency_ms_p50 / sibling.latency_ms_p50, None, 1.0, "direct",
-                                      f"int8 is not faster than its {float_precision} sibling", "ms",
-                                      _method(profile.latency_method)))
+                                      f"{profile.precision} {what} no faster than its {float_precision} sibling",
+                                      "ms/token" if decoder else "ms", _method(profile.latency_method)))
                 break
     return alarms
 

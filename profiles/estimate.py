@@ -132,8 +132,11 @@ def estimate(cost: GraphCost, figures: Mapping[str, Any], efficiency: float = DE
 class EfficiencyFit:
     efficiency: float
     points: int
-    max_rel_error: float  # of the fitted model against the measurements it was fitted on
+    max_rel_error: float  # of the fitted model against the measurements it was fitted on (in-sample)
     source: str
+    #: worst relative error predicting each measurement from a fit on the others; None below 3 points,
+    #: where it cannot say anything (an in-sample error of one point is 0 by construction)
+    loo_error: float | None = None
 
 
 def fit_efficiency(points: Sequence[tuple[float, float, float]]) -> EfficiencyFit | None:
@@ -147,4 +150,11 @@ def fit_efficiency(points: Sequence[tuple[float, float, float]]) -> EfficiencyFi
         return None
     eff = statistics.median(r / (m - o) for r, o, m in usable)
     errors = [abs(r / eff + o - m) / m for r, o, m in usable]
-    return EfficiencyFit(eff, len(usable), max(errors), f"fitted on {len(usable)} measurement(s) on this host")
+    loo = None
+    if len(usable) >= 3:
+        held_out = []
+        for i, (r, o, m) in enumerate(usable):
+            others = statistics.median(r2 / (m2 - o2) for j, (r2, o2, m2) in enumerate(usable) if j != i)
+            held_out.append(abs(r / others + o - m) / m)
+        loo = max(held_out)
+    return EfficiencyFit(eff, len(usable), max(errors), f"fitted on {len(usable)} measurement(s) on this host", loo)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from profiles.estimate import DEFAULT_EFFICIENCY, Estimate, estimate, fit_efficiency
+from profiles.llm import check_lengths
 from profiles.stats import summarize
 from targets.backend import Device, DeviceError, NotRunnable
 from targets.errors import ChipfitError, TargetError
@@ -76,7 +77,9 @@ def _tool_versions() -> dict[str, str]:
 def _measure_host(artifact: Artifact, options: ProfileRequest, spec_file: str | None = None) -> dict[str, Any]:
     request = {"artifact": str(artifact.path), "spec_file": spec_file, "runs": options.runs, "min_runs": options.min_runs,
                "max_runs": options.runs, "warmup": options.warmup, "budget_s": options.budget_s,
-               "target_rel": options.target_rel, "threads": options.threads, "meter": options.meter}
+               "target_rel": options.target_rel, "threads": options.threads, "meter": options.meter,
+               "prompt_lengths": list(options.prompt_lengths), "new_tokens": options.new_tokens,
+               "sustained": options.sustained}
     env = dict(os.environ)
     if options.threads:
         env.update(TVM_NUM_THREADS=str(options.threads), OMP_NUM_THREADS=str(options.threads))
@@ -99,8 +102,8 @@ def _measure_host_processes(artifact: Artifact, options: ProfileRequest, spec_fi
     results = []
     for _ in range(max(1, options.processes)):
         result = _measure_host(artifact, options, spec_file)
-        if "error" in result or "not_runnable" in result:
-            return result
+        if "error" in result or "not_runnable" in result or "llm" in result:
+            return result  # a decoder's whole generations are timed in one process (each is many steps)
         results.append(result)
     merged = dict(results[0])
     merged["samples_ms"] = [x for r in results for x in r["samples_ms"]]
@@ -161,6 +164,9 @@ def profile_artifacts(root: str | Path, options: ProfileRequest = ProfileRequest
     artifacts = find_artifacts(root)
     if not artifacts:
         raise ProfileError(f"{root}: holds no chipfit artifact (no manifest.json at or under it)")
+    for artifact in artifacts:
+        if artifact.manifest.llm is not None:
+            check_lengths(options.prompt_lengths, options.new_tokens, artifact.manifest.llm.context, str(artifact.path))
     registry = registry or target_registry()
     backends = backends or backend_registry()
     facts, tools = host_facts(), _tool_versions()
@@ -206,6 +212,10 @@ def profile_artifacts(root: str | Path, options: ProfileRequest = ProfileRequest
             run.errors[str(artifact.path)] = str(exc)
             continue
         _check_memory(profile, target)
+    decoders = [m for m in measured + pending if m[0].manifest.llm is not None]
+    _estimate_decoders(decoders, options, facts)
+    measured = [m for m in measured if m[0].manifest.llm is None]
+    pending = [m for m in pending if m[0].manifest.llm is None]
     # Fit the estimate's efficiency per backend on what was measured here, then estimate everything.
     pairs: dict[str, list[tuple[float, float, float]]] = {}
     for artifact, profile, target in measured:
@@ -243,13 +253,98 @@ def profile_artifacts(root: str | Path, options: ProfileRequest = ProfileRequest
             profile["energy_method"] = est.method + " (no meter on this host)"
         if est and est.latency_ms and profile["latency"] is not None:
             profile["estimate_vs_measured"] = round(est.latency_ms / profile["latency"].latency_ms_p50, 3)
-        if profile["memory_error"]:
-            run.errors[str(artifact.path)] = profile["memory_error"]
-        record = Profile(**profile)
-        write_text_atomic(artifact.path / PROFILE_NAME, json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n")
-        run.profiles.append(record)
+        _finish(artifact, profile, run)
+    for artifact, profile, _ in decoders:
+        _finish(artifact, profile, run)
     run.profiles.sort(key=lambda p: (p.model, p.target, p.backend))
     return run
+
+
+def _finish(artifact: Artifact, profile: dict[str, Any], run: ProfileRun) -> None:
+    """Write the profile beside the artifact, atomically, and keep it for the report."""
+    if profile["memory_error"]:
+        run.errors[str(artifact.path)] = profile["memory_error"]
+    record = Profile(**profile)
+    write_text_atomic(artifact.path / PROFILE_NAME, json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n")
+    run.profiles.append(record)
+
+
+def _estimate_decoders(decoders: list[tuple[Artifact, dict[str, Any], TargetSpec]], options: ProfileRequest,
+                       facts: Mapping[str, Any]) -> None:
+    """The roofline for every decoder LM; for measured ones also the bound they reached and the estimate's error."""
+    from profiles.llm import (DEFAULT_BANDWIDTH_EFFICIENCY, DEFAULT_COMPUTE_EFFICIENCY, MIN_FIT_SECONDS, MODEL_NAME,
+                              estimate_decoder, fit_efficiencies, host_bandwidth_gbs, roofline)
+
+    if not decoders:
+        return
+    local_bandwidth: dict[str, Any] = {}
+
+    def bandwidth_for(target: TargetSpec) -> tuple[float | None, str]:
+        known = target.hardware.figures.get("memory_bandwidth_gbs")
+        if isinstance(known, (int, float)):
+            return float(known), f"{target.source_file}: hardware.memory_bandwidth_gbs"
+        if target.reach.kind == "local":  # this machine: measure what the spec cannot say
+            if "gbs" not in local_bandwidth:
+                local_bandwidth["gbs"] = host_bandwidth_gbs()
+            return local_bandwidth["gbs"], "measured on this machine (best of 5 copies of 256 MiB)"
+        return None, "unknown"
+
+    points: dict[str, list] = {}
+    for artifact, profile, target in decoders:
+        llm = profile["llm"] or {}
+        if profile["runner"] == "host" and llm.get("prompts"):
+            bandwidth, source = bandwidth_for(target)
+            bound = roofline(artifact.manifest.llm, target.hardware.figures, llm, bandwidth, source)
+            llm["roofline"] = bound
+            first = llm["prompts"][0]
+            # Below a millisecond per token the runtime's fixed cost per step, not the memory, sets the pace
+            # (and the weights sit in the caches): such models tell nothing of the efficiency at scale.
+            if (bound["decode_bound_tok_s"] and bound["prefill_bound_tok_s"] and first["decode_tok_s"]
+                    and 1 / bound["decode_bound_tok_s"] >= MIN_FIT_SECONDS):
+                points.setdefault(artifact.backend, []).append(
+                    (1 / bound["decode_bound_tok_s"], 1 / first["decode_tok_s"], 1 / bound["prefill_bound_tok_s"],
+                     1 / first["prefill_tok_s"]))
+    fits = {backend: fit for backend, p in points.items() if (fit := fit_efficiencies(p))}
+    for artifact, profile, target in decoders:
+        bw_eff, comp_eff, eff_source = fits.get(artifact.backend) or (
+            DEFAULT_BANDWIDTH_EFFICIENCY, DEFAULT_COMPUTE_EFFICIENCY,
+            "default (no LLM of this backend measured here at a size that is memory-bound)")
+        record = artifact.manifest.llm
+        bandwidth, source = bandwidth_for(target)
+        lengths = list(options.prompt_lengths)
+        estimate = estimate_decoder(record, target.hardware.figures, lengths, bw_eff, comp_eff, eff_source,
+                                    bandwidth, source)
+        fixed = estimate_decoder(record, target.hardware.figures, lengths, DEFAULT_BANDWIDTH_EFFICIENCY,
+                                 DEFAULT_COMPUTE_EFFICIENCY, "fixed", bandwidth, source)
+        llm = dict(profile["llm"] or {})
+        plan = record.memory_plan
+        llm.update(kind="decoder", context=record.context, fits=plan.fits, memory_plan_bytes=plan.total_bytes,
+                   max_context_that_fits=plan.max_context_that_fits, estimate=estimate)
+        profile["estimate_fixed"] = {"efficiency": DEFAULT_BANDWIDTH_EFFICIENCY, "latency_ms": fixed["ms_per_token"],
+                                     "energy_mj": fixed["j_per_generated_token"] * 1e3
+                                     if fixed["j_per_generated_token"] else None}
+        if profile["runner"] == "estimate":
+            llm.update(method=estimate["method"], prompts=estimate["prompts"], depths=estimate["depths"])
+            profile["latency_ms_p50"] = estimate["ms_per_token"]
+            profile["latency_method"] = estimate["method"] if estimate["ms_per_token"] else \
+                f"unavailable ({'; '.join(estimate['missing'])})"
+            profile["energy_mj"] = estimate["j_per_generated_token"] * 1e3
+            profile["energy_method"] = estimate["method"]
+        else:
+            first, guess = llm["prompts"][0], estimate["prompts"][0]
+            llm["estimate_error_pct"] = {
+                "decode_tok_s": _error(estimate["decode_tok_s"], first["decode_tok_s"]),
+                "ttft_ms": _error(guess["ttft_ms_p50"], first["ttft_ms_p50"])}
+            if profile["energy_mj"] is None:
+                profile["energy_mj"] = estimate["j_per_generated_token"] * 1e3
+                profile["energy_method"] = f"estimated:{MODEL_NAME} (no meter on this host)"
+            if estimate["ms_per_token"] and profile["latency_ms_p50"]:
+                profile["estimate_vs_measured"] = round(estimate["ms_per_token"] / profile["latency_ms_p50"], 3)
+        profile["llm"] = llm
+
+
+def _error(estimate: float | None, measured: float | None) -> float | None:
+    return round((estimate / measured - 1) * 100, 1) if estimate and measured else None
 
 
 def read_profile(path: Path) -> Profile:
@@ -275,6 +370,8 @@ def _reusable(artifact: Artifact, profile: Mapping[str, Any], options: ProfileRe
 
 
 def _fill_measured(profile: dict[str, Any], result: Mapping[str, Any]) -> None:
+    if "llm" in result:
+        return _fill_decoder(profile, result)
     summary = summarize(result["samples_ms"])
     per_op = result.get("per_op")
     profile.update(
@@ -298,6 +395,33 @@ def _fill_measured(profile: dict[str, Any], result: Mapping[str, Any]) -> None:
         profile["energy_groups"] = tuple(energy.get("sample_groups") or [len(profile["energy_samples_mj"])])
         profile["energy_method"] = energy["method"]
         profile["energy_detail"] = energy
+    elif result.get("energy_error"):
+        profile["energy_error"] = result["energy_error"]
+
+
+def _fill_decoder(profile: dict[str, Any], result: Mapping[str, Any]) -> None:
+    """A decoder's measurement: the per-token decode time of the first prompt length is its latency (ms/token),
+    its energy per generated token its energy (mJ/token); the rest (TTFT, rates, depths) under ``llm``."""
+    from profiles.llm import summarize_measurement
+
+    llm = summarize_measurement(result["llm"])
+    first = llm["prompts"][0]
+    samples = first["decode_ms_samples"]
+    summary = summarize(samples)
+    profile.update(runner="host", runner_description=result["runner_description"], cpus=tuple(result["cpus"]),
+                   latency=summary, latency_samples_ms=tuple(samples), latency_groups=(len(samples),),
+                   latency_ms_p50=summary.latency_ms_p50, latency_method="measured:host",
+                   peak_memory_mb=round(result["peak_rss_mb"], 2), runner_baseline_mb=round(result["baseline_rss_mb"], 2),
+                   per_op_source="not offered for decoder generations",
+                   llm={"method": "measured:host", "load_s": result["load_s"], **llm})
+    energy = llm.get("energy")
+    if energy:
+        profile["energy_mj"] = energy["j_per_generated_token"] * 1e3
+        profile["energy_samples_mj"] = tuple(j * 1e3 for j in energy["j_per_generated_token_samples"])
+        profile["energy_groups"] = (len(profile["energy_samples_mj"]),)
+        profile["energy_method"] = energy["method"]
+        profile["energy_detail"] = energy
+        profile["llm"]["method"] = f"measured:host:{energy['method'].split(':', 1)[1]}"
     elif result.get("energy_error"):
         profile["energy_error"] = result["energy_error"]
 

@@ -51,6 +51,8 @@ def main() -> int:
         target = load_spec(request["spec_file"])  # a spec file named in a release, not an installed target
     else:
         target = registry.get(manifest.target.id)
+    if manifest.llm is not None:
+        return _decoder(request, artifact, backend, target, cpus, baseline_rss)
     try:
         plan = backend.plan_run(artifact.path, manifest.backend.options, manifest.signature, target, detect_host())
     except NotRunnable as exc:
@@ -93,6 +95,48 @@ def main() -> int:
             result["energy"] = reading.__dict__
         except MeterError as exc:
             result["energy_error"] = str(exc)
+    print(json.dumps(result))
+    return 0
+
+
+def _decoder(request, artifact, backend, target, cpus, baseline_rss) -> int:
+    """A decoder LM: whole generations on its own runtime (`profiles.llm.measure_decoder`)."""
+    from profiles.llm import generations, measure_decoder
+    from profiles.meters import MeterError, open_meter
+    from targets.backend import NotRunnable
+    from targets.host import detect_host
+
+    manifest = artifact.manifest
+    start = time.perf_counter()
+    try:
+        plan = backend.plan_generate(artifact.path, manifest.backend.options, target, detect_host())
+    except NotRunnable as exc:
+        print(json.dumps({"not_runnable": str(exc)}))
+        return 0
+    if plan.proxy:
+        print(json.dumps({"not_runnable": f"only a proxy run is possible here ({plan.note})"}))
+        return 0
+    load_s = time.perf_counter() - start
+    if request.get("threads"):
+        plan.runner.set_threads(request["threads"])
+    meter, energy_error = None, None
+    if request.get("meter"):
+        try:
+            meter = open_meter(request["meter"])
+        except MeterError as exc:
+            energy_error = str(exc)
+    try:
+        raw = measure_decoder(plan.runner, manifest.llm, request["prompt_lengths"], request["new_tokens"],
+                              generations(request["runs"]), request.get("sustained", 0), meter)
+    except MeterError as exc:
+        energy_error = str(exc)
+        raw = measure_decoder(plan.runner, manifest.llm, request["prompt_lengths"], request["new_tokens"],
+                              generations(request["runs"]), request.get("sustained", 0), None)
+    result = {"llm": raw, "runner_description": plan.runner.description, "cpus": cpus, "load_s": load_s,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+              "baseline_rss_mb": baseline_rss / 1024.0}
+    if energy_error:
+        result["energy_error"] = energy_error
     print(json.dumps(result))
     return 0
 

@@ -99,6 +99,10 @@ class DecoderRunner(Protocol):
         """Next-token logits at every position of ``ids`` ([len(ids), vocab]), teacher-forced."""
         ...
 
+    def set_threads(self, threads: int) -> bool:
+        """Use ``threads`` threads from now on; False if the runtime sizes its pool only at start-up."""
+        ...
+
 
 @dataclass(frozen=True)
 class GenerationPlan:

@@ -22,6 +22,8 @@ The children wrote a song about the robot, and they sang it every evening.
 """.strip().splitlines()
 
 SPECIALS = ["<s>", "</s>", "<pad>"]
+#: the decoder families chipfit builds (see each backend's ``decoder_families``)
+FAMILIES = ("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral", "minicpm3")
 
 
 def tokenizer(vocab_size: int = 320):

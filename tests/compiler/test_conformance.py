@@ -27,3 +27,11 @@ def test_pass_rates_and_markdown():
     text = markdown_summary([report.to_dict()])
     assert "| t | b | 1/3 |" in text and "MISMATCH: op `b`" in text
     assert len(STAGES) == 6
+
+
+def test_the_llm_battery_builds_each_family_and_names_the_backend(tmp_path):
+    report = run_conformance("x86-64-avx2", ops=(), models=False, llm=True, families=("qwen3", "minicpm3"))
+    llm = [o for o in report.outcomes if o.kind == "llm"]
+    assert {(o.item, o.backend) for o in llm} == {("qwen3", "tvm"), ("minicpm3", "tvm")}
+    assert all(o.passed for o in llm), [o for o in llm if not o.passed]
+    assert "greedy tokens equal" in llm[0].message

@@ -138,7 +138,7 @@ class GenaiRunner:
     def __init__(self, folder: Path, on_cpu: bool, threads: int | None = None) -> None:
         import onnxruntime_genai as og
 
-        self._og = og
+        self._og, self._folder, self._on_cpu = og, folder, on_cpu
         config = og.Config(str(folder))
         if on_cpu:
             config.clear_providers()
@@ -150,6 +150,10 @@ class GenaiRunner:
         window = json.loads((folder / CONFIG).read_text())["model"]["decoder"].get("sliding_window") or {}
         # a windowed KV cache must hold at least the window, however short the sequence
         self._floor = int(window.get("window_size", 0)) if window.get("layers") else 0
+
+    def set_threads(self, threads: int) -> bool:
+        self.__init__(self._folder, self._on_cpu, threads)
+        return True
 
     def _generator(self, total: int, exact: bool):
         params = self._og.GeneratorParams(self.model)

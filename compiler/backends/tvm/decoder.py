@@ -121,3 +121,6 @@ class TvmDecoderRunner:
 
     def logits(self, ids):
         return self._chunked.logits(ids)
+
+    def set_threads(self, threads: int) -> bool:
+        return False  # the pool is sized at start-up (TVM_NUM_THREADS / the session), and the CPUs are pinned

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.llm.synthetic import config, save
-
-FAMILIES = ("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral", "minicpm3")
+from compiler.llm.synthetic import FAMILIES, config, save
 
 
 @pytest.fixture(scope="session")
