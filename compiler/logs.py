@@ -67,16 +67,23 @@ def native_stderr_to(log_path: Path | None, verbose: bool = False) -> Iterator[N
         yield
         return
     sys.stderr.flush()
+    try:
+        on_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a stream of its own (a test's capture): it stays as it is
+        on_fd2 = False
     saved = os.dup(2)
     with tempfile.TemporaryFile() as collected:
         os.dup2(collected.fileno(), 2)
-        terminal = os.fdopen(os.dup(saved), "w", buffering=1)
-        previous, sys.stderr = sys.stderr, terminal
+        terminal = os.fdopen(os.dup(saved), "w", buffering=1) if on_fd2 else None
+        previous = sys.stderr
+        if terminal is not None:
+            sys.stderr = terminal
         try:
             yield
         finally:
             sys.stderr = previous
-            terminal.close()
+            if terminal is not None:
+                terminal.close()
             os.dup2(saved, 2)
             os.close(saved)
             collected.seek(0)
