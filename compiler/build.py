@@ -133,11 +133,12 @@ class BuildOptions:
     def __init__(self, targets: Sequence[str] = (), out_dir: Path | str = "build", *,
                  requests: Sequence[BuildRequest] = (), cache_dir: Path | None = None, measure_latency: bool = True,
                  fusion: FusionOptions | bool | None = None, profile: ProfileRequest | None = None,
-                 **settings: Any) -> None:
+                 force: bool = False, **settings: Any) -> None:
         self.targets = tuple(targets) or tuple(r.target for r in requests)
         self.out_dir = Path(out_dir)
         self.cache_dir = cache_dir
         self.measure_latency = measure_latency
+        self.force = force  # replace an artifact of another precision at the same place
         # ``fusion`` is the request option (a bool), or FusionOptions: that option plus where to dump graphs
         self.fusion = fusion if isinstance(fusion, FusionOptions) else FusionOptions()
         if isinstance(fusion, FusionOptions):
@@ -207,8 +208,24 @@ def plan(model: TracedModel, options: BuildOptions, ctx: BuildContext) -> list[C
                                  f"{backend.name} with PyTorch's PT2E observers, which offer {', '.join(TORCH_METHODS)}")
             # The target's preferred backend owns build/<model>/<target>; others sit beside it.
             dirname = target.id if backend.name == target.backends[0] else f"{target.id}@{backend.name}"
+            check_replaceable(model_dir / dirname, precision, options.force)
             cells.append(Cell(replace(request, precision=precision), target, backend, settings, model_dir / dirname))
     return cells
+
+
+def check_replaceable(dest: Path, precision: str, force: bool) -> None:
+    """An artifact of another precision already at ``dest`` is not replaced silently (`--force` replaces it)."""
+    if force or not (dest / "manifest.json").is_file():
+        return
+    import json
+
+    try:
+        existing = json.loads((dest / "manifest.json").read_text()).get("precision")
+    except ValueError:
+        return
+    if existing and existing != precision:
+        raise UsageError(f"{dest} holds a {existing} artifact and this build makes {precision}: give another output "
+                         "folder (-o), or --force to replace it")
 
 
 def _shared_data(cells: Sequence[Cell]) -> BuildRequest:
@@ -289,7 +306,7 @@ def _evaluation_set(model: TracedModel, request: BuildRequest, calibration: Cali
 def _manifest(model: TracedModel, cell: Cell, lowered, files: Mapping[str, FileRecord], numerics: Numerics,
               calibration: CalibrationSet | None, report: Mapping[str, Any] | None, seconds: float,
               versions: dict[str, str], cost=None, fusion: Mapping[str, Any] | None = None,
-              reproducibility=None) -> Manifest:
+              reproducibility=None, extra_notes: Sequence[str] = ()) -> Manifest:
     target = cell.target
     if fusion:
         fusion_record: Mapping[str, Any] = dict(fusion)
@@ -319,7 +336,7 @@ def _manifest(model: TracedModel, cell: Cell, lowered, files: Mapping[str, FileR
         primary_file=lowered.files[0],
         numerics=numerics,
         cost=cost,
-        notes=tuple(lowered.notes),
+        notes=tuple(lowered.notes) + tuple(extra_notes),
         build_seconds=round(seconds, 3),
     )
 
@@ -337,6 +354,7 @@ class _Shared:
     stage: PrecisionStage | None
     fusion: FusionStage
     static: dict[str, TracedModel] = field(default_factory=dict)  # models made static, by graph identity
+    warnings: tuple[str, ...] = ()  # about the verification itself, for every cell
 
 
 def _reference(model: TracedModel, inputs: Mapping[str, np.ndarray], label: str) -> dict[str, np.ndarray]:
@@ -381,13 +399,27 @@ def build(model, options: BuildOptions, ctx: BuildContext | None = None) -> list
     fusion = FusionStage(inputs, replace(options.fusion, explain=request.fusion.explain),
                          options.out_dir / ".dumps" / model.name, ctx.progress)
     shared = _Shared(calibration, inputs, inputs_label, labels, reference,
-                     toolchain_versions(sorted({c.backend for c in cells}, key=lambda b: b.name)), stage, fusion)
+                     toolchain_versions(sorted({c.backend for c in cells}, key=lambda b: b.name)), stage, fusion,
+                     warnings=_reference_warnings(reference, inputs_label))
     results = []
     for n, cell in enumerate(cells, 1):
         ctx.progress(f"[{n}/{len(cells)}] {cell.target.id}: lowering with {cell.backend.name} ({cell.precision})")
         results.append(_build_cell(model, cell, shared, options, ctx))
         ctx.progress(f"[{n}/{len(cells)}] {cell.target.id}: {results[-1].status}")
     return results
+
+
+#: below this, reference outputs are noise-sized: an absolute tolerance passes anything against them
+NEAR_ZERO = 1e-6
+
+
+def _reference_warnings(reference: Mapping[str, np.ndarray], label: str) -> tuple[str, ...]:
+    largest = max((float(np.max(np.abs(v))) if np.asarray(v).size else 0.0 for v in reference.values()), default=0.0)
+    if largest >= NEAR_ZERO:
+        return ()
+    return (f"the float reference's outputs on {label} are near zero (largest |value| {largest:.3g}): the tolerance "
+            "check cannot tell a good artifact from a bad one on them; give --samples with inputs the model was made "
+            "for (real images, token ids) so verification means something",)
 
 
 def _static(model: TracedModel, shared: _Shared) -> TracedModel:
@@ -440,7 +472,8 @@ def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildO
             warnings = _memory_warnings(cell.target, files, cost)
             manifest = partial(_manifest, model, cell, lowered, files, calibration=shared.calibration, report=report,
                                seconds=seconds, versions=shared.versions, cost=cost, fusion=fusion_report,
-                               reproducibility=content_digest(staging.path, files, cell.backend.normalizers()))
+                               reproducibility=content_digest(staging.path, files, cell.backend.normalizers()),
+                               extra_notes=shared.warnings)
             numerics, latency, stage = _check(cell, staging.path, lowered, shared, ctx, options)
             if numerics.status == "failed":
                 failed = staging.commit(manifest(numerics=numerics), cell.dest.with_name(cell.dest.name + FAILED_SUFFIX))
@@ -459,7 +492,8 @@ def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildO
     return CellResult(**base, status=numerics.status, artifact=str(dest),
                       size_bytes=sum(f.bytes for f in files.values()), build_seconds=seconds,
                       numerics=numerics, latency=latency, quantization=report, fusion=fusion_report,
-                      fallbacks=tuple(lowered.fallbacks), warnings=warnings)
+                      fallbacks=tuple(lowered.fallbacks),
+                      warnings=warnings + (shared.warnings if numerics.status != "not-run" else ()))
 
 
 def _traceback(exc: BaseException) -> str:

@@ -152,7 +152,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         model = load_model(args.model, overrides, trust_remote_code=bool(settings.get("trust_remote_code")))
         dumps = FusionOptions(enabled=settings.pop("fusion", True), explain=settings.pop("explain_fusion", False),
                               dump_after=tuple(args.dump_after), dump_all=Path(args.dump_all) if args.dump_all else None)
-        options = BuildOptions(target_ids, Path(args.output), fusion=dumps, **settings)
+        options = BuildOptions(target_ids, Path(args.output), fusion=dumps, force=args.force, **settings)
         results = build(model, options, BuildContext(targets=registry, progress=progress))
     if args.json:
         print(json.dumps({"model": model.name, "source": model.source, "results": [r.to_dict() for r in results]},
@@ -368,33 +368,39 @@ def _release_thresholds(current: Path) -> tuple[dict[str, float], dict[str, dict
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from profiles.compare import CompareError, compare, junit, load_profiles, markdown
+    from profiles.compare import CompareError, compare, junit, load_profiles, markdown, read_index, release_verdicts
 
     try:
         baseline, current = load_profiles(args.baseline), load_profiles(args.current)
+        index = read_index(args.current)
     except CompareError as exc:
         raise UsageError(str(exc)) from exc
     thresholds, per_target = _release_thresholds(Path(args.current))
     thresholds.update(_thresholds(args.threshold))
-    verdicts, added, removed = compare(baseline, current, thresholds, per_target)
-    text = markdown(verdicts, added, removed)
+    verdicts, added, removed = compare(baseline, current, thresholds, per_target, args.gate_estimated)
+    verdicts += release_verdicts(baseline, current, index, args.accept_removed)
+    text = markdown(verdicts, added, removed, args.all)
     if args.summary:
         Path(args.summary).write_text(text)
     if args.junit:
         Path(args.junit).write_text(junit(verdicts))
     figure = (lambda x: "-" if x is None else f"{x:.4g}")
+    from profiles.compare import ORDER
+
     rows = [(v.key, v.metric, v.status.upper() if v.status != "ok" else "ok", figure(v.baseline), figure(v.current),
-             "-" if v.ratio is None else f"{v.ratio:.3f}",
+             v.unit or "-", "-" if v.ratio is None else f"{v.ratio:.3f}",
              "-" if v.interval is None else f"{v.interval[0]:.3f}-{v.interval[1]:.3f}", f"{v.threshold:g}",
-             v.test + (f"; {v.note}" if v.note else ""))
-            for v in verdicts if v.status != "ok" or args.all]
+             f"{v.method or '-'}, {v.test}" + (f"; {v.note}" if v.note else ""))
+            for v in sorted(verdicts, key=lambda v: (ORDER.get(v.status, 9), v.key, v.metric))
+            if v.status != "ok" or args.all]
     if rows:
-        print(_table(("cell", "metric", "verdict", "baseline", "current", "ratio", "95% interval", "threshold", "test"),
-                     rows))
+        print(_table(("cell", "metric", "verdict", "baseline", "current", "unit", "ratio", "95% interval", "threshold",
+                      "how"), rows))
     regressions = sum(v.status == "regression" for v in verdicts)
-    print(f"\n{regressions} regression(s), {sum(v.status == 'alarm' for v in verdicts)} alarm(s) in {len(verdicts)} checks; "
-          f"added {len(added)}, removed {len(removed)} cell(s)")
-    return 1 if regressions else 0
+    failed = sum(v.status == "failed" for v in verdicts)
+    print(f"\n{regressions} regression(s), {failed} failed cell(s), {sum(v.status == 'alarm' for v in verdicts)} "
+          f"alarm(s) in {len(verdicts)} checks; added {len(added)}, removed {len(removed)} cell(s)")
+    return 1 if regressions or failed else 0
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -423,10 +429,15 @@ def cmd_release(args: argparse.Namespace) -> int:
         raise UsageError(f"--jobs {args.jobs}: must be at least 1")
     cache_dir = temporary_cache() if args.no_cache else Path(args.cache) if args.cache else default_cache_dir()
     progress = (lambda m: None) if args.quiet else print_progress_line
+    from compiler.release.cache import default_cache_max_gb
+
+    max_gb = args.cache_max_gb if args.cache_max_gb is not None else default_cache_max_gb()
+    if max_gb <= 0:
+        raise UsageError(f"--cache-max-gb {max_gb}: must be positive")
     options = ReleaseOptions(out_dir=Path(args.output), cache_dir=cache_dir, jobs=args.jobs,
                              check_reproducible=args.check_reproducible,
                              profile=not args.no_profile,
-                             cell_timeout_s=args.cell_timeout)
+                             cell_timeout_s=args.cell_timeout, cache_max_bytes=int(max_gb * 2**30))
     if args.dry_run:
         rows = [(c.model.name, c.precision, c.target.id, c.key[:12], what) for c, what in dry_run(config, options)]
         print(_table(("model", "precision", "target", "cache key", "would"), rows))
@@ -586,6 +597,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from targets.registry import backend_registry
 
     path = Path(args.path)
+    if args.path == "example" or path.suffix.lower() in (".pt2", ".onnx") or (path / "config.json").is_file():
+        return _describe_model(args)
     if not path.exists():
         raise UsageError(f"{path}: no such artifact directory")
     artifacts = [read_artifact(path)] if (path / "manifest.json").exists() else find_artifacts(path)
@@ -606,6 +619,39 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for artifact, problems, drift in reports:
         print(_describe_artifact(artifact, problems, drift))
     return status
+
+
+def _describe_model(args: argparse.Namespace) -> int:
+    """A model (not an artifact): its inputs and outputs, so that sample files can be written for it."""
+    from compiler.frontend import load_model, signature_of
+
+    path = Path(args.path)
+    if path.is_dir():
+        from compiler.frontend.huggingface import load_hf_directory
+
+        model = load_hf_directory(path, digest=False)
+        if args.json:
+            from targets.schema import to_json
+
+            print(json.dumps({"decoder": to_json(model.spec)}, indent=2))
+            return 0
+        d = model.spec
+        print(f"{path}: {d.architecture} ({d.model_type}), {d.layers} layers, hidden {d.hidden_size}, vocab "
+              f"{d.vocab_size}, {d.max_positions} positions, {d.parameters / 1e6:.1f} M parameters")
+        print("  inputs:  token ids (a .txt file of prompts, one per line, for --samples)")
+        return 0
+    signature = signature_of(args.path) if path.suffix.lower() == ".pt2" else load_model(args.path).signature
+    if args.json:
+        print(json.dumps(signature.to_dict(), indent=2))
+        return 0
+    print(f"{args.path}:")
+    for t in signature.inputs:
+        print(f"  input   {t.name:<20} {t.shape_str():<20} {t.dtype}")
+    for t in signature.outputs:
+        print(f"  output  {t.name:<20} {t.shape_str():<20} {t.dtype}")
+    names = ", ".join(f"'{t.name}'" for t in signature.inputs)
+    print(f"sample files: a .npz with arrays {names}, leading axis = samples (a symbolic 'batch' dimension is that axis)")
+    return 0
 
 
 def _toolchain_drift(manifest, backends) -> dict[str, tuple[str, str]]:
@@ -766,6 +812,8 @@ def parser() -> argparse.ArgumentParser:
                    help="write the graph after this pass to <output>/.dumps/ (repeatable)")
     b.add_argument("--dump-all", metavar="DIR", help="write the graph after every pass to DIR")
     b.add_argument("--html", help="with --profile: also write an HTML report with plots here")
+    b.add_argument("--force", action="store_true",
+                   help="replace an artifact of another precision already at build/<model>/<target>")
     b.set_defaults(func=cmd_build)
 
     pr = sub.add_parser("profile", help="latency, memory and energy of artifacts: measured or estimated")
@@ -783,6 +831,10 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("--threshold", action="append", default=[], metavar="METRIC=VALUE",
                      help="e.g. latency=1.05 (largest accepted ratio); accuracy=0.001 (largest cosine drop)")
     cmp.add_argument("--all", action="store_true", help="list every verdict, not only the non-ok ones")
+    cmp.add_argument("--accept-removed", action="store_true",
+                     help="cells the release no longer lists are intended removals, not failures")
+    cmp.add_argument("--gate-estimated", action="store_true",
+                     help="also gate estimated figures (energy without a meter) of cells whose speed was measured")
     cmp.set_defaults(func=cmd_compare)
 
     bl = sub.add_parser("baseline", help="accept current profiles as the new baseline")
@@ -802,6 +854,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--no-profile", action="store_true", help="skip profiling (the release file's [profile] also can)")
     r.add_argument("--cell-timeout", type=float, default=1800.0, help="seconds one cell may build (default 1800)")
     r.add_argument("--dry-run", action="store_true", help="list the cells and which are cached; build nothing")
+    r.add_argument("--cache-max-gb", type=float,
+                   help="after the release, prune the cache (least recently used first) to this size "
+                        "(default: $CHIPFIT_CACHE_MAX_GB, else 10)")
     r.add_argument("--json", action="store_true", help="print dist/index.json")
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=cmd_release)
@@ -832,8 +887,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--ignore-eos", action="store_true", help="generate all tokens even past end-of-sequence")
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("inspect", help="describe an artifact (or every artifact under a folder)")
-    i.add_argument("path")
+    i = sub.add_parser("inspect", help="describe an artifact (or every artifact under a folder), or a model's inputs")
+    i.add_argument("path", help="an artifact or a folder of them; or a model (.pt2, .onnx, a model folder, 'example')")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_inspect)
     return p

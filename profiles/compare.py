@@ -22,6 +22,7 @@ import numpy as np
 from targets.comparison import Verdict
 from targets.errors import ChipfitError
 from targets.profile import PROFILE_NAME, Profile
+from targets.release_index import INDEX_NAME, ReleaseIndex
 
 #: Largest accepted current/baseline ratio per metric (accuracy: largest accepted drop in cosine).
 #: Decoder LMs: decode (ms per generated token), ttft (time to first token at the shortest prompt), prefill (time to
@@ -82,13 +83,17 @@ def bootstrap_ratio(baseline: Sequence[float], current: Sequence[float], rounds:
 
 
 def _direct(key: str, metric: str, base: float | None, cur: float | None, threshold: float, note: str = "",
-            method: str = "") -> Verdict:
+            method: str = "", shown: tuple[float | None, float | None] | None = None) -> Verdict:
+    """``base`` / ``cur`` decide; ``shown`` are the figures reported (the profile's own, where the decision is on
+    another form of them, e.g. an estimate at a fixed efficiency), so every report shows one number."""
+    shown_base, shown_cur = shown if shown is not None else (base, cur)
     if base is None or cur is None or base <= 0:
-        return Verdict(key, metric, "ok", base, cur, None, None, threshold, "direct",
+        return Verdict(key, metric, "ok", shown_base, shown_cur, None, None, threshold, "direct",
                        note or "not comparable: a figure is missing", UNITS.get(metric, ""), method)
     ratio = cur / base
     status = "regression" if ratio > threshold else "improvement" if ratio < 1 / threshold else "ok"
-    return Verdict(key, metric, status, base, cur, ratio, None, threshold, "direct", note, UNITS.get(metric, ""), method)
+    return Verdict(key, metric, status, shown_base, shown_cur, ratio, None, threshold, "direct", note,
+                   UNITS.get(metric, ""), method)
 
 
 def _sampled(key: str, metric: str, b: Sequence[float], c: Sequence[float], threshold: float,
@@ -124,7 +129,8 @@ def _latency(key: str, base: Profile, cur: Profile, threshold: float) -> Verdict
         f"methods differ: {base.latency_method} vs {cur.latency_method}"
     if _both_estimated(base, cur, "latency_method"):
         return _direct(key, "latency", _fixed(base, "latency_ms"), _fixed(cur, "latency_ms"), threshold,
-                       "estimated; compared at the model's fixed efficiency", "estimated")
+                       "estimated; the ratio is at the model's fixed efficiency", "estimated",
+                       (base.latency_ms_p50, cur.latency_ms_p50))
     return _direct(key, "latency", base.latency_ms_p50, cur.latency_ms_p50, threshold, note, _method(cur.latency_method))
 
 
@@ -147,20 +153,23 @@ def _energy(key: str, base: Profile, cur: Profile, threshold: float) -> Verdict:
                         base.energy_groups, cur.energy_groups)
     if _both_estimated(base, cur, "energy_method"):
         return _direct(key, "energy", _fixed(base, "energy_mj"), _fixed(cur, "energy_mj"), threshold,
-                       "estimated; compared at the model's fixed efficiency", "estimated")
+                       "estimated; the ratio is at the model's fixed efficiency", "estimated",
+                       (base.energy_mj, cur.energy_mj))
     return _direct(key, "energy", base.energy_mj, cur.energy_mj, threshold, cur.energy_method, _method(cur.energy_method))
 
 
 def compare(baseline: Mapping[str, Profile], current: Mapping[str, Profile], thresholds: Mapping[str, float] | None = None,
-            target_thresholds: Mapping[str, Mapping[str, float]] | None = None
+            target_thresholds: Mapping[str, Mapping[str, float]] | None = None, gate_estimated: bool = False
             ) -> tuple[list[Verdict], list[str], list[str]]:
     """Verdicts for every cell in both, plus the keys added and removed.
 
     ``thresholds`` override the defaults; ``target_thresholds`` (target id -> metric -> value) override
-    both for that target's cells.
+    both for that target's cells. On a cell whose speed was measured, a figure that is only estimated
+    (energy without a meter) is reported but not gated, unless ``gate_estimated``.
     """
     verdicts: list[Verdict] = []
     for key in sorted(set(baseline) & set(current)):
+        start = len(verdicts)
         b, c = baseline[key], current[key]
         limits = {**DEFAULT_THRESHOLDS, **(thresholds or {}), **(target_thresholds or {}).get(c.target, {})}
         if b.llm and c.llm:
@@ -177,6 +186,13 @@ def compare(baseline: Mapping[str, Profile], current: Mapping[str, Profile], thr
             verdicts.append(Verdict(key, "accuracy", status, bc, cc, cc / bc if bc else None, None, limits["accuracy"],
                                     "direct (cosine to float reference)", f"cosine drop {drop:.6f}", "cosine",
                                     "measured"))
+        if c.measured and b.measured and not gate_estimated:
+            for n in range(start, len(verdicts)):
+                v = verdicts[n]
+                if v.method == "estimated" and v.status == "regression":
+                    verdicts[n] = replace(v, status="info", note=(v.note + "; " if v.note else "") +
+                                          "an estimated figure of a measured cell: reported, not gated "
+                                          "(--gate-estimated gates it)")
     verdicts += _int8_alarms(current)
     return verdicts, sorted(set(current) - set(baseline)), sorted(set(baseline) - set(current))
 
@@ -188,7 +204,8 @@ def _decoder(key: str, b: Profile, c: Profile, limits: Mapping[str, float]) -> l
         verdicts.append(_sampled(key, "decode", b.latency_samples_ms, c.latency_samples_ms, limits["decode"]))
     elif _both_estimated(b, c, "latency_method"):
         verdicts.append(_direct(key, "decode", _fixed(b, "latency_ms"), _fixed(c, "latency_ms"), limits["decode"],
-                                "estimated; compared at the model's fixed efficiencies", "estimated"))
+                                "estimated; the ratio is at the model's fixed efficiencies", "estimated",
+                                (b.latency_ms_p50, c.latency_ms_p50)))
     else:
         verdicts.append(_direct(key, "decode", b.latency_ms_p50, c.latency_ms_p50, limits["decode"],
                                 f"methods differ: {b.latency_method} vs {c.latency_method}", _method(c.latency_method)))
@@ -226,37 +243,107 @@ def _int8_alarms(current: Mapping[str, Profile]) -> list[Verdict]:
     return alarms
 
 
-def markdown(verdicts: Sequence[Verdict], added: Sequence[str], removed: Sequence[str]) -> str:
-    regressions = [v for v in verdicts if v.status == "regression"]
-    lines = [f"## chipfit compare: {len(regressions)} regression(s) in {len(verdicts)} checks", "",
-             "| cell | metric | verdict | baseline | current | ratio | 95% interval | threshold | test |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    order = {"regression": 0, "alarm": 1, "improvement": 2, "ok": 3}
-    for v in sorted(verdicts, key=lambda v: (order[v.status], v.key, v.metric)):
-        fmt = (lambda x: "-" if x is None else f"{x:.4g}")
-        interval = "-" if v.interval is None else f"{v.interval[0]:.3f}-{v.interval[1]:.3f}"
-        lines.append(f"| {v.key} | {v.metric} | **{v.status}** | {fmt(v.baseline)} | {fmt(v.current)} | {fmt(v.ratio)} "
-                     f"| {interval} | {v.threshold:g} | {v.test}{'; ' + v.note if v.note else ''} |")
+ORDER = {"failed": 0, "regression": 1, "alarm": 2, "info": 3, "improvement": 4, "ok": 5}
+
+
+def _figure(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def markdown(verdicts: Sequence[Verdict], added: Sequence[str], removed: Sequence[str], every: bool = False) -> str:
+    """A CI job summary: the failing and alarming rows first, and by default only the rows that are not ok."""
+    failing = [v for v in verdicts if v.status in ("regression", "failed")]
+    alarms = [v for v in verdicts if v.status == "alarm"]
+    lines = [f"## chipfit compare: {sum(v.status == 'regression' for v in verdicts)} regression(s), "
+             f"{sum(v.status == 'failed' for v in verdicts)} failed cell(s), {len(alarms)} alarm(s) in {len(verdicts)} "
+             "checks", ""]
+    shown = [v for v in verdicts if every or v.status != "ok"]
+    if shown:
+        lines += ["| cell | metric | verdict | baseline | current | unit | ratio | 95% interval | threshold | how | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for v in sorted(shown, key=lambda v: (ORDER.get(v.status, 9), v.key, v.metric)):
+            interval = "-" if v.interval is None else f"{v.interval[0]:.3f}-{v.interval[1]:.3f}"
+            how = f"{v.method or '-'}, {v.test}"
+            lines.append(f"| {v.key} | {v.metric} | **{v.status}** | {_figure(v.baseline)} | {_figure(v.current)} | "
+                         f"{v.unit or '-'} | {_figure(v.ratio)} | {interval} | {v.threshold:g} | {how} | "
+                         f"{v.note.replace('|', '/') or '-'} |")
+    if not failing and not every:
+        lines.append(f"No regression and no failed cell; {sum(v.status == 'ok' for v in verdicts)} checks ok "
+                     "(`--all` lists them).")
     if added or removed:
         lines += ["", f"Added: {', '.join(added) or 'none'}. Removed: {', '.join(removed) or 'none'}."]
     return "\n".join(lines) + "\n"
 
 
 def junit(verdicts: Sequence[Verdict]) -> str:
-    failures = sum(v.status == "regression" for v in verdicts)
+    failures = sum(v.status in ("regression", "failed") for v in verdicts)
     cases = []
     for v in verdicts:
         name = quoteattr(f"{v.key}:{v.metric}")
         body = ""
-        text = (f"{v.metric}: baseline {v.baseline}, current {v.current}, ratio {v.ratio}, interval {v.interval}, "
-                f"threshold {v.threshold}, {v.test}. {v.note}")
-        if v.status == "regression":
-            body = f"<failure message={quoteattr(text)} type=\"regression\">{escape(text)}</failure>"
-        elif v.status == "alarm":
-            body = f"<system-out>{escape('ALARM: ' + text)}</system-out>"
+        parts = [f"{v.metric}{f' ({v.method})' if v.method else ''}: baseline {_figure(v.baseline)}"
+                 f"{' ' + v.unit if v.unit else ''}, current {_figure(v.current)}{' ' + v.unit if v.unit else ''}"]
+        if v.ratio is not None:
+            parts.append(f"ratio {v.ratio:.3f}")
+        if v.interval is not None:
+            parts.append(f"95% interval {v.interval[0]:.3f}-{v.interval[1]:.3f}")
+        parts.append(f"threshold {v.threshold:g}, {v.test}")
+        text = ", ".join(parts) + (f". {v.note}" if v.note else "")
+        if v.status in ("regression", "failed"):
+            body = f"<failure message={quoteattr(text)} type=\"{v.status}\">{escape(text)}</failure>"
+        elif v.status in ("alarm", "info"):
+            body = f"<system-out>{escape(v.status.upper() + ': ' + text)}</system-out>"
         cases.append(f'  <testcase classname={quoteattr(v.key)} name={name} time="0">{body}</testcase>')
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name="chipfit.compare" tests="{len(verdicts)}" '
             f'failures="{failures}" errors="0" skipped="0">\n' + "\n".join(cases) + "\n</testsuite>\n")
+
+
+def release_verdicts(baseline: Mapping[str, Profile], current: Mapping[str, Profile], index: ReleaseIndex | None,
+                     accept_removed: bool = False) -> list[Verdict]:
+    """What a release's index says beyond its profiles: a cell that errored or failed verification fails the gate;
+    a backend of a partial cell that the baseline had fails it; a baseline cell gone from the release fails it
+    unless the removal is accepted (``--accept-removed``); a cell still in the release whose artifact or profile
+    vanished always does."""
+    if index is None:
+        return []
+    verdicts = []
+    listed = {(c.model, c.precision, c.target): c for c in index.cells}
+    for cell in index.cells:
+        if cell.status in ("error", "failed"):
+            verdicts.append(Verdict(cell.label, "build", "failed", None, None, None, None, 0.0, "release index",
+                                    f"{cell.status}" + (f" at {cell.stage}" if cell.stage else "") + f": {cell.message}"))
+        for backend in cell.failed_backends:
+            key = f"{cell.model}/{cell.target}/{backend}/{cell.precision}"
+            had = key in baseline
+            verdicts.append(Verdict(key, "build", "failed" if had else "info", None, None, None, None, 0.0,
+                                    "release index", f"partial cell: {backend} did not build"
+                                    + ("" if had else " (nor in the baseline)")))
+    failed_labels = {c.label for c in index.cells if c.status in ("error", "failed")}
+    for key in sorted(set(baseline) - set(current)):
+        model, target, backend, precision = key.split("/")
+        label = f"{model}/{precision}/{target}"
+        if label in failed_labels:
+            continue  # already failed above
+        if (model, precision, target) in listed:
+            verdicts.append(Verdict(key, "present", "failed", None, None, None, None, 0.0, "release index",
+                                    "the cell is in the release but this artifact or its profile is missing"))
+        else:
+            verdicts.append(Verdict(key, "present", "info" if accept_removed else "failed", None, None, None, None, 0.0,
+                                    "release index", "removed from the release (accepted)" if accept_removed else
+                                    "removed from the release; pass --accept-removed if that was intended"))
+    return verdicts
+
+
+def read_index(root: str | Path) -> ReleaseIndex | None:
+    path = Path(root) / INDEX_NAME
+    if not path.is_file():
+        return None
+    try:
+        return ReleaseIndex.from_dict(json.loads(path.read_text()), str(path))
+    except ValueError as exc:
+        raise CompareError(f"{path}: not valid JSON ({exc})") from exc
+    except ChipfitError as exc:
+        raise CompareError(str(exc)) from exc
 
 
 def update_baseline(current_root: str | Path, baseline_root: str | Path) -> int:

@@ -173,9 +173,9 @@ def profile_artifacts(root: str | Path, options: ProfileRequest = ProfileRequest
     run = ProfileRun()
     measured: list[tuple[Artifact, dict[str, Any], TargetSpec]] = []
     pending: list[tuple[Artifact, dict[str, Any], TargetSpec]] = []
+    reused = 0
     for n, artifact in enumerate(artifacts, 1):
         label = f"{artifact.manifest.model.name}/{artifact.path.name}"
-        progress(f"[{n}/{len(artifacts)}] profiling {label}")
         problems = artifact.file_problems()
         if problems:
             run.errors[str(artifact.path)] = f"refusing to profile a modified artifact: {'; '.join(problems)}"
@@ -194,7 +194,9 @@ def profile_artifacts(root: str | Path, options: ProfileRequest = ProfileRequest
                 if previous["runner"] != "estimate" and not str(previous[key] or "").startswith("estimated"):
                     profile[key] = previous[key]  # measured figures are kept; estimated ones are recomputed below
             _check_memory(profile, target)
+            reused += 1
             continue
+        progress(f"[{n}/{len(artifacts)}] profiling {label}")  # only what is measured now (reuse is silent)
         try:
             if options.rpc:
                 _profile_device(artifact, target, backends.get(artifact.backend), options, profile)
@@ -212,6 +214,8 @@ def profile_artifacts(root: str | Path, options: ProfileRequest = ProfileRequest
             run.errors[str(artifact.path)] = str(exc)
             continue
         _check_memory(profile, target)
+    if reused:
+        progress(f"kept the measurements of {reused} unchanged artifact(s) on this host")
     decoders = [m for m in measured + pending if m[0].manifest.llm is not None]
     _estimate_decoders(decoders, options, facts)
     measured = [m for m in measured if m[0].manifest.llm is None]

@@ -109,7 +109,7 @@ def plot_latency_distribution(profiles: Sequence[Profile]) -> str:
         return "<p>No measured latencies.</p>"
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(measured) + 1.2))
-    parts = ax.boxplot([list(p.latency_samples_ms) for p in measured], vert=False, patch_artist=True,
+    parts = ax.boxplot([list(p.latency_samples_ms) for p in measured], orientation="horizontal", patch_artist=True,
                        tick_labels=[_label(p) for p in measured], showfliers=False)
     for box in parts["boxes"]:
         box.set(facecolor=BOX, edgecolor="#3182bd")

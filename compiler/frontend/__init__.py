@@ -59,6 +59,20 @@ def load_model(source: str | Path, inputs: Iterable[TensorSpec] = (), trust_remo
                      "and Hugging Face model folders")
 
 
+def signature_of(source: str | Path, inputs: Iterable[str] = ()):
+    """A model's inputs and outputs, without the full front end where it is not needed (for checking data
+    files while planning): ONNX from the file, ``.pt2`` from the exported program's placeholders."""
+    from targets.signature import parse_input_override
+
+    overrides = [parse_input_override(text) for text in inputs]
+    path = Path(source)
+    if str(source) != "example" and path.suffix.lower() == ".pt2":
+        from compiler.frontend.pytorch import pt2_signature
+
+        return pt2_signature(path, overrides)
+    return load_model(source, overrides).signature
+
+
 def concretize(model: TracedModel) -> TracedModel:
     """The model at static shapes (every symbolic dim bound to 1), its signature, ONNX graph and torch program
     agreeing: for backends that take static shapes only. The program is re-exported once, here."""

@@ -79,6 +79,22 @@ def load_pt2(path: Path, overrides: Iterable[TensorSpec] = ()) -> TracedModel:
     return _from_program(program, name=path.stem, source=str(path), digest=digest, overrides=overrides)
 
 
+def pt2_signature(path: Path, overrides: Iterable[TensorSpec] = ()) -> Signature:
+    """The inputs of a `.pt2` program (names, shapes with a symbolic batch, dtypes), with no ONNX export; outputs
+    are left empty (they are not needed to check sample files)."""
+    _check_pt2_is_pickle_free(path)
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise UsageError(f"{path}: cannot load the exported program: {exc}") from exc
+    specs = []
+    for n, (name, val) in enumerate(_user_input_specs(program)):
+        shape = tuple(int(d) if isinstance(d, int) or not hasattr(d, "node") else (BATCH if i == 0 else str(d))
+                      for i, d in enumerate(val.shape))
+        specs.append(TensorSpec(name, shape, str(val.dtype).replace("torch.", "")))
+    return apply_overrides(Signature(tuple(specs), ()), overrides, str(path))
+
+
 def trace_module(
     module: torch.nn.Module,
     example_inputs: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],

@@ -50,6 +50,8 @@ class DecoderCell:
 
 
 def plan_decoder(model: DecoderModel, options, ctx) -> list[DecoderCell]:
+    from compiler.build import check_replaceable
+
     spec = model.spec
     loaded, broken = ctx.backends.load_all()
     families = {name: list(b.decoder_families) for name, b in loaded.items() if b.decoder_families}
@@ -112,6 +114,7 @@ def plan_decoder(model: DecoderModel, options, ctx) -> list[DecoderCell]:
             continue
         for backend in able:
             dirname = target.id if backend.name == target.backends[0] else f"{target.id}@{backend.name}"
+            check_replaceable(model_dir / dirname, precision, options.force)
             cells.append(DecoderCell(cell_request, target, backend, precision, context, plan, model_dir / dirname))
     return cells
 

@@ -53,6 +53,15 @@ def default_cache_dir() -> Path:
     return Path(base) / "chipfit"
 
 
+def default_cache_max_gb() -> float:
+    """The cache's size cap: ``$CHIPFIT_CACHE_MAX_GB``, else 10 GB (entries beyond it go, least recently used first)."""
+    value = os.environ.get("CHIPFIT_CACHE_MAX_GB")
+    try:
+        return float(value) if value else 10.0
+    except ValueError:
+        raise UsageError(f"CHIPFIT_CACHE_MAX_GB={value!r}: not a number of gigabytes") from None
+
+
 def digest_model_source(path: str) -> str:
     """The model file (or model folder), and for ONNX every external-data file it references."""
     if path == "example":

@@ -18,6 +18,9 @@
     [thresholds.target.arm64-cortex-a76]
     latency = 1.25
 
+    [target.arm64-cortex-a76]                  # optional; per target, for every model: the backend to build with
+    backend = "onnxruntime"                    # (a model's own `backend` key wins)
+
     [profile]                                  # optional; profiling after the build
     enabled = true
     runs = 200                                 # and every profile option by its name (ProfileRequest)
@@ -67,13 +70,17 @@ class ReleaseConfig:
     target_thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     profile: ProfileRequest = ProfileRequest()
     profile_enabled: bool = True
+    #: per target id: options that apply to every model's cells for it (``[target.<id>] backend = "tvm"``)
+    target_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def thresholds_dict(self) -> dict[str, Any]:
         return {"default": {**DEFAULT_THRESHOLDS, **self.thresholds},
                 "target": {t: dict(v) for t, v in self.target_thresholds.items()}}
 
 
-_TOP = {"name", "targets", "model", "thresholds", "profile"}
+_TOP = {"name", "targets", "model", "thresholds", "profile", "target"}
+#: options a release may set per target in ``[target.<id>]``
+_TARGET_OPTIONS = {"backend"}
 #: the model table's own keys; every other key is a build option (see targets.request)
 _MODEL_OWN = {"name", "path", "precision", "targets"}
 _PATH_OPTIONS = ("calibration", "samples", "eval", "tokenizer")
@@ -194,5 +201,10 @@ def load_release(path: str | Path) -> ReleaseConfig:
     profile = set_options(ProfileRequest(), read_table(profile_raw, ProfileRequest, "profile.", str(file)))
     check_request(BuildRequest(ModelSource("example", "x"), "", profile=profile), lambda o: f"{file}: profile.{o.name}")
     enabled = _typed(profile_raw.get("enabled", True), bool, "profile.enabled", file)
+    target_options = {}
+    for target_id, table in _typed(data.get("target", {}), dict, "target", file).items():
+        where = f"target.{target_id}."
+        _unknown(_typed(table, dict, f"target.{target_id}", file), _TARGET_OPTIONS, where, file)
+        target_options[target_id] = read_table(table, BuildRequest, where, str(file), only=_TARGET_OPTIONS)
     name = _typed(data.get("name", file.stem), str, "name", file)
-    return ReleaseConfig(file, name, models, targets, thresholds, target_thresholds, profile, enabled)
+    return ReleaseConfig(file, name, models, targets, thresholds, target_thresholds, profile, enabled, target_options)

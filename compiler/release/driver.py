@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -63,6 +63,8 @@ class ReleaseOptions:
     check_reproducible: bool = False
     profile: bool = True
     cell_timeout_s: float = 1800.0
+    #: after the release, the cache is pruned to this size, least recently used entries first (None: no cap)
+    cache_max_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,6 @@ def plan_release(config: ReleaseConfig, registry=None) -> list[CellPlan]:
 
 def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
     """The registry with the release's spec-file targets, and the cells."""
-    from dataclasses import replace
 
     from compiler.backends import backend_registry
     from targets.host import detect_host
@@ -153,11 +154,16 @@ def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
 
     registry, specs = _resolve_targets(config, registry or target_registry())
     ids = {spec.id for spec, _ in specs.values()}
+    for target_id in config.target_options:
+        if target_id not in ids:
+            raise UsageError(f"{config.file}: target.{target_id}: no such target in this release "
+                             f"(targets: {', '.join(sorted(ids))})")
     for target_id in config.target_thresholds:
         if target_id not in ids:
             raise UsageError(f"{config.file}: thresholds.target.{target_id}: no such target in this release "
                              f"(targets: {', '.join(sorted(ids))})")
     backends, host = backend_registry(), detect_host()
+    signatures: dict[str, Any] = {}
     source_code = digest_source_code()
     toolchains: dict[tuple[str, ...], str] = {}
     cells: list[CellPlan] = []
@@ -178,8 +184,17 @@ def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
                     continue  # "default" and an explicit precision that coincide
                 request = replace(model.options, target=spec.id, spec_file=spec_file, precision=precision,
                                   profile=config.profile)
+                backend = config.target_options.get(spec.id, {}).get("backend")
+                if backend and not request.backend:
+                    request = replace(request, backend=backend)
+                if request.backend and request.backend not in spec.backends:
+                    raise UsageError(f"{config.file}: model[{n}] ({model.name}): backend {request.backend!r}: target "
+                                     f"{spec.id} is built by {', '.join(spec.backends)}")
+                request = _scoped_data(request, precision)
                 if Path(model.path).is_dir():
                     _check_decoder(model, request, registry, n, config.file)
+                else:
+                    _check_data(model, request, n, config.file, signatures)
                 try:
                     used = [backends.get(b) for b in spec.backends]
                     if spec.backends not in toolchains:
@@ -189,6 +204,39 @@ def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
                     raise UsageError(f"target {spec.id}: {exc}") from None
                 cells.append(CellPlan(model, spec, spec_file, precision, request, components, cache_key(components)))
     return registry, cells
+
+
+def _scoped_data(request: BuildRequest, precision: str) -> BuildRequest:
+    """Only the data a cell reads enters its request (and so its cache key). An int8 cell reads the calibration
+    samples; another cell reads them only as its verification (and evaluation) inputs, i.e. when the model has no
+    ``samples``; the evaluation samples only the cells whose precision stage reports accuracy (not fp32)."""
+    data = request.data
+    if precision != "int8" and data.calibration and data.samples:
+        data = replace(data, calibration=None)
+    if precision == "fp32" and data.eval:
+        data = replace(data, eval=None)
+    return replace(request, data=data)
+
+
+def _check_data(model: ModelEntry, request: BuildRequest, n: int, file: Path, signatures: dict[str, Any]) -> None:
+    """Calibration, verification and evaluation samples checked against the model's inputs (names, shapes,
+    dtypes, NaN/Inf) while planning, so bad data is refused before any cell is built, naming the release key."""
+    from calibration.readers import CalibrationError, load_samples
+    from compiler.frontend import signature_of
+
+    paths = {key: getattr(request.data, key) for key in ("calibration", "samples", "eval")}
+    paths = {k: v for k, v in paths.items() if v and v != "random"}
+    if not paths:
+        return
+    where = f"{file}: model[{n}] ({model.name})"
+    if model.path not in signatures:
+        signatures[model.path] = signature_of(model.path, request.model.inputs)
+    tokenizer = Path(request.data.tokenizer) if request.data.tokenizer else None
+    for key, path in paths.items():
+        try:
+            load_samples(path, signatures[model.path], limit=8, tokenizer=tokenizer)
+        except CalibrationError as exc:
+            raise UsageError(f"{where}.{key}: {exc}") from None
 
 
 def _check_decoder(model: ModelEntry, request: BuildRequest, registry, n: int, file: Path) -> None:
@@ -251,16 +299,23 @@ def _artifact_record(path: Path, dist: Path) -> ArtifactEntry:
 
 def _materialize(entry: CacheEntry, cell: CellPlan, dist: Path) -> list[ArtifactEntry]:
     """Copy the entry's artifacts into dist (unless the same artifact is already there, intact)."""
+    return _copy_into_dist({name: entry.path / name for name in entry.record["artifacts"]}, cell, dist)
+
+
+def _copy_into_dist(folders: Mapping[str, Path], cell: CellPlan, dist: Path) -> list[ArtifactEntry]:
+    """Artifact folders (name -> built folder) into ``dist/<model>/<precision>/<name>`` by atomic rename; one
+    already there and intact (same manifest, files matching) is left as it is, with the profile beside it."""
     root = dist / cell.model.name / cell.precision
     root.mkdir(parents=True, exist_ok=True)
     records = []
-    for name, manifest_sha in entry.record["artifacts"].items():
+    for name, source in folders.items():
         dest = root / name
         current = dest / MANIFEST_NAME
-        intact = current.is_file() and sha256_file(current) == manifest_sha and not read_artifact(dest).file_problems()
+        intact = (current.is_file() and sha256_file(current) == sha256_file(source / MANIFEST_NAME)
+                  and not read_artifact(dest).file_problems())
         if not intact:
             staging = root / f".{name}{STAGING_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            shutil.copytree(entry.path / name, staging, symlinks=True)
+            shutil.copytree(source, staging, symlinks=True)
             swap_into(staging, dest)
         shutil.rmtree(root / f"{name}{FAILED_SUFFIX}", ignore_errors=True)
         records.append(_artifact_record(dest, dist))
@@ -317,15 +372,23 @@ def _build_one(cell: CellPlan, cache: BuildCache, options: ReleaseOptions, spawn
         try:
             if results is None:
                 outcome = CellOutcome(cell, "error", time.perf_counter() - start, message=error, cache_note=note,
-                                      log=str(log))
+                                      log=str(log), stage="LOAD" if "worker crashed" not in error else "")
             elif any(r["status"] not in ("verified", "not-run") for r in results):
                 bad = [r for r in results if r["status"] not in ("verified", "not-run")]
+                good = [r for r in results if r not in bad]
                 kept = _keep_failed(staging, cell, options.out_dir)
-                message = "; ".join(_failure(r) for r in bad)
-                outcome = CellOutcome(cell, "failed" if all(r["status"] == "failed" for r in bad) else "error",
-                                      time.perf_counter() - start, message=message + (f" (kept: {', '.join(kept)})"
-                                                                                       if kept else ""),
-                                      cache_note=note, log=str(log))
+                message = "; ".join(_failure(r) for r in bad) + (f" (kept: {', '.join(kept)})" if kept else "")
+                stage = next((r.get("stage") for r in bad if r.get("stage")), "")
+                if good:  # ship what verified; the gate decides about the rest (a partial cell is never cached)
+                    artifacts = _copy_into_dist({Path(r["artifact"]).name: Path(r["artifact"]) for r in good}, cell,
+                                                options.out_dir)
+                    outcome = CellOutcome(cell, "partial", time.perf_counter() - start, artifacts, message=message,
+                                          cache_note=note, log=str(log), stage=stage,
+                                          failed_backends=tuple(r["backend"] for r in bad))
+                else:
+                    outcome = CellOutcome(cell, "failed" if all(r["status"] == "failed" for r in bad) else "error",
+                                          time.perf_counter() - start, message=message, cache_note=note, log=str(log),
+                                          stage=stage, failed_backends=tuple(r["backend"] for r in bad))
             else:
                 built = {Path(r["artifact"]).name: Path(r["artifact"]) for r in results}
                 entry = cache.commit(cell.key, built, {"cell": cell.label, "components": dict(cell.components),
@@ -335,7 +398,7 @@ def _build_one(cell: CellPlan, cache: BuildCache, options: ReleaseOptions, spawn
                                       log=str(log))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    verdict = outcome.status if outcome.status == "built" else f"{outcome.status.upper()}: {outcome.message[:300]}"
+    verdict = outcome.status if outcome.status == "built" else f"{outcome.status.upper()}: {outcome.message}"
     progress(f"{position} {cell.label}: {verdict} ({outcome.seconds:.1f} s)")
     return outcome
 
@@ -474,13 +537,18 @@ def _fill(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, sp
     report = ReleaseReport(config, outcomes)
     if options.profile and config.profile_enabled and any(o.artifacts for o in outcomes):
         _profile(report, options, progress, registry)
+        _keep_profiles(report, cache, dist)
     report.seconds = time.perf_counter() - start
     _write_index(report, options)
+    if options.cache_max_bytes is not None:
+        pruned = cache.prune(max_bytes=options.cache_max_bytes)
+        if pruned:
+            progress(f"cache: removed {len(pruned)} least recently used entr{'y' if len(pruned) == 1 else 'ies'} "
+                     f"to stay under {options.cache_max_bytes / 2**30:.1f} GB")
     return report
 
 
 def _profile(report: ReleaseReport, options: ReleaseOptions, progress: Progress, registry) -> None:
-    from dataclasses import replace
 
     from profiles.profile import ProfileError, profile_artifacts
     from targets.profile import PROFILE_NAME
@@ -505,6 +573,23 @@ def _profile(report: ReleaseReport, options: ReleaseOptions, progress: Progress,
                 outcome.artifacts[n] = replace(record, profile=ProfileSummary(
                     p.runner, p.latency_ms_p50, p.latency_method, p.energy_mj, p.energy_method, p.peak_memory_mb,
                     p.artifact_mb, p.reused_measurement, p.llm))
+
+
+def _keep_profiles(report: ReleaseReport, cache: BuildCache, dist: Path) -> None:
+    """Each cached cell's profiles go into its cache entry, beside its artifacts: a later release of the same
+    artifacts on the same host and runtimes, into any dist/ (a CI job's is empty), reuses the measurements."""
+    from targets.profile import PROFILE_NAME
+
+    for outcome in report.outcomes:
+        if outcome.status not in ("built", "cached"):
+            continue
+        with cache.lock(outcome.cell.key):
+            entry = cache.root / "entries" / outcome.cell.key
+            for record in outcome.artifacts:
+                profile = dist / record.path / PROFILE_NAME
+                folder = entry / Path(record.path).name
+                if profile.is_file() and folder.is_dir():
+                    write_text_atomic(folder / PROFILE_NAME, profile.read_text())
 
 
 def _write_index(report: ReleaseReport, options: ReleaseOptions) -> ReleaseIndex:

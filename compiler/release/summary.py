@@ -11,6 +11,22 @@ def _fmt(value: Any, spec: str = ".3g") -> str:
     return "-" if value is None else format(value, spec)
 
 
+#: an artifact this many times slower than the fastest one measured for the same target is marked
+SLOW_SIBLING = 3.0
+
+
+def _slow_notes(cell) -> dict[str, str]:
+    """Artifacts of a cell much slower than its fastest measured sibling (same model, precision and target)."""
+    measured = {a.path: a.profile.latency_ms_p50 for a in cell.artifacts
+                if a.profile and a.profile.latency_ms_p50 and a.profile.latency_method.startswith("measured")}
+    if len(measured) < 2:
+        return {}
+    fastest = min(measured, key=measured.get)
+    backend = next(a.backend for a in cell.artifacts if a.path == fastest)
+    return {path: f"{value / measured[fastest]:.0f}x slower than {backend}" for path, value in measured.items()
+            if value >= SLOW_SIBLING * measured[fastest]}
+
+
 def summary_rows(index: ReleaseIndex) -> list[tuple[str, ...]]:
     rows = []
     for cell in index.cells:
@@ -18,6 +34,9 @@ def summary_rows(index: ReleaseIndex) -> list[tuple[str, ...]]:
         if not cell.artifacts:
             rows.append(base + ("-", cell.status.upper(), "-", "-", "-", "-", cell.message))
             continue
+        slow = _slow_notes(cell)
+        for backend in cell.failed_backends:
+            rows.append(base + (backend, "FAILED", "-", "-", "-", "-", cell.message))
         for a in cell.artifacts:
             p = a.profile
             n = a.numerics
@@ -29,8 +48,9 @@ def summary_rows(index: ReleaseIndex) -> list[tuple[str, ...]]:
                     repro = "; reproducible" if check.ok else f"; NOT REPRODUCIBLE: {check.detail}"
             latency = f"{_fmt(p.latency_ms_p50)} {p.latency_method.split(':')[0]}" if p else "-"
             energy = f"{_fmt(p.energy_mj)} {p.energy_method.split(':')[0]}" if p else "-"
+            notes = "; ".join(x for x in (repro.lstrip("; "), slow.get(a.path, "")) if x)
             rows.append(base + (a.backend, cell.status, f"{a.size_bytes / 1e6:.3f}", numerics, latency,
-                                energy, repro.lstrip("; ")))
+                                energy, notes))
     return rows
 
 

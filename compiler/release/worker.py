@@ -57,9 +57,32 @@ def run(request: dict, models: _Models) -> list[dict]:
     options = BuildOptions(requests=[cell], out_dir=Path(request["out_dir"]),
                            cache_dir=Path(request["calibration_cache"]),
                            measure_latency=False)  # the release profiles every artifact afterwards, properly
-    progress = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    results = build(model, options, BuildContext(targets=registry, progress=progress))
+    results = build(model, options, BuildContext(targets=registry, progress=_timestamped()))
+    for r in results:
+        if r.status not in ("verified", "not-run"):
+            print(f"{_now()} error: {r.target} ({r.backend}) {r.status}" + (f" at {r.stage}" if r.stage else "")
+                  + f": {r.message}" + (f"\n{r.traceback}" if r.traceback else ""), file=sys.stderr, flush=True)
     return [r.to_dict() for r in results]
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%S")
+
+
+def _timestamped():
+    """Progress lines with the time and the seconds since the previous one (what each stage took)."""
+    import time
+
+    last = [time.perf_counter()]
+
+    def progress(message: str) -> None:
+        now = time.perf_counter()
+        print(f"{_now()} (+{now - last[0]:.1f} s) {message}", file=sys.stderr, flush=True)
+        last[0] = now
+
+    return progress
 
 
 def handle(request: dict, models: _Models) -> None:
@@ -68,6 +91,10 @@ def handle(request: dict, models: _Models) -> None:
     from compiler.errors import ChipfitError, stage_of
     from targets.files import write_text_atomic
 
+    from compiler.logs import quiet_libraries
+
+    # the toolchains' own warnings go beside the cell's log, not into it
+    quiet_libraries(log_path=Path(request["log"]).with_suffix(".libraries.log"))
     try:
         payload = {"results": run(request, models)}
     except ChipfitError as exc:

@@ -16,10 +16,13 @@ def _run(tmp_path, lowered, target):
     return backend.plan_run(tmp_path, lowered.options, lowered.signature, target, detect_host())
 
 
-def test_cpu_artifact_has_ort_format_and_ep_config(conv_traced, registry, tmp_path):
+def test_cpu_artifact_has_ep_config_and_ort_format_where_the_runtime_wants_it(conv_traced, registry, tmp_path):
+    (tmp_path / "arm").mkdir()
+    mobile = backend.lower(conv_traced, registry.get("arm64-cortex-a76"), "fp32", tmp_path / "arm")
+    assert set(mobile.files) == {"model.onnx", "model.ort", "ep_config.json"}  # ONNX Runtime Mobile loads .ort
     target = registry.get("host")
     lowered = backend.lower(conv_traced, target, "fp32", tmp_path)
-    assert set(lowered.files) == {"model.onnx", "model.ort", "ep_config.json"}
+    assert set(lowered.files) == {"model.onnx", "ep_config.json"}  # a desktop loads model.onnx
     config = json.loads((tmp_path / "ep_config.json").read_text())
     assert config["execution_provider"] == "CPUExecutionProvider"
     assert lowered.signature.inputs[0].shape[0] == "batch"
