@@ -207,13 +207,16 @@ def test_html_report_renders_with_its_plots_in_a_headless_browser(profiled, tmp_
             break
     for plot in plots:
         assert plot in done.stdout, done.stderr[-2000:]
-    colours = {"box": (158, 202, 225), "estimated point": (31, 119, 180), "op bar": (116, 196, 118)}
+    # a box is its fill and its outline: a steady artifact's box (a narrow quartile range on a log axis shared
+    # with slower ones) may be a few pixels of fill inside its outline
+    colours = {"box": ((158, 202, 225), (49, 130, 189)), "estimated point": ((31, 119, 180),),
+               "op bar": ((116, 196, 118),)}
 
     def counts() -> dict[str, int]:
         pixels = list(Image.open(shot).convert("RGB").getdata())
         # within a few levels of the plot's colour: colour management and anti-aliasing may nudge it
-        return {name: sum(1 for p in pixels if max(abs(a - b) for a, b in zip(p, rgb)) <= 4)
-                for name, rgb in colours.items()}
+        return {name: sum(1 for p in pixels if any(max(abs(a - b) for a, b in zip(p, rgb)) <= 4 for rgb in rgbs))
+                for name, rgbs in colours.items()}
 
     found: dict[str, int] = {}
     for _ in range(2):
