@@ -11,6 +11,7 @@ inspection, never in the place of a good artifact.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from functools import partial
@@ -23,7 +24,7 @@ import numpy as np
 from calibration import CalibrationSet
 from calibration.readers import CalibrationError, from_arrays, load_labels, load_samples, random_samples
 from compiler import __version__
-from compiler.artifact import FAILED_SUFFIX, Staging, hash_files
+from compiler.artifact import FAILED_SUFFIX, Staging, hash_files, swap_into
 from compiler.backends import Backend, NotRunnable
 from compiler.errors import BuildError, ChipfitError, LowerError, RunError, UsageError, stage_of
 from compiler.frontend import concretize
@@ -33,20 +34,24 @@ from compiler.passes.quantize import QuantSettings, settings_for
 from compiler.passes.quantize_torch import TORCH_METHODS
 from compiler.precision import EvalSet, PrecisionStage
 from compiler.reproducibility import content_digest
+from compiler.speed import MARGIN, faster, race
 from compiler.toolchain import toolchain_versions
 from compiler.traced import TracedModel
 from compiler.verify import verify
 from profiles.latency import LatencyStats, time_callable
 from targets.host import HostInfo, detect_host
-from targets.manifest import (MANIFEST_SCHEMA_VERSION, BackendRef, CalibrationRecord, FileRecord, Manifest, ModelRef,
-                              TargetRef)
+from targets.manifest import (MANIFEST_SCHEMA_VERSION, BackendChoice, BackendRef, CalibrationRecord, Candidate,
+                              FileRecord, Manifest, ModelRef, SpeedCheck, TargetRef, read_artifact)
 from targets.numerics import Numerics
 from targets.registry import EntryPointRegistry, backend_registry, target_registry
 from targets.request import BuildRequest, ModelSource, ProfileRequest, check_request
+from targets.schema import to_json
 from targets.signature import run_batched, seeded_inputs, static_batch
 from targets.spec import TargetSpec
 
 VERIFY_SAMPLES = 16
+#: where a target's backend candidates are built before one is chosen (inside the model's output folder)
+CANDIDATES = ".candidates"
 Progress = Callable[[str], None]
 
 
@@ -57,6 +62,8 @@ class Cell:
     backend: Backend
     settings: QuantSettings
     dest: Path
+    #: a candidate among the target's backends: where the chosen one goes (``dest`` is then a candidate's place)
+    chosen_dest: Path | None = None
 
     @property
     def precision(self) -> str:
@@ -91,6 +98,7 @@ class CellResult:
     stage: str = ""
     traceback: str = ""
     unsupported_op: str = ""  # the op a backend could not lower, when that is why the cell failed
+    choice: "BackendChoice | None" = None  # the target's backend candidates and why this one was chosen
 
     @property
     def ok(self) -> bool:
@@ -118,6 +126,7 @@ class CellResult:
             "warnings": list(self.warnings),
             "message": self.message,
             "traceback": self.traceback,
+            "backend_choice": to_json(self.choice) if self.choice else None,
         }
 
 
@@ -192,24 +201,32 @@ def plan(model: TracedModel, options: BuildOptions, ctx: BuildContext) -> list[C
         if not able:
             builds = "; ".join(f"{b.name} builds {'/'.join(b.precisions)}" for b in backends)
             raise UsageError(f"target {target.id}: no backend of {', '.join(names)} builds {precision} ({builds})")
-        for skipped in (b for b in backends if b not in able and target.build_all_backends and not request.backend
+        for skipped in (b for b in backends if b not in able and len(backends) > 1 and not request.backend
                         and precision not in b.precisions):
             ctx.progress(f"{target.id}: {skipped.name} does not build {precision}; building with the others")
-        if not target.build_all_backends and not request.backend:
-            if able[0] is not backends[0]:
-                ctx.progress(f"{target.id}: {backends[0].name} does not build {precision}; using {able[0].name}")
-            able = able[:1]
-        for backend in able if not request.backend else backends:
+        if len(able) > 1 and not request.backend and model.exported_program is None:
+            # a backend that lowers torch programs cannot take an ONNX file; the others can
+            for b in [b for b in able if b.consumes == "torch"]:
+                ctx.progress(f"{target.id}: {b.name} lowers torch programs and {model.source} is ONNX; skipping it")
+            able = [b for b in able if b.consumes != "torch"] or able
+        # Several backends and no --backend: each is a candidate, and the fastest verified one becomes the
+        # target's artifact (build_all_backends targets keep every one, side by side).
+        choose = len(able) > 1 and not request.backend and not target.build_all_backends
+        built = able if not request.backend else backends
+        for backend in built:
             if precision not in backend.precisions:
                 raise UsageError(f"backend {backend.name} does not build {precision} (it builds {', '.join(backend.precisions)})")
             backend.check_options(target)
             if precision in backend.program_precisions and settings.method not in TORCH_METHODS:
                 raise UsageError(f"--method {settings.method}: target {target.id} quantizes the torch program for "
                                  f"{backend.name} with PyTorch's PT2E observers, which offer {', '.join(TORCH_METHODS)}")
-            # The target's preferred backend owns build/<model>/<target>; others sit beside it.
-            dirname = target.id if backend.name == target.backends[0] else f"{target.id}@{backend.name}"
+            # The first backend built (the only one, or the chosen one) owns build/<model>/<target>; with
+            # build_all_backends the others sit beside it as <target>@<backend>.
+            dirname = target.id if backend is built[0] or choose else f"{target.id}@{backend.name}"
             check_replaceable(model_dir / dirname, precision, options.force)
-            cells.append(Cell(replace(request, precision=precision), target, backend, settings, model_dir / dirname))
+            dest = model_dir / CANDIDATES / f"{target.id}@{backend.name}" if choose else model_dir / dirname
+            cells.append(Cell(replace(request, precision=precision), target, backend, settings, dest,
+                              model_dir / dirname if choose else None))
     return cells
 
 
@@ -306,7 +323,8 @@ def _evaluation_set(model: TracedModel, request: BuildRequest, calibration: Cali
 def _manifest(model: TracedModel, cell: Cell, lowered, files: Mapping[str, FileRecord], numerics: Numerics,
               calibration: CalibrationSet | None, report: Mapping[str, Any] | None, seconds: float,
               versions: dict[str, str], cost=None, fusion: Mapping[str, Any] | None = None,
-              reproducibility=None, extra_notes: Sequence[str] = ()) -> Manifest:
+              reproducibility=None, extra_notes: Sequence[str] = (), speed_checks: Sequence[SpeedCheck] = ()
+              ) -> Manifest:
     target = cell.target
     if fusion:
         fusion_record: Mapping[str, Any] = dict(fusion)
@@ -338,6 +356,7 @@ def _manifest(model: TracedModel, cell: Cell, lowered, files: Mapping[str, FileR
         cost=cost,
         notes=tuple(lowered.notes) + tuple(extra_notes),
         build_seconds=round(seconds, 3),
+        speed_checks=tuple(speed_checks),
     )
 
 
@@ -401,12 +420,107 @@ def build(model, options: BuildOptions, ctx: BuildContext | None = None) -> list
     shared = _Shared(calibration, inputs, inputs_label, labels, reference,
                      toolchain_versions(sorted({c.backend for c in cells}, key=lambda b: b.name)), stage, fusion,
                      warnings=_reference_warnings(reference, inputs_label))
-    results = []
+    results: list[CellResult] = []
+    groups: dict[Path, list[tuple[Cell, CellResult]]] = {}
     for n, cell in enumerate(cells, 1):
         ctx.progress(f"[{n}/{len(cells)}] {cell.target.id}: lowering with {cell.backend.name} ({cell.precision})")
-        results.append(_build_cell(model, cell, shared, options, ctx))
-        ctx.progress(f"[{n}/{len(cells)}] {cell.target.id}: {results[-1].status}")
+        result = _build_cell(model, cell, shared, options, ctx)
+        ctx.progress(f"[{n}/{len(cells)}] {cell.target.id}: {result.status}")
+        if cell.chosen_dest is None:
+            results.append(result)
+        else:
+            groups.setdefault(cell.chosen_dest, []).append((cell, result))
+    for group in groups.values():
+        results += _choose_backend(group, shared, ctx, options)
     return results
+
+
+def _choose_backend(group: Sequence[tuple[Cell, CellResult]], shared: _Shared, ctx: BuildContext,
+                    options: BuildOptions) -> list[CellResult]:
+    """The fastest verified candidate becomes the target's artifact; the manifest keeps every candidate's figure.
+
+    Candidates run as the target's runtime loads them: on this host where the target is this host, else on the
+    stated proxy (the same file on this CPU). A later backend in the target's order wins only by more than the
+    noise margin, so two backends within the noise give the same choice in every build."""
+    final = group[0][0].chosen_dest
+    target = group[0][0].target
+    verified = [(c, r) for c, r in group if r.status == "verified"]
+    eligible = verified or [(c, r) for c, r in group if r.status == "not-run"]
+    failed_dirs = {r.backend: Path(r.artifact) for _, r in group if r.status == "failed" and r.artifact}
+    for backend, path in failed_dirs.items():  # a failed candidate is kept for inspection beside the artifact
+        swap_into(path, final.with_name(f"{target.id}@{backend}{FAILED_SUFFIX}"))
+    if not eligible:
+        _remove_candidates(final)
+        return [replace(r, artifact=str(final.with_name(f"{target.id}@{r.backend}{FAILED_SUFFIX}")))
+                if r.backend in failed_dirs else r for _, r in group]
+    figures: dict[str, tuple[float | None, str]] = {}
+    runners: dict[str, Callable[[], object]] = {}
+    for cell, result in eligible:
+        if result.status != "verified":
+            figures[cell.backend.name] = (None, f"not timed: {result.numerics.reason if result.numerics else ''}")
+            continue
+        manifest = read_artifact(Path(result.artifact)).manifest
+        run_plan = cell.backend.plan_run(Path(result.artifact), manifest.backend.options, manifest.signature, target,
+                                         ctx.host)
+        runners[cell.backend.name] = partial(run_plan.runner.run, _timing_batch(manifest.signature, shared.inputs))
+        figures[cell.backend.name] = (None, "measured on this host" if not run_plan.proxy else
+                                      f"measured on this host as a proxy ({run_plan.note.removeprefix('proxy: ')})")
+    if len(runners) > 1 and options.measure_latency:
+        ctx.progress(f"{target.id}: timing {', '.join(runners)} against each other")
+        for name, timed in race(runners).items():
+            figures[name] = (round(timed.median_ms, 4), figures[name][1] + ", interleaved rounds")
+    winner = eligible[0]
+    for cell, result in eligible[1:]:
+        ms, best = figures[cell.backend.name][0], figures[winner[0].backend.name][0]
+        if ms is not None and best is not None and faster(ms, best):
+            winner = (cell, result)
+    timed = sum(figures[c.backend.name][0] is not None for c, _ in eligible) > 1
+    rule = (f"the fastest verified candidate; a later one in the target's order ({', '.join(target.backends)}) "
+            f"must be at least {MARGIN:.0%} faster" if timed else
+            "the first eligible candidate in the target's order (" + ", ".join(target.backends) + "): "
+            + ("only one was verified" if len(verified) == 1 else "timing was off" if not options.measure_latency
+               else "none could be timed here"))
+    if not verified:
+        rule += "; no candidate could be verified here, so none was timed"
+    candidates = []
+    for cell, result in group:
+        ms, method = figures.get(cell.backend.name, (None, ""))
+        note = "" if result.status in ("verified", "not-run") else result.message
+        candidates.append(Candidate(cell.backend.name, result.status, ms, method or f"not eligible: {result.status}",
+                                    note))
+    choice = BackendChoice(winner[0].backend.name, rule, tuple(candidates))
+    source = Path(winner[1].artifact)
+    _record_choice(source, choice)
+    swap_into(source, final)
+    _remove_candidates(final)
+    others = ", ".join(f"{c.backend} ({'%.3f ms' % c.latency_ms if c.latency_ms is not None else c.status})"
+                       for c in candidates if c.backend != choice.chosen)
+    ms = figures[choice.chosen][0]
+    ctx.progress(f"{target.id}: chose {choice.chosen}" + (f" ({ms:.3f} ms)" if ms is not None else "")
+                 + f" over {others}")
+    return [replace(winner[1], artifact=str(final), choice=choice)]
+
+
+def _record_choice(artifact: Path, choice: BackendChoice) -> None:
+    from targets.files import write_text_atomic
+    from targets.manifest import MANIFEST_NAME
+
+    path = artifact / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    data["backend_choice"] = to_json(choice)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _remove_candidates(final: Path) -> None:
+    import shutil
+
+    folder = final.parent / CANDIDATES
+    for path in folder.glob(f"{final.name}@*"):
+        shutil.rmtree(path, ignore_errors=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # another target's candidates are still there
 
 
 #: below this, reference outputs are noise-sized: an absolute tolerance passes anything against them
@@ -430,21 +544,40 @@ def _static(model: TracedModel, shared: _Shared) -> TracedModel:
     return shared.static[key]
 
 
-def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildOptions, ctx: BuildContext) -> CellResult:
-    start = time.perf_counter()
-    base = dict(target=cell.target.id, backend=cell.backend.name, precision=cell.precision)
+@dataclass
+class _Variant:
+    """One lowering of a cell's graph, checked: what the manifest of the artifact is made from."""
+
+    model: TracedModel  # as lowered (fused, quantized, static)
+    lowered: Any
+    files: Mapping[str, FileRecord]
+    numerics: Numerics
+    latency: LatencyStats | None
+    failed_stage: str
+    run_plan: Any  # RunPlan, or None where the artifact cannot run here
+    report: Mapping[str, Any] | None  # the precision stage's
+    fusion: Mapping[str, Any] | None  # the fusion stage's
+    seconds: float
+
+    @property
+    def fusion_fired(self) -> bool:
+        return bool(self.fusion) and any(p.get("fired") for p in self.fusion.get("passes", ()))
+
+
+@dataclass
+class _Where:
+    """The stage a cell is in: an error that names none of its own belongs to it."""
+
+    stage: str = "LOWER"
+
+
+def _lower_variant(model: TracedModel, cell_model: TracedModel, fusion_report, cell: Cell, shared: _Shared,
+                   path: Path, ctx: BuildContext, options: BuildOptions, start: float, where: _Where) -> _Variant:
+    """Quantize (as the cell's precision asks), lower into ``path``, hash, and verify where it runs here."""
     report = None
-    fusion_report = None
-    where = "LOWER"  # the stage running: an error that names none of its own belongs to it
+    where.stage = "QUANTIZE"
     try:
-        cell_model = model
-        if cell.request.fusion.enabled and cell.backend.lowers_onnx(model, cell.precision):
-            fused, fusion_report = shared.fusion.run(
-                model.onnx_model, cell.target.fusions, cell.backend.accepted_domains, cell.precision,
-                cell.target.source_file, cell.dest.name)
-            cell_model = replace(model, onnx_model=fused)
         if cell.rewrites_graph:
-            where = "QUANTIZE"
             prepared = shared.stage.prepare(cell.settings, cell_model.onnx_model)
             report = prepared.report
             cell_model = replace(cell_model, onnx_model=prepared.model, graph_precision=cell.precision,
@@ -452,48 +585,123 @@ def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildO
         if not cell.backend.symbolic_dims and not model.signature.is_static:
             cell_model = _static(cell_model, shared)
         if cell.rewrites_program:
-            where = "QUANTIZE"
-            prepared_program = shared.stage.prepare_program(cell.settings, cell_model)
+            prepared_program = shared.stage.prepare_program(cell.settings, cell_model, cell.backend.program_quantizer)
             report = prepared_program.report
-            cell_model = replace(cell_model, exported_program=prepared_program.program, graph_precision=cell.precision,
-                                 passes=prepared_program.passes)
-        where = "LOWER"
+            cell_model = replace(cell_model, exported_program=prepared_program.program,
+                                 graph_precision=cell.precision, passes=prepared_program.passes)
+        where.stage = "LOWER"
+        lowered = cell.backend.lower(cell_model, cell.target, cell.precision, path)
+    except ChipfitError:
+        raise
+    except Exception as exc:  # a backend's own failure is this cell's LOWER failure
+        raise LowerError(f"{cell.backend.name} could not lower {model.name} for {cell.target.id}: "
+                         f"{type(exc).__name__}: {exc}") from exc
+    files = hash_files(path, lowered.files)
+    seconds = time.perf_counter() - start
+    numerics, latency, failed_stage, run_plan = _check(cell, path, lowered, shared, ctx, options)
+    return _Variant(cell_model, lowered, files, numerics, latency, failed_stage, run_plan, report, fusion_report,
+                    seconds)
+
+
+def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildOptions, ctx: BuildContext) -> CellResult:
+    start = time.perf_counter()
+    base = dict(target=cell.target.id, backend=cell.backend.name, precision=cell.precision)
+    where = _Where()
+    try:
+        fused, fusion_report = model, None
+        if cell.request.fusion.enabled and cell.backend.lowers_onnx(model, cell.precision):
+            onnx_model, fusion_report = shared.fusion.run(
+                model.onnx_model, cell.target.fusions, cell.backend.accepted_domains, cell.precision,
+                cell.target.source_file, cell.dest.name)
+            fused = replace(model, onnx_model=onnx_model)
         with Staging(cell.dest) as staging:
-            try:
-                lowered = cell.backend.lower(cell_model, cell.target, cell.precision, staging.path)
-            except ChipfitError:
-                raise
-            except Exception as exc:  # a backend's own failure is this cell's LOWER failure
-                raise LowerError(f"{cell.backend.name} could not lower {model.name} for {cell.target.id}: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-            files = hash_files(staging.path, lowered.files)
-            seconds = time.perf_counter() - start
-            cost = graph_cost(cell_model.onnx_model, cell.precision, shapes_from=model.onnx_model)
-            warnings = _memory_warnings(cell.target, files, cost)
-            manifest = partial(_manifest, model, cell, lowered, files, calibration=shared.calibration, report=report,
-                               seconds=seconds, versions=shared.versions, cost=cost, fusion=fusion_report,
-                               reproducibility=content_digest(staging.path, files, cell.backend.normalizers()),
-                               extra_notes=shared.warnings)
-            numerics, latency, stage = _check(cell, staging.path, lowered, shared, ctx, options)
-            if numerics.status == "failed":
-                failed = staging.commit(manifest(numerics=numerics), cell.dest.with_name(cell.dest.name + FAILED_SUFFIX))
-                return CellResult(**base, status="failed", artifact=str(failed), numerics=numerics,
-                                  size_bytes=sum(f.bytes for f in files.values()), build_seconds=seconds,
-                                  quantization=report, fusion=fusion_report, fallbacks=tuple(lowered.fallbacks),
-                                  message=f"verification failed; artifact kept for inspection at {failed}", stage=stage)
-            dest = staging.commit(manifest(numerics=numerics))
+            chosen = _lower_variant(model, fused, fusion_report, cell, shared, staging.path, ctx, options, start,
+                                    where)
+            commit, checks = staging, ()
+            with Staging(cell.dest) as plain_staging:
+                if chosen.fusion_fired and not _worth_racing(chosen, options):
+                    checks = (SpeedCheck("fusion", True, None, None, f"not measured: {_why_not_raced(chosen, options)}",
+                                         "kept as the target declares it"),)
+                if _worth_racing(chosen, options):
+                    # the rewrite stays only if the artifact runs faster with it, as the runtime loads it
+                    ctx.progress(f"{cell.target.id}: timing {cell.backend.name} with and without fusion")
+                    plain = _lower_variant(model, model, None, cell, shared, plain_staging.path, ctx, options,
+                                           start, where)
+                    check = _fusion_check(chosen, plain, shared.inputs)
+                    checks = (check,)
+                    if not check.kept:
+                        why = (f"measured no faster with it ({check.with_ms:.4g} ms) than without it "
+                               f"({check.without_ms:.4g} ms), as the runtime loads the artifact")
+                        chosen = replace(plain, fusion={**chosen.fusion, "applied": False, "dropped": why})
+                        commit = plain_staging
+                        ctx.progress(f"{cell.target.id}: fusion dropped for {cell.backend.name}: {check.with_ms:.3f} "
+                                     f"ms with it, {check.without_ms:.3f} ms without")
+                cost = graph_cost(chosen.model.onnx_model, cell.precision, shapes_from=model.onnx_model)
+                warnings = _memory_warnings(cell.target, chosen.files, cost)
+                manifest = partial(_manifest, model, cell, chosen.lowered, chosen.files, calibration=shared.calibration,
+                                   report=chosen.report, seconds=chosen.seconds, versions=shared.versions, cost=cost,
+                                   fusion=chosen.fusion, speed_checks=checks,
+                                   reproducibility=content_digest(commit.path, chosen.files,
+                                                                  cell.backend.normalizers()),
+                                   extra_notes=shared.warnings)
+                numerics = chosen.numerics
+                size = sum(f.bytes for f in chosen.files.values())
+                if numerics.status == "failed":
+                    failed = commit.commit(manifest(numerics=numerics),
+                                           cell.dest.with_name(cell.dest.name + FAILED_SUFFIX))
+                    return CellResult(**base, status="failed", artifact=str(failed), numerics=numerics,
+                                      size_bytes=size, build_seconds=chosen.seconds, quantization=chosen.report,
+                                      fusion=chosen.fusion, fallbacks=tuple(chosen.lowered.fallbacks),
+                                      message=f"verification failed; artifact kept for inspection at {failed}",
+                                      stage=chosen.failed_stage)
+                dest = commit.commit(manifest(numerics=numerics))
     except ChipfitError as exc:
         return CellResult(**base, status="error", build_seconds=time.perf_counter() - start, message=str(exc),
-                          stage=stage_of(exc, where),
+                          stage=stage_of(exc, where.stage),
                           traceback=_traceback(exc), unsupported_op=getattr(exc, "op", ""))
     except Exception as exc:  # a bug must not take the other cells down
         return CellResult(**base, status="error", build_seconds=time.perf_counter() - start,
-                          message=f"{type(exc).__name__}: {exc}", stage=where, traceback=_traceback(exc))
-    return CellResult(**base, status=numerics.status, artifact=str(dest),
-                      size_bytes=sum(f.bytes for f in files.values()), build_seconds=seconds,
-                      numerics=numerics, latency=latency, quantization=report, fusion=fusion_report,
-                      fallbacks=tuple(lowered.fallbacks),
+                          message=f"{type(exc).__name__}: {exc}", stage=where.stage, traceback=_traceback(exc))
+    return CellResult(**base, status=numerics.status, artifact=str(dest), size_bytes=size,
+                      build_seconds=chosen.seconds, numerics=numerics, latency=chosen.latency,
+                      quantization=chosen.report, fusion=chosen.fusion, fallbacks=tuple(chosen.lowered.fallbacks),
                       warnings=warnings + (shared.warnings if numerics.status != "not-run" else ()))
+
+
+def _worth_racing(variant: _Variant, options: BuildOptions) -> bool:
+    """A fused artifact that runs here as the target runs it is timed against the unfused one."""
+    return (options.measure_latency and variant.fusion_fired and variant.numerics.status == "verified"
+            and variant.run_plan is not None and not variant.run_plan.proxy)
+
+
+def _why_not_raced(variant: _Variant, options: BuildOptions) -> str:
+    if not options.measure_latency:
+        return "timing is off"
+    if variant.numerics.status != "verified":
+        return f"the artifact is {variant.numerics.status} here"
+    return "the artifact runs here only as a proxy, whose speed is not the target's"
+
+
+def _timing_batch(signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    first = signature.inputs[0].shape[0] if signature.inputs[0].shape else 1
+    return {k: v[: first if isinstance(first, int) else 1] for k, v in inputs.items()}
+
+
+def _fusion_check(fused: _Variant, plain: _Variant, inputs: Mapping[str, np.ndarray]) -> SpeedCheck:
+    rule = (f"kept only if at least {MARGIN:.0%} faster than without it (within that, the unfused graph: the "
+            "runtime's own optimizer gives the same)")
+    if plain.numerics.status != "verified" or plain.run_plan is None:
+        return SpeedCheck("fusion", True, None, None, f"not compared: the unfused artifact {plain.numerics.status}",
+                          rule)
+    contenders = {}
+    for name, v in (("fused", fused), ("plain", plain)):
+        batch, runner = _timing_batch(v.lowered.signature, inputs), v.run_plan.runner
+        contenders[name] = partial(runner.run, batch)
+    timed = race(contenders)
+    with_ms, without_ms = timed["fused"].median_ms, timed["plain"].median_ms
+    return SpeedCheck("fusion", faster(with_ms, without_ms), round(with_ms, 4), round(without_ms, 4),
+                      f"measured on this host as the runtime loads the artifact, {len(timed['fused'].round_medians_ms)} "
+                      f"interleaved rounds", rule)
 
 
 def _traceback(exc: BaseException) -> str:
@@ -516,13 +724,13 @@ def _memory_warnings(target: TargetSpec, files: Mapping[str, FileRecord], cost) 
 
 
 def _check(cell: Cell, path: Path, lowered, shared: _Shared, ctx: BuildContext,
-           options: BuildOptions) -> tuple[Numerics, LatencyStats | None, str]:
-    """(numerics, host latency, the stage that failed if verification failed)."""
+           options: BuildOptions) -> tuple[Numerics, LatencyStats | None, str, Any]:
+    """(numerics, host latency, the stage that failed if verification failed, the run plan or None)."""
     inputs = shared.inputs
     try:
         run_plan = cell.backend.plan_run(path, lowered.options, lowered.signature, cell.target, ctx.host)
     except NotRunnable as exc:
-        return Numerics("not-run", cell.precision, reason=str(exc), structure=lowered.structure), None, ""
+        return Numerics("not-run", cell.precision, reason=str(exc), structure=lowered.structure), None, "", None
     tolerance = cell.target.tolerance(cell.precision)
     try:
         numerics = verify(run_plan, lowered.signature, inputs, shared.reference, tolerance, cell.precision,
@@ -530,13 +738,12 @@ def _check(cell: Cell, path: Path, lowered, shared: _Shared, ctx: BuildContext,
     except Exception as exc:
         error = RunError(f"running the artifact failed: {type(exc).__name__}: {exc}")
         return Numerics("failed", cell.precision, reason=str(error), runner=run_plan.runner.description,
-                        proxy=run_plan.proxy, inputs=shared.inputs_label), None, error.stage
+                        proxy=run_plan.proxy, inputs=shared.inputs_label), None, error.stage, None
     latency = None
     if options.measure_latency and not run_plan.proxy and numerics.status == "verified":
-        first = lowered.signature.inputs[0].shape[0] if lowered.signature.inputs[0].shape else 1
-        batch = {k: v[: first if isinstance(first, int) else 1] for k, v in inputs.items()}
+        batch = _timing_batch(lowered.signature, inputs)
         latency = time_callable(lambda: run_plan.runner.run(batch))
-    return numerics, latency, "MISMATCH" if numerics.status == "failed" else ""
+    return numerics, latency, "MISMATCH" if numerics.status == "failed" else "", run_plan
 
 
 def exit_code(results: Sequence[CellResult]) -> int:

@@ -170,6 +170,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             print(line)
         for line in _fusion_lines(results, dumps.explain):
             print(line)
+        for line in _choice_lines(results):
+            print(line)
         for r in results:
             for warning in r.warnings:
                 print(f"warning: {r.target} ({r.backend}): {warning}", file=sys.stderr)
@@ -184,6 +186,17 @@ def cmd_build(args: argparse.Namespace) -> int:
         print()
         code = max(code, _run_profiles(Path(args.output) / model.name, args, progress))
     return code
+
+
+def _choice_lines(results) -> list[str]:
+    lines = []
+    for r in results:
+        if r.choice:
+            figures = ", ".join(f"{c.backend} " + (f"{c.latency_ms:.4g} ms" if c.latency_ms is not None else c.status)
+                                for c in r.choice.candidates)
+            method = next((c.method for c in r.choice.candidates if c.backend == r.choice.chosen), "")
+            lines.append(f"{r.target}: {r.choice.chosen} chosen among {figures} ({method}; {r.choice.rule})")
+    return (["\nbackend choice (targets with several backends ship the fastest verified one):"] + lines) if lines else []
 
 
 def _fusion_lines(results, explain: bool) -> list[str]:
@@ -531,6 +544,50 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
 
 # --- generate --------------------------------------------------------------------------------
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Tune a model's kernels for a target with its backend's tuner; later builds for that target reuse the records."""
+    from compiler.frontend import load_model
+    from targets.backend import Device
+    from targets.registry import backend_registry, target_registry
+
+    if args.trials < 1:
+        raise UsageError(f"--trials {args.trials}: must be at least 1")
+    target = target_registry().get(args.target)
+    backends = backend_registry()
+    tuners = [backends.get(name) for name in target.backends if getattr(backends.get(name), "tunable", False)]
+    if not tuners:
+        raise UsageError(f"-t {target.id}: none of its backends ({', '.join(target.backends)}) has a tuner; "
+                         "TVM's does (a target with backends = [\"tvm\", ...])")
+    device = None
+    if args.rpc:
+        if ":" not in args.rpc:
+            raise UsageError(f"--rpc {args.rpc}: give the tracker as HOST:PORT")
+        key = args.key or target.reach.rpc_key
+        if not key:
+            raise UsageError(f"--rpc given but no --key, and target {target.id} names no rpc_key")
+        device = Device(args.rpc, key)
+    elif target.reach.kind != "local" or target.reach.arch and target.reach.arch != _host_arch():
+        raise UsageError(f"-t {target.id}: its kernels run on {target.reach.arch or target.reach.kind}, not this CPU: "
+                         "tune on the device with --rpc HOST:PORT [--key KEY]")
+    progress = (lambda m: None) if args.quiet else print_progress_line
+    from targets.signature import parse_input_override
+
+    overrides = [parse_input_override(text) for text in args.input]
+    model = load_model(args.model, overrides)
+    for backend in tuners:
+        result = backend.tune(model, target, args.trials, device, progress)
+        print(f"{target.id} ({backend.name}): {result.tasks} kernels, {result.trials} trials in "
+              f"{result.seconds:.0f} s on {result.runner}; {result.records} records kept in {result.database}")
+    print("later builds for this target apply them (the manifest's tvm-schedules pass lists the kernels)")
+    return 0
+
+
+def _host_arch() -> str:
+    from targets.host import detect_host
+
+    return detect_host().arch
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -886,6 +943,16 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--ignore-eos", action="store_true", help="generate all tokens even past end-of-sequence")
     g.set_defaults(func=cmd_generate)
+
+    tu = sub.add_parser("tune", help="tune a model's kernels for a target (TVM MetaSchedule); builds reuse the records")
+    tu.add_argument("model", help="a .pt2 or .onnx file, or 'example'")
+    tu.add_argument("-t", "--target", required=True, help="target id (its TVM target is what the records are for)")
+    tu.add_argument("--trials", type=int, default=64, help="measurement trials over all kernels (default 64)")
+    tu.add_argument("--input", action="append", default=[], metavar="NAME=SHAPE", help="as for chipfit build")
+    tu.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker: time the kernels on the device it serves")
+    tu.add_argument("--key", help="device key on the tracker (default: the target's rpc_key)")
+    tu.add_argument("-q", "--quiet", action="store_true")
+    tu.set_defaults(func=cmd_tune)
 
     i = sub.add_parser("inspect", help="describe an artifact (or every artifact under a folder), or a model's inputs")
     i.add_argument("path", help="an artifact or a folder of them; or a model (.pt2, .onnx, a model folder, 'example')")

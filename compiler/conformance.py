@@ -336,7 +336,9 @@ def run_conformance(target_id: str, *, ops: Sequence[str] = OP_TESTS, models: bo
 
     ctx = ctx or BuildContext(progress=lambda m: None)
     target = ctx.targets.get(target_id)
-    backend = ctx.backends.get(target.backends[0])
+    # the op battery is single-op ONNX graphs: it runs on the first backend that lowers ONNX
+    loaded = [ctx.backends.get(name) for name in target.backends]
+    backend = next((b for b in loaded if b.consumes == "onnx"), loaded[0])
     report = Report(target.id, backend.name)
     with tempfile.TemporaryDirectory(prefix=f"chipfit-conformance-{target.id}-") as tmp:
         work = Path(tmp)

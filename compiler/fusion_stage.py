@@ -64,6 +64,10 @@ class FusionStage:
 
 
 def fusion_summary(report: Mapping[str, Any]) -> str:
+    if "passes" not in report:
+        return f"not applied: {report.get('reason', '')}"
+    if report.get("dropped"):
+        return f"dropped: {report['dropped']}"
     fired = [f"{p['name']} x{p['fired']}" for p in report["passes"] if p.get("fired")]
     before = sum(report["op_histogram_before"].values())
     after = sum(report["op_histogram_after"].values())

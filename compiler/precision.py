@@ -168,22 +168,24 @@ class PrecisionStage:
                    "kept_in_float": report.get("kept_in_float", [])},)
         return PreparedGraph(graph, passes, report)
 
-    def prepare_program(self, settings: QuantSettings, traced) -> PreparedProgram:
-        """The (static) torch program of ``traced`` quantized with PT2E, with its accuracy report."""
+    def prepare_program(self, settings: QuantSettings, traced, quantizer: str = "arm_inductor") -> PreparedProgram:
+        """The (static) torch program of ``traced`` quantized with PT2E (``quantizer``: the backend's), with its
+        accuracy report."""
         from compiler.passes.quantize_torch import quantize_program, run_program, settings_record
 
-        key = ("program", settings, traced.source_digest, traced.signature)
+        key = ("program", settings, quantizer, traced.source_digest, traced.signature)
         if key not in self._prepared:
             if self.calibration is None:
                 raise UsageError("int8 needs calibration samples: pass --calibration PATH, or --calibration random")
             names = [t.name for t in traced.signature.inputs]
-            self.progress(f"precision: quantizing the torch program to int8 (PT2E, {settings.method})")
-            program = quantize_program(traced.exported_program, self.calibration, names, settings.method)
+            self.progress(f"precision: quantizing the torch program to int8 (PT2E {quantizer}, {settings.method})")
+            program = quantize_program(traced.exported_program, self.calibration, names, settings.method, quantizer)
             outputs = run_program(program, self.evaluation.inputs, names, [t.name for t in traced.signature.outputs])
-            report = {"settings": {**settings.to_dict(), **settings_record(settings.method)},
+            record = settings_record(settings.method, quantizer)
+            report = {"settings": {**settings.to_dict(), **record},
                       "accuracy": self.accuracy(outputs),
                       "sensitivity_note": "per-layer sensitivity is ranked for ONNX-quantized graphs only"}
-            passes = ({"name": "quantize-int8-pt2e", **settings.to_dict(), **settings_record(settings.method)},)
+            passes = ({"name": "quantize-int8-pt2e", **settings.to_dict(), **record},)
             self._prepared[key] = PreparedProgram(program, passes, report)
         return self._prepared[key]
 

@@ -188,6 +188,9 @@ class Backend(Protocol):
     graph_precisions: tuple[str, ...]
     #: Precisions for which the backend lowers the torch program quantized by the precision stage (PT2E).
     program_precisions: tuple[str, ...]
+    #: Which PT2E quantizer prepares that program: "arm_inductor" (int8 activations, per-channel weights; what
+    #: Core ML's int8 path takes) or "xnnpack" (XNNPACK's own quantizer, for XNNPACK-delegated programs).
+    program_quantizer: str
     symbolic_dims: bool  # True if its artifacts keep symbolic dims (e.g. the batch)
     #: Op domains besides the standard one that the backend can lower (fusions producing others are skipped).
     accepted_domains: tuple[str, ...]
@@ -242,6 +245,7 @@ class BackendBase:
     """Defaults for the optional hooks of the protocol."""
 
     name = "base"
+    program_quantizer = "arm_inductor"
 
     def resolve_options(self, target: TargetSpec, host: HostInfo) -> dict[str, Any]:
         schema = getattr(self, "SCHEMA", None)

@@ -76,6 +76,38 @@ class Reproducibility:
 
 
 @dataclass(frozen=True)
+class SpeedCheck:
+    """A rewrite chipfit made, kept only if the artifact measured faster with it than without it."""
+
+    rewrite: str  # e.g. "fusion"
+    kept: bool
+    with_ms: float | None  # median latency with the rewrite, as the runtime loads the artifact
+    without_ms: float | None
+    method: str  # how the figures were obtained ("measured on this host, 5 interleaved rounds"), or why not
+    rule: str = ""  # the decision rule applied
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One backend a target could ship, as built and timed for the choice."""
+
+    backend: str
+    status: str  # verified, not-run, failed, error
+    latency_ms: float | None = None
+    method: str = ""  # "measured on this host", "measured on this host as a proxy: ...", or why not timed
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """Why this artifact's backend is the target's primary one: every candidate with its figure."""
+
+    chosen: str
+    rule: str
+    candidates: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True)
 class Manifest:
     schema_version: int
     chipfit_version: str
@@ -100,6 +132,10 @@ class Manifest:
     build_seconds: float
     #: decoder LMs: architecture, KV-cache layout, context, memory plan and the programs' forms
     llm: LanguageModelRecord | None = None
+    #: rewrites kept or dropped by measurement (fusion), with both figures
+    speed_checks: tuple[SpeedCheck, ...] = ()
+    #: for a target with several backends: the candidates and why this one is primary
+    backend_choice: BackendChoice | None = None
 
     @property
     def size_bytes(self) -> int:

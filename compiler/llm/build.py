@@ -113,7 +113,8 @@ def plan_decoder(model: DecoderModel, options, ctx) -> list[DecoderCell]:
                                              f"{precision} ({why})"))
             continue
         for backend in able:
-            dirname = target.id if backend.name == target.backends[0] else f"{target.id}@{backend.name}"
+            # the first backend that lowers this decoder owns build/<model>/<target>; others sit beside it
+            dirname = target.id if backend is able[0] else f"{target.id}@{backend.name}"
             check_replaceable(model_dir / dirname, precision, options.force)
             cells.append(DecoderCell(cell_request, target, backend, precision, context, plan, model_dir / dirname))
     return cells

@@ -1,11 +1,16 @@
-"""int8 quantization of the torch program, for backends that consume it (Core ML).
+"""int8 quantization of the torch program, for backends that consume it (Core ML, ExecuTorch).
 
 PyTorch's PT2E flow from torchao: a quantizer annotates the exported program, observers record
-ranges over the calibration samples, and `convert_pt2e` leaves quantize/dequantize ops that
-coremltools turns into an int8 ML program. coremltools' own PT2E `CoreMLQuantizer` does not
-import with torch 2.13 (it wants `torch.ao.quantization.quantizer`), so chipfit uses torchao's
-ArmInductorQuantizer configuration (int8 activations, symmetric per-channel int8 weights), which
-is what the Neural Engine's int8 path takes. Method names map onto PT2E observers:
+ranges over the calibration samples, and `convert_pt2e` leaves quantize/dequantize ops that the
+backend turns into int8 kernels. The backend names its quantizer (`Backend.program_quantizer`):
+
+* ``arm_inductor``: coremltools' own PT2E `CoreMLQuantizer` does not import with torch 2.13 (it wants
+  `torch.ao.quantization.quantizer`), so Core ML gets torchao's ArmInductorQuantizer configuration
+  (int8 activations, symmetric per-channel int8 weights), which is what the Neural Engine's int8 path takes;
+* ``xnnpack``: ExecuTorch's XNNPACKQuantizer (symmetric per-channel int8 weights, asymmetric int8
+  activations), whose annotations are exactly the patterns XNNPACK's int8 kernels take.
+
+Method names map onto PT2E observers:
 ``minmax`` -> MinMaxObserver, ``mse`` -> HistogramObserver (it minimises the L2 quantization
 error); ``percentile`` and ``entropy`` have no PT2E observer and are refused.
 """
@@ -27,7 +32,14 @@ from compiler.errors import BuildError, UsageError
 TORCH_METHODS = ("minmax", "mse")
 
 
-def _quantizer(method: str):
+QUANTIZERS = ("arm_inductor", "xnnpack")
+
+
+def _quantizer(method: str, kind: str = "arm_inductor"):
+    if kind == "xnnpack":
+        return _xnnpack_quantizer(method)
+    if kind != "arm_inductor":
+        raise BuildError(f"no PT2E quantizer {kind!r} (chipfit has {', '.join(QUANTIZERS)})")
     from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver
     from torchao.quantization.pt2e.quantizer.arm_inductor_quantizer import (
         ArmInductorQuantizer,
@@ -43,8 +55,21 @@ def _quantizer(method: str):
     return ArmInductorQuantizer().set_global(config)
 
 
+def _xnnpack_quantizer(method: str):
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    observer = (MinMaxObserver if method == "minmax" else HistogramObserver).with_args(eps=2**-12)
+    activation = replace(config.input_activation, observer_or_fake_quant_ctr=observer)
+    config = replace(config, input_activation=activation, output_activation=activation)
+    return XNNPACKQuantizer().set_global(config)
+
+
 def quantize_program(program: torch.export.ExportedProgram, samples: Iterable[Mapping[str, np.ndarray]],
-                     input_names: list[str], method: str) -> torch.export.ExportedProgram:
+                     input_names: list[str], method: str, quantizer: str = "arm_inductor"
+                     ) -> torch.export.ExportedProgram:
     """The program with int8 quantize/dequantize ops, observers calibrated on ``samples``."""
     if method not in TORCH_METHODS:
         raise UsageError(
@@ -57,7 +82,7 @@ def quantize_program(program: torch.export.ExportedProgram, samples: Iterable[Ma
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
-            prepared = prepare_pt2e(program.module(), _quantizer(method))
+            prepared = prepare_pt2e(program.module(), _quantizer(method, quantizer))
             example = getattr(program, "example_inputs", None)
             by_keyword = bool(example and example[1])
             for sample in samples:
@@ -89,6 +114,8 @@ def run_program(program: torch.export.ExportedProgram, inputs: Mapping[str, np.n
     return {name: np.concatenate([c[j] for c in chunks]) for j, name in enumerate(output_names)}
 
 
-def settings_record(method: str) -> dict[str, Any]:
-    return {"tool": "torchao PT2E (ArmInductorQuantizer config)", "observer": "MinMaxObserver" if method == "minmax"
-            else "HistogramObserver", "weights": "int8 symmetric per-channel", "activations": "int8 per-tensor"}
+def settings_record(method: str, quantizer: str = "arm_inductor") -> dict[str, Any]:
+    tool = "torchao PT2E (ArmInductorQuantizer config)" if quantizer == "arm_inductor" else \
+        "torchao PT2E (ExecuTorch XNNPACKQuantizer)"
+    return {"tool": tool, "observer": "MinMaxObserver" if method == "minmax" else "HistogramObserver",
+            "weights": "int8 symmetric per-channel", "activations": "int8 per-tensor"}

@@ -25,8 +25,8 @@ class OrtRunner(RunnerBase):
     def _session(self, threads: int, profile: bool = False) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        # The artifact is already optimized; do not let this host's CPU rewrite it again.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        # As an application loads the artifact: the runtime's default session options (ORT_ENABLE_ALL), so its
+        # layout-specific kernels (NCHWc) apply here exactly as they will in the user's process.
         if threads:
             options.intra_op_num_threads = threads
         options.enable_profiling = profile

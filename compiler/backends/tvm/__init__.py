@@ -53,6 +53,27 @@ class TvmBackend(BackendBase):
 
         return _lower.lower(model, target, precision, workdir, self.resolve_options(target, detect_host()))
 
+    tunable = True
+
+    def tune(self, model: TracedModel, target: TargetSpec, trials: int, device=None,
+             progress=lambda m: None):
+        """MetaSchedule over the model's kernels for ``target`` (on ``device`` through RPC where given); the records
+        are kept for every later build for that target (`compiler/backends/tvm/tuning.py`)."""
+        from compiler.backends.tvm.lower import _import_onnx, _import_torch, check_cross_compiler
+        from compiler.backends.tvm.tuning import tune
+        from compiler.frontend import concretize
+
+        options = self.resolve_options(target, detect_host())
+        check_cross_compiler(target, options)
+        static = concretize(model) if not model.signature.is_static else model
+        mod = _import_torch(static) if static.exported_program is not None else _import_onnx(static.onnx_model)
+        rpc = None
+        if device is not None:
+            host, port = device.address.rsplit(":", 1)
+            rpc = (host, int(port), device.key)
+        return tune(mod, dict(options["target"]), trials, rpc=rpc, cross_compiler=options["cross_compiler"],
+                    progress=progress)
+
     def plan_run(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature, target: TargetSpec,
                  host: HostInfo) -> RunPlan:
         from compiler.backends.tvm import runner as _runner

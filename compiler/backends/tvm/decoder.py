@@ -48,7 +48,8 @@ def lower_decoder(model, target: TargetSpec, precision: str, workdir: Path, cont
     for name, module in modules.items():
         merged[name] = module["main"].without_attr("params").with_attr("global_symbol", name)
     try:
-        executable = _compile(merged, dict(options["target"]), options["pipeline"])
+        executable, schedules = _compile(merged, dict(options["target"]), options["pipeline"],
+                                         options["tuning_database"] != "none")
     except Exception as exc:
         raise LowerError(f"TVM could not compile {model.name}'s decoder for {target.id}: {type(exc).__name__}: "
                          f"{str(exc)[:300]}") from exc
@@ -73,7 +74,7 @@ def lower_decoder(model, target: TargetSpec, precision: str, workdir: Path, cont
                  "decoder": {"chunk": chunk, "context": context, "cache_shapes": [list(s) for s in cache_shapes(spec, context)]}},
         passes=({"name": "static-cache-step-export", "programs": {"prefill": chunk, "decode": 1}, "context": context},
                 {"name": f"tvm-relax-pipeline-{options['pipeline']}", "importer": "torch.export -> tvm.relax.frontend.torch",
-                 "weights": len(params)}),
+                 "weights": len(params)}, schedules),
         notes=("sliding-window layers keep a full-length cache in this form (the mask windows them)",)
         if spec.sliding_window else (),
         decoder=DecoderForm(cache_form="static", programs=("prefill", "decode"), runtime="tvm-relax-vm",

@@ -82,15 +82,60 @@ def check_cross_compiler(target: TargetSpec, options: dict[str, Any]) -> None:
         )
 
 
-def _compile(mod, target_dict: dict[str, Any], pipeline: str):
+def _compile(mod, target_dict: dict[str, Any], pipeline: str, tuned: bool = False, measure: bool = False):
+    """(executable, schedule record): the "zero" pipeline fuses, then the kernels get their schedules (kept tuning
+    records where ``tuned`` and the target has them, then TVM's default CPU rules). Where ``measure`` (the target's
+    code runs on this CPU), the default rules stay only if the program measures faster with them."""
     import tvm
     from tvm import relax
 
+    from compiler.backends.tvm.schedules import schedule
+    from compiler.backends.tvm.tuning import database_digest, database_dir
+
     target = tvm.target.Target(target_dict)
+    record: dict[str, Any] = {"name": "tvm-schedules", "applied": False, "reason": f"pipeline {pipeline!r} does not fuse"}
     with target:
-        if pipeline == "zero":
-            mod = relax.get_pipeline("zero")(mod)
-        return tvm.compile(mod, target=target)
+        if pipeline != "zero":
+            return tvm.compile(mod, target=target), record
+        fused = relax.get_pipeline("zero")(mod)
+        database = database_dir(target_dict) if tuned and database_digest(target_dict) else None
+        scheduled, record = schedule(fused, database)
+        executable = tvm.compile(scheduled, target=target)
+        if not (measure and record["default_rules_applied"]):
+            if record["default_rules_applied"]:
+                record["default_rules_check"] = "not measured: the target's code does not run on this CPU"
+            return executable, record
+        plain_mod, plain_record = schedule(fused, database, default_rules=False)
+        plain = tvm.compile(plain_mod, target=target)
+    from compiler.speed import faster, race
+
+    timed = race({"rules": _vm_call(executable, mod), "plain": _vm_call(plain, mod)}, rounds=3, budget_s=1.0)
+    with_ms, without_ms = timed["rules"].median_ms, timed["plain"].median_ms
+    kept = faster(with_ms, without_ms)
+    check = {"kept": kept, "with_ms": round(with_ms, 4), "without_ms": round(without_ms, 4),
+             "method": "measured on this CPU, interleaved rounds; kept only if at least 3% faster"}
+    if kept:
+        return executable, {**record, "default_rules_check": check}
+    return plain, {**plain_record, "default_rules_check": check,
+                   "default_rules_dropped": record["default_rules_applied"]}
+
+
+def _vm_call(executable, mod):
+    """A call of the program's ``main`` on zero inputs (the timing does not depend on values)."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    params = mod["main"].params
+    def size(dim) -> int:
+        try:
+            return int(dim)
+        except (TypeError, ValueError):
+            return 1  # a symbolic dimension (the batch): time one sample
+
+    inputs = [tvm.runtime.tensor(np.zeros([size(d) for d in p.ty.shape], str(p.ty.dtype))) for p in params]
+    return lambda: vm["main"](*inputs)
 
 
 def lower(
@@ -105,6 +150,11 @@ def lower(
     check_cross_compiler(target, options)
     notes: list[str] = []
     passes: list[dict[str, Any]] = []
+    schedules: list[dict[str, Any]] = []
+    from compiler.backends import host_mismatch
+    from targets.host import detect_host
+
+    runs_here = not cross and host_mismatch(target, detect_host()) is None
 
     def build(m: TracedModel):
         """Import ``m`` (torch route first where it applies) and compile it; returns (executable, route)."""
@@ -122,7 +172,10 @@ def lower(
                 raise BuildError(f"tvm lowers the {precision} graph, but was given a {m.graph_precision} one")
             passes[:] = list(m.passes)
             mod = _import_onnx(m.onnx_model)
-        return _compile(mod, target_dict, options["pipeline"]), route
+        executable, record = _compile(mod, target_dict, options["pipeline"], options["tuning_database"] != "none",
+                                      measure=runs_here)
+        schedules[:] = [record]
+        return executable, route
 
     def failed(exc: Exception) -> BuildError:
         return BuildError(f"TVM could not compile {model.name} for {target.id}: {type(exc).__name__}: {exc}")
@@ -154,6 +207,7 @@ def lower(
     except Exception as exc:
         raise BuildError(f"linking the TVM library for {target.id} failed: {exc}") from exc
     passes.append({"name": f"tvm-relax-pipeline-{options['pipeline']}", "importer": route})
+    passes.extend(schedules)
     resolved = dict(options)
     resolved["elf_machine"] = elf_machine(library)
     return Lowered(

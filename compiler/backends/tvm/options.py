@@ -17,6 +17,8 @@ SCHEMA = OptionSchema(
         "cross_compiler": OptionField(str, default=""),
         # Relax pipeline applied before tvm.compile ("zero" fuses and legalizes; tvm.compile alone does not fuse on CPU).
         "pipeline": OptionField(str, choices=("zero", "default"), default="zero"),
+        # Apply the tuning records `chipfit tune` kept for this target (chipfit's cache, tvm-tuning/).
+        "use_tuning": OptionField(bool, default=True),
     },
 )
 DETECT = "detect"
@@ -46,11 +48,15 @@ def mcpu_for(host: HostInfo) -> str:
 
 
 def resolve(options: dict[str, Any], host: HostInfo) -> dict[str, Any]:
-    """``mcpu = "detect"`` replaced by this host's CPU, core count and (off x86) triple."""
+    """``mcpu = "detect"`` replaced by this host's CPU, core count and (off x86) triple; and the digest of the
+    tuning records kept for that target (``"none"``), so that a build after `chipfit tune` is a different build."""
+    from compiler.backends.tvm.tuning import database_digest
+
     target = dict(options["target"])
     if target.get("mcpu") == DETECT:
         target["mcpu"] = mcpu_for(host)
         target["num-cores"] = host.cores
         if host.arch != "x86_64":
             target["mtriple"] = f"{host.arch}-linux-gnu"
-    return {**options, "target": target}
+    tuning = database_digest(target) if options.get("use_tuning", True) else None
+    return {**options, "target": target, "tuning_database": tuning or "none"}
