@@ -34,7 +34,7 @@ from compiler.passes.quantize import QuantSettings, settings_for
 from compiler.passes.quantize_torch import TORCH_METHODS
 from compiler.precision import EvalSet, PrecisionStage
 from compiler.reproducibility import content_digest
-from compiler.speed import MARGIN, faster, race
+from compiler.speed import MARGIN, faster, race, remember
 from compiler.toolchain import toolchain_versions
 from compiler.traced import TracedModel
 from compiler.verify import verify
@@ -45,6 +45,8 @@ from targets.manifest import (MANIFEST_SCHEMA_VERSION, BackendChoice, BackendRef
 from targets.numerics import Numerics
 from targets.registry import EntryPointRegistry, backend_registry, target_registry
 from targets.request import BuildRequest, ModelSource, ProfileRequest, check_request
+from targets.files import utc_now
+from targets.request import digest_json
 from targets.schema import to_json
 from targets.signature import run_batched, seeded_inputs, static_batch
 from targets.spec import TargetSpec
@@ -205,10 +207,11 @@ def plan(model: TracedModel, options: BuildOptions, ctx: BuildContext) -> list[C
                         and precision not in b.precisions):
             ctx.progress(f"{target.id}: {skipped.name} does not build {precision}; building with the others")
         if len(able) > 1 and not request.backend and model.exported_program is None:
-            # a backend that lowers torch programs cannot take an ONNX file; the others can
-            for b in [b for b in able if b.consumes == "torch"]:
+            # a backend that lowers only torch programs cannot take an ONNX file; the others can
+            torch_only = [b for b in able if not b.lowers_onnx(model, precision)]
+            for b in torch_only:
                 ctx.progress(f"{target.id}: {b.name} lowers torch programs and {model.source} is ONNX; skipping it")
-            able = [b for b in able if b.consumes != "torch"] or able
+            able = [b for b in able if b not in torch_only] or able
         # Several backends and no --backend: each is a candidate, and the fastest verified one becomes the
         # target's artifact (build_all_backends targets keep every one, side by side).
         choose = len(able) > 1 and not request.backend and not target.build_all_backends
@@ -466,9 +469,17 @@ def _choose_backend(group: Sequence[tuple[Cell, CellResult]], shared: _Shared, c
         figures[cell.backend.name] = (None, "measured on this host" if not run_plan.proxy else
                                       f"measured on this host as a proxy ({run_plan.note.removeprefix('proxy: ')})")
     if len(runners) > 1 and options.measure_latency:
-        ctx.progress(f"{target.id}: timing {', '.join(runners)} against each other")
-        for name, timed in race(runners).items():
-            figures[name] = (round(timed.median_ms, 4), figures[name][1] + ", interleaved rounds")
+        def measure() -> dict:
+            ctx.progress(f"{target.id}: timing {', '.join(runners)} against each other")
+            return {"ms": {name: round(timed.median_ms, 4) for name, timed in race(runners).items()}, "when": utc_now()}
+
+        key = {"target": target.digest, **_host_key(ctx.host),
+               "candidates": {c.backend.name: _files_key(read_artifact(Path(r.artifact)).manifest.files, c.backend)
+                              for c, r in eligible if c.backend.name in runners}}
+        timed, remembered = remember("backend", key, measure)
+        kept = f" (on {timed['when']}; the same candidates on this machine keep that decision)" if remembered else ""
+        for name, ms in timed["ms"].items():
+            figures[name] = (ms, figures[name][1] + ", interleaved rounds" + kept)
     winner = eligible[0]
     for cell, result in eligible[1:]:
         ms, best = figures[cell.backend.name][0], figures[winner[0].backend.name][0]
@@ -627,7 +638,7 @@ def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildO
                     ctx.progress(f"{cell.target.id}: timing {cell.backend.name} with and without fusion")
                     plain = _lower_variant(model, model, None, cell, shared, plain_staging.path, ctx, options,
                                            start, where)
-                    check = _fusion_check(chosen, plain, shared.inputs)
+                    check = _fusion_check(chosen, plain, shared.inputs, ctx.host, cell.backend)
                     checks = (check,)
                     if not check.kept:
                         why = (f"measured no faster with it ({check.with_ms:.4g} ms) than without it "
@@ -687,21 +698,39 @@ def _timing_batch(signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.n
     return {k: v[: first if isinstance(first, int) else 1] for k, v in inputs.items()}
 
 
-def _fusion_check(fused: _Variant, plain: _Variant, inputs: Mapping[str, np.ndarray]) -> SpeedCheck:
+def _host_key(host: HostInfo) -> dict[str, Any]:
+    return {"cpu": host.model_name, "cores": host.cores, "arch": host.arch}
+
+
+def _files_key(files: Mapping[str, FileRecord], backend: Backend) -> str:
+    """The artifact's identity for a remembered decision: its files, less those whose bytes vary per build
+    (e.g. model.ort, which the backend's normalizers leave out of the content digest)."""
+    excluded = {name for name, (normalize, _) in backend.normalizers().items() if normalize is None}
+    return digest_json({name: f.sha256 for name, f in files.items() if name not in excluded})
+
+
+def _fusion_check(fused: _Variant, plain: _Variant, inputs: Mapping[str, np.ndarray], host: HostInfo,
+                  backend: Backend) -> SpeedCheck:
     rule = (f"kept only if at least {MARGIN:.0%} faster than without it (within that, the unfused graph: the "
             "runtime's own optimizer gives the same)")
     if plain.numerics.status != "verified" or plain.run_plan is None:
         return SpeedCheck("fusion", True, None, None, f"not compared: the unfused artifact {plain.numerics.status}",
                           rule)
-    contenders = {}
-    for name, v in (("fused", fused), ("plain", plain)):
-        batch, runner = _timing_batch(v.lowered.signature, inputs), v.run_plan.runner
-        contenders[name] = partial(runner.run, batch)
-    timed = race(contenders)
-    with_ms, without_ms = timed["fused"].median_ms, timed["plain"].median_ms
-    return SpeedCheck("fusion", faster(with_ms, without_ms), round(with_ms, 4), round(without_ms, 4),
-                      f"measured on this host as the runtime loads the artifact, {len(timed['fused'].round_medians_ms)} "
-                      f"interleaved rounds", rule)
+
+    def measure() -> dict:
+        contenders = {}
+        for name, v in (("fused", fused), ("plain", plain)):
+            contenders[name] = partial(v.run_plan.runner.run, _timing_batch(v.lowered.signature, inputs))
+        timed = race(contenders)
+        return {"with_ms": round(timed["fused"].median_ms, 4), "without_ms": round(timed["plain"].median_ms, 4),
+                "rounds": len(timed["fused"].round_medians_ms), "when": utc_now()}
+
+    key = {"fused": _files_key(fused.files, backend), "plain": _files_key(plain.files, backend), **_host_key(host)}
+    figures, remembered = remember("fusion", key, measure)
+    method = (f"measured on this host as the runtime loads the artifact, {figures['rounds']} interleaved rounds"
+              + (f" (on {figures['when']}; the same artifacts on this machine keep that decision)" if remembered else ""))
+    return SpeedCheck("fusion", faster(figures["with_ms"], figures["without_ms"]), figures["with_ms"],
+                      figures["without_ms"], method, rule)
 
 
 def _traceback(exc: BaseException) -> str:

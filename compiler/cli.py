@@ -180,7 +180,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             print(f"\n{len(failures)} of {len(results)} artifacts failed:", file=sys.stderr)
             for r in failures:
                 print(f"  {r.target} ({r.backend}): {r.message or r.numerics.summary()}", file=sys.stderr)
-        print("\nhost ms p50: median latency of one batch (1, or the artifact's static batch) on this machine, untuned.")
+        print("\nhost ms p50: median latency of one batch (1, or the artifact's static batch) on this machine, run as the "
+              "target's runtime loads it (TVM: the schedules it got, see chipfit tune).")
     code = exit_code(results)
     if args.profile and not args.json:
         print()

@@ -329,6 +329,20 @@ def run_profile_check(artifact: Path, report: Report, progress) -> None:
                                    f"latency {latency} ms ({p.latency_method}), energy {energy} mJ ({p.energy_method})"))
 
 
+def _onnx_probe():
+    """A one-node ONNX model, to ask a backend whether it lowers ONNX sources."""
+    from onnx import TensorProto, helper
+
+    from compiler.frontend.onnx_file import onnx_reference, signature_from_onnx
+    from compiler.traced import TracedModel
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return TracedModel("probe", "probe", "onnx", "0" * 64, signature_from_onnx(model), model, onnx_reference(model))
+
+
 def run_conformance(target_id: str, *, ops: Sequence[str] = OP_TESTS, models: bool = True,
                     progress: Callable[[str], None] = lambda m: None, ctx=None, llm: bool = False,
                     families: Sequence[str] | None = None) -> Report:
@@ -336,9 +350,9 @@ def run_conformance(target_id: str, *, ops: Sequence[str] = OP_TESTS, models: bo
 
     ctx = ctx or BuildContext(progress=lambda m: None)
     target = ctx.targets.get(target_id)
-    # the op battery is single-op ONNX graphs: it runs on the first backend that lowers ONNX
+    # the op battery is single-op ONNX graphs: it runs on the first backend that lowers an ONNX source
     loaded = [ctx.backends.get(name) for name in target.backends]
-    backend = next((b for b in loaded if b.consumes == "onnx"), loaded[0])
+    backend = next((b for b in loaded if b.lowers_onnx(_onnx_probe(), target.default_precision)), loaded[0])
     report = Report(target.id, backend.name)
     with tempfile.TemporaryDirectory(prefix=f"chipfit-conformance-{target.id}-") as tmp:
         work = Path(tmp)

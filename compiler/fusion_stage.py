@@ -72,6 +72,9 @@ def fusion_summary(report: Mapping[str, Any]) -> str:
     before = sum(report["op_histogram_before"].values())
     after = sum(report["op_histogram_after"].values())
     text = (", ".join(fired) or "nothing fused") + f" ({before} -> {after} nodes)"
+    rolled = [p["name"] for p in report["passes"] if p.get("rolled_back")]
+    if rolled:
+        text += "; rolled back (the rewritten graph did not load) " + ", ".join(rolled)
     if report.get("skipped"):
         text += "; skipped " + ", ".join(s["name"] for s in report["skipped"])
     return text

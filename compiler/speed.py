@@ -59,3 +59,25 @@ def race(contenders: Mapping[str, Callable[[], object]], *, rounds: int = 5, bud
 def faster(challenger_ms: float, incumbent_ms: float, margin: float = MARGIN) -> bool:
     """Whether the challenger beats the incumbent by more than the margin."""
     return challenger_ms < incumbent_ms * (1 - margin)
+
+
+def remember(kind: str, key: Mapping[str, object], decide: Callable[[], dict]) -> tuple[dict, bool]:
+    """A decision made by measurement, kept in the cache (``<cache>/decisions/``) under ``key``: the first build
+    measures and decides; every later build with the same inputs on the same machine takes the same decision, so
+    rebuilding gives the same artifact. Returns (decision, whether it was remembered)."""
+    import json
+
+    from compiler.cache_dir import default_cache_dir
+    from targets.files import write_text_atomic
+    from targets.request import digest_json
+
+    path = default_cache_dir() / "decisions" / kind / f"{digest_json(dict(key))}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())["decision"], True
+        except (ValueError, KeyError):
+            pass  # a damaged record is measured again
+    decision = decide()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"key": dict(key), "decision": decision}, indent=1, sort_keys=True) + "\n")
+    return decision, False

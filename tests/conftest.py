@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import torch
 from torch import nn
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+# chipfit's cache (kept tuning records, remembered speed decisions, the release cache's default) is per test
+# session: a developer's own ~/.cache/chipfit must not change what the tests see, nor the tests write into it
+os.environ["CHIPFIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="chipfit-test-cache-")
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", module="torch")
 

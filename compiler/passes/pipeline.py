@@ -121,13 +121,36 @@ class Numerics:
         record["numerics"] = "unchanged"
 
 
+def load_problem(model: onnx.ModelProto) -> str | None:
+    """Why ONNX Runtime cannot load ``model`` as an application would (its default optimization level, whose
+    rewrites re-infer every shape: a rewrite whose output contradicts the shapes its consumers expect fails
+    there, where a load without optimizations merges the shapes leniently), or None."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - the runtime's message is the diagnosis
+        return str(exc).replace("[ONNXRuntimeError] : 1 : FAIL : ", "").strip()
+    return None
+
+
 def run_pipeline(model: onnx.ModelProto, passes: Sequence[Pass], instruments: Sequence[Instrument] = ()) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
-    """Run ``passes`` in order; returns the final graph and one record per pass."""
+    """Run ``passes`` in order; returns the final graph and one record per pass.
+
+    A pass whose rewritten graph no longer loads (a node's inferred shapes or types contradict it) is rolled
+    back: the graph stays as it was before the pass, and the record names the pass and the runtime's error."""
     records = []
     for pass_ in passes:
         for instrument in instruments:
             instrument.before(pass_, model)
         result = pass_.run(model)
+        if result.modified:
+            problem = load_problem(result.model)
+            if problem:
+                result = PassResult(model, False, {**dict(result.details), "fired": 0,
+                                                   "rolled_back": f"the rewritten graph does not load: {problem}"})
         record: dict[str, Any] = {"name": pass_.name, "modified": result.modified, **dict(result.details)}
         for instrument in instruments:
             instrument.after(pass_, model, result, record)

@@ -39,18 +39,12 @@ from compiler.errors import UsageError
 from targets.files import digest_path, file_lock, sha256_file
 from targets.manifest import read_artifact
 from targets.request import BuildRequest, artifact_key_form, digest_json
+from compiler.cache_dir import default_cache_dir  # noqa: F401 (re-exported for the CLI)
 
 ENTRY_NAME = "entry.json"
 ENTRY_SCHEMA_VERSION = 1
 #: chipfit's own code that shapes an artifact; a change to it invalidates every entry.
 SOURCE_PACKAGES = ("compiler", "targets", "calibration")
-
-
-def default_cache_dir() -> Path:
-    if os.environ.get("CHIPFIT_CACHE_DIR"):
-        return Path(os.environ["CHIPFIT_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "chipfit"
 
 
 def default_cache_max_gb() -> float:

@@ -51,13 +51,18 @@ def test_example_builds_for_every_builtin_target(example_build):
 def test_each_target_gets_the_artifact_its_spec_asks_for(example_build):
     model_dir = example_build[0] / "example"
     load = lambda name: json.loads((model_dir / name / "manifest.json").read_text())
-    assert elf_machine(model_dir / "arm64-cortex-a76" / "model.so") == "aarch64"
-    assert load("arm64-cortex-a76")["numerics"]["status"] == "not-run"
+    # the Arm board is not here: its candidates that run here (the same .pte / ONNX file on this CPU) are
+    # verified as proxies and the faster ships; the cross-compiled TVM library could not be verified
+    arm = load("arm64-cortex-a76")
+    assert arm["backend"]["name"] == arm["backend_choice"]["chosen"] in ("executorch", "onnxruntime")
+    assert arm["numerics"]["status"] == "verified" and arm["numerics"]["proxy"]
+    assert {c["backend"]: c["status"] for c in arm["backend_choice"]["candidates"]}["tvm"] == "not-run"
     assert elf_machine(model_dir / "host@tvm" / "model.so") == "x86_64"
     for name in ("host", "host@tvm", "x86-64-avx2"):
         numerics = load(name)["numerics"]
         assert numerics["status"] == "verified" and not numerics["proxy"], name
-        assert load(name)["signature"]["inputs"][0]["shape"][0] == "batch"  # symbolic batch kept
+        if load(name)["backend"]["name"] != "executorch":  # XNNPACK programs are static-shaped
+            assert load(name)["signature"]["inputs"][0]["shape"][0] == "batch"  # symbolic batch kept
     apple = load("apple-a17")
     assert apple["backend"]["name"] == "coreml" and apple["precision"] == "fp16"
     assert apple["numerics"]["status"] == "not-run" and "macOS" in apple["numerics"]["reason"]
@@ -108,7 +113,10 @@ def test_json_output_and_targets_commands(tmp_path, capsys):
 
 def test_pt2_and_onnx_models_build(conv_pt2, conv_onnx, tmp_path, capsys):
     assert main(["build", str(conv_pt2), "-t", "host", "-t", "arm64-cortex-a76", "-o", str(tmp_path), "-q"]) == 0
-    assert (tmp_path / "tinyconv" / "arm64-cortex-a76" / "model.so").is_file()
+    assert (tmp_path / "tinyconv" / "arm64-cortex-a76" / "manifest.json").is_file()
+    assert main(["build", str(conv_pt2), "-t", "arm64-cortex-a76", "--backend", "tvm", "-o", str(tmp_path / "t"),
+                 "-q"]) == 0
+    assert elf_machine(tmp_path / "t" / "tinyconv" / "arm64-cortex-a76" / "model.so") == "aarch64"
     assert main(["build", str(conv_onnx), "-t", "x86-64-avx2", "--input", "x=2x3x16x16", "-o", str(tmp_path / "o"), "-q"]) == 0
     manifest = json.loads((tmp_path / "o" / "tinyconv" / "x86-64-avx2" / "manifest.json").read_text())
     assert manifest["signature"]["inputs"][0]["shape"] == [2, 3, 16, 16]
@@ -176,9 +184,10 @@ def test_killed_build_leaves_no_complete_looking_artifact(tmp_path):
     proc = subprocess.Popen([*CHIPFIT, "build", "example", "-t", "arm64-cortex-a76", "-o", str(out), "-q"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(out.glob("example/.arm64-cortex-a76.staging-*")):
+    staging = "example/.candidates/.arm64-cortex-a76@*.staging-*"  # each backend candidate is staged first
+    while time.time() < deadline and not list(out.glob(staging)):
         time.sleep(0.02)
-    assert list(out.glob("example/.arm64-cortex-a76.staging-*")), "the build never started staging"
+    assert list(out.glob(staging)), "the build never started staging"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "example" / "arm64-cortex-a76").exists()

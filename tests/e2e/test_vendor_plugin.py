@@ -108,7 +108,8 @@ def test_broken_plugins_are_named_and_the_rest_work(tmp_path):
     assert "target 'import-error-npu' failed to load" in listed.stderr and "ModuleNotFoundError" in listed.stderr
     assert "typo-npu" in listed.stderr and "unknown key 'clok_ghz'" in listed.stderr
     spec = tmp_path / "uses_old.toml"
-    spec.write_text(spec_text.replace('backends = ["tvm", "onnxruntime"]', 'backends = ["old-api-runtime"]')
+    spec.write_text(spec_text.replace('backends = ["executorch", "tvm", "onnxruntime"]', 'backends = ["old-api-runtime"]')
+                    .replace("[backend_options.executorch]\ndelegate = \"xnnpack\"\n\n", "")
                     .replace("[backend_options.tvm]", "[unused_tvm]").split("[unused_tvm]")[0]
                     + spec_text.split("[backend_options.onnxruntime]")[1].split("\n\n", 1)[1])
     validated = _chipfit("targets", "validate", str(spec), env=env)

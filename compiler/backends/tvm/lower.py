@@ -107,13 +107,26 @@ def _compile(mod, target_dict: dict[str, Any], pipeline: str, tuned: bool = Fals
             return executable, record
         plain_mod, plain_record = schedule(fused, database, default_rules=False)
         plain = tvm.compile(plain_mod, target=target)
-    from compiler.speed import faster, race
+    from tvm_ffi.structural import structural_hash
 
-    timed = race({"rules": _vm_call(executable, mod), "plain": _vm_call(plain, mod)}, rounds=3, budget_s=1.0)
-    with_ms, without_ms = timed["rules"].median_ms, timed["plain"].median_ms
-    kept = faster(with_ms, without_ms)
-    check = {"kept": kept, "with_ms": round(with_ms, 4), "without_ms": round(without_ms, 4),
-             "method": "measured on this CPU, interleaved rounds; kept only if at least 3% faster"}
+    from compiler.speed import faster, race, remember
+    from targets.files import utc_now
+    from targets.host import detect_host
+
+    def measure() -> dict:
+        timed = race({"rules": _vm_call(executable, mod), "plain": _vm_call(plain, mod)}, rounds=3, budget_s=1.0)
+        return {"with_ms": round(timed["rules"].median_ms, 4), "without_ms": round(timed["plain"].median_ms, 4),
+                "when": utc_now()}
+
+    host = detect_host()
+    key = {"module": str(structural_hash(fused)), "target": target_dict, "cpu": host.model_name,
+           "cores": host.cores, "tvm": tvm.__version__}
+    figures, remembered = remember("tvm-default-rules", key, measure)
+    kept = faster(figures["with_ms"], figures["without_ms"])
+    check = {"kept": kept, "with_ms": figures["with_ms"], "without_ms": figures["without_ms"],
+             "method": "measured on this CPU, interleaved rounds; kept only if at least 3% faster"
+                       + (f" (decided on {figures['when']} and kept for this program on this machine)"
+                          if remembered else "")}
     if kept:
         return executable, {**record, "default_rules_check": check}
     return plain, {**plain_record, "default_rules_check": check,

@@ -22,22 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from compiler.cache_dir import default_cache_dir
 from targets.files import file_lock, sha256_file
 from targets.request import digest_json
 
 DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
 
 
-def cache_root() -> Path:
-    if os.environ.get("CHIPFIT_CACHE_DIR"):
-        return Path(os.environ["CHIPFIT_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "chipfit"
-
-
 def database_dir(target: dict[str, Any]) -> Path:
     """Where the records for this resolved TVM target are kept."""
     name = "-".join(str(target.get(k)) for k in ("kind", "mtriple", "mcpu") if target.get(k))
-    return cache_root() / "tvm-tuning" / f"{name}-{digest_json(target)[:12]}"
+    return default_cache_dir() / "tvm-tuning" / f"{name}-{digest_json(target)[:12]}"
 
 
 def database_digest(target: dict[str, Any]) -> str | None:
