@@ -137,17 +137,25 @@ class EfficiencyFit:
     #: worst relative error predicting each measurement from a fit on the others; None below 3 points,
     #: where it cannot say anything (an in-sample error of one point is 0 by construction)
     loo_error: float | None = None
+    #: the per-op overhead as a share of OVERHEAD_US_PER_OP: below 1 for a runtime that fuses ops into fewer
+    #: kernels than the graph has nodes (ONNX Runtime at its default level), so a measured latency below the
+    #: nominal overhead still fits
+    overhead_scale: float = 1.0
 
 
 def fit_efficiency(points: Sequence[tuple[float, float, float]]) -> EfficiencyFit | None:
     """Fit one efficiency from (roofline time at efficiency 1, overhead time, measured latency) points.
 
     The model's latency is roofline / efficiency + overhead, so each point gives
-    roofline / (measured - overhead); the median is the fit, and its error the worst relative miss.
+    roofline / (measured - overhead); the median is the fit, and its error the worst relative miss. Where a
+    measurement is below the nominal overhead, the overhead is scaled down until it is at most half of every
+    measurement (the runtime runs fewer kernels than the graph has nodes).
     """
-    usable = [(r, o, m) for r, o, m in points if r > 0 and m > o]
-    if not usable:
+    positive = [(r, o, m) for r, o, m in points if r > 0 and m > 0]
+    if not positive:
         return None
+    scale = round(min([1.0] + [0.5 * m / o for _, o, m in positive if o > 0 and m <= o]), 4)
+    usable = [(r, o * scale, m) for r, o, m in positive]
     eff = statistics.median(r / (m - o) for r, o, m in usable)
     errors = [abs(r / eff + o - m) / m for r, o, m in usable]
     loo = None
@@ -157,4 +165,6 @@ def fit_efficiency(points: Sequence[tuple[float, float, float]]) -> EfficiencyFi
             others = statistics.median(r2 / (m2 - o2) for j, (r2, o2, m2) in enumerate(usable) if j != i)
             held_out.append(abs(r / others + o - m) / m)
         loo = max(held_out)
-    return EfficiencyFit(eff, len(usable), max(errors), f"fitted on {len(usable)} measurement(s) on this host", loo)
+    source = f"fitted on {len(usable)} measurement(s) on this host" + (
+        f", per-op overhead x{scale:.2g}" if scale < 1 else "")
+    return EfficiencyFit(eff, len(usable), max(errors), source, loo, scale)

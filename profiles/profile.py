@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from profiles.estimate import DEFAULT_EFFICIENCY, Estimate, estimate, fit_efficiency
+from profiles.estimate import DEFAULT_EFFICIENCY, OVERHEAD_US_PER_OP, Estimate, estimate, fit_efficiency
 from profiles.llm import check_lengths
 from profiles.stats import summarize
 from targets.backend import Device, DeviceError, NotRunnable
@@ -117,11 +117,12 @@ def _measure_host_processes(artifact: Artifact, options: ProfileRequest, spec_fi
     return merged
 
 
-def _estimate(artifact: Artifact, figures: Mapping[str, Any], efficiency: float, source: str) -> Estimate | None:
+def _estimate(artifact: Artifact, figures: Mapping[str, Any], efficiency: float, source: str,
+              overhead_scale: float = 1.0) -> Estimate | None:
     cost = artifact.manifest.cost
     if cost is None:
         return None
-    return estimate(cost, figures, efficiency, source)
+    return estimate(cost, figures, efficiency, source, overhead_us=OVERHEAD_US_PER_OP * overhead_scale)
 
 
 @dataclass
@@ -232,15 +233,17 @@ def profile_artifacts(root: str | Path, options: ProfileRequest = ProfileRequest
     best = max(fits.items(), key=lambda item: item[1].efficiency, default=None)
     for artifact, profile, target in measured + pending:
         figures = target.hardware.figures
+        scale = 1.0
         if artifact.backend in fits:
             fit = fits[artifact.backend]
-            efficiency, source = fit.efficiency, f"{artifact.backend}: {fit.source}"
+            efficiency, source, scale = fit.efficiency, f"{artifact.backend}: {fit.source}", fit.overhead_scale
         elif best is not None:
             efficiency, source = best[1].efficiency, (f"{best[0]}'s fit on this host, standing in for {artifact.backend} "
                                                        "(the best-tuned runtime measured here)")
+            scale = best[1].overhead_scale
         else:
             efficiency, source = DEFAULT_EFFICIENCY, "default (nothing measured here to fit it)"
-        est = _estimate(artifact, figures, efficiency, source)
+        est = _estimate(artifact, figures, efficiency, source, scale)
         profile["estimate"] = est.to_dict() if est else None
         # The same model at a fixed efficiency: it moves only when the artifact or the spec does, not with
         # the fit of this run's measurements, so `chipfit compare` gates estimated figures on it.
