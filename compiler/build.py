@@ -468,7 +468,7 @@ def _choose_backend(group: Sequence[tuple[Cell, CellResult]], shared: _Shared, c
         runners[cell.backend.name] = partial(run_plan.runner.run, _timing_batch(manifest.signature, shared.inputs))
         figures[cell.backend.name] = (None, "measured on this host" if not run_plan.proxy else
                                       f"measured on this host as a proxy ({run_plan.note.removeprefix('proxy: ')})")
-    if len(runners) > 1 and options.measure_latency:
+    if len(runners) > 1:  # a decision, not a profile: made whatever --no-latency says, and remembered
         def measure() -> dict:
             ctx.progress(f"{target.id}: timing {', '.join(runners)} against each other")
             return {"ms": {name: round(timed.median_ms, 4) for name, timed in race(runners).items()}, "when": utc_now()}
@@ -489,8 +489,7 @@ def _choose_backend(group: Sequence[tuple[Cell, CellResult]], shared: _Shared, c
     rule = (f"the fastest verified candidate; a later one in the target's order ({', '.join(target.backends)}) "
             f"must be at least {MARGIN:.0%} faster" if timed else
             "the first eligible candidate in the target's order (" + ", ".join(target.backends) + "): "
-            + ("only one was verified" if len(verified) == 1 else "timing was off" if not options.measure_latency
-               else "none could be timed here"))
+            + ("only one was verified" if len(verified) == 1 else "none could be timed here"))
     if not verified:
         rule += "; no candidate could be verified here, so none was timed"
     candidates = []
@@ -681,13 +680,11 @@ def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildO
 
 def _worth_racing(variant: _Variant, options: BuildOptions) -> bool:
     """A fused artifact that runs here as the target runs it is timed against the unfused one."""
-    return (options.measure_latency and variant.fusion_fired and variant.numerics.status == "verified"
-            and variant.run_plan is not None and not variant.run_plan.proxy)
+    return (variant.fusion_fired and variant.numerics.status == "verified" and variant.run_plan is not None
+            and not variant.run_plan.proxy)
 
 
 def _why_not_raced(variant: _Variant, options: BuildOptions) -> str:
-    if not options.measure_latency:
-        return "timing is off"
     if variant.numerics.status != "verified":
         return f"the artifact is {variant.numerics.status} here"
     return "the artifact runs here only as a proxy, whose speed is not the target's"

@@ -248,6 +248,10 @@ def _quantization_lines(results) -> list[str]:
             lines.append(f"  ranges: {st['method']}, " + ("reused from the statistics cache" if st["from_cache"] else "calibrated now and cached")
                          + (" -- from RANDOM data (--calibration random): accuracy on real inputs is unknown"
                             if st.get("random_data") else f" ({st.get('samples_from')})"))
+        if q.get("pre_quantization", {}).get("tried"):
+            pre = q["pre_quantization"]
+            tried = ", ".join(f"{t['variant']} {t['drop']:g}" for t in pre["tried"])
+            lines.append(f"  before quantizing: {pre['chosen']} chosen (accuracy drop per variant: {tried})")
         if q.get("sensitivity"):
             worst = ", ".join(f"{row['node']} ({row['op']}) {row['sqnr_db']:.1f} dB" for row in q["sensitivity"][:5])
             lines.append(f"  most sensitive layers (quantized alone, output SQNR): {worst}")

@@ -74,6 +74,10 @@ class PrecisionStage:
     accuracy_budget: float | None = None
     progress: Callable[[str], None] = lambda m: None
     _prepared: dict[tuple, Any] = field(default_factory=dict)
+    #: graph digest of a bias-corrected float graph -> the same graph before the correction
+    _uncorrected: dict[str, onnx.ModelProto] = field(default_factory=dict)
+    #: graph digest -> its activation ranges, computed once per build (the pre-quantization trials reuse them)
+    _range_memo: dict[tuple, Any] = field(default_factory=dict)
 
     # --- metrics -------------------------------------------------------------------------------
 
@@ -102,6 +106,12 @@ class PrecisionStage:
     # --- passes --------------------------------------------------------------------------------
 
     def _ranges(self, float_model: onnx.ModelProto, settings: QuantSettings) -> Ranges:
+        key = (graph_digest(float_model), settings.method, settings.symmetric_activations, settings.activation_dtype)
+        if key not in self._range_memo:
+            self._range_memo[key] = self._collect(float_model, settings)
+        return self._range_memo[key]
+
+    def _collect(self, float_model: onnx.ModelProto, settings: QuantSettings) -> Ranges:
         if self.calibration is None:
             raise UsageError("int8 needs calibration samples: pass --calibration PATH, or --calibration random")
         try:
@@ -112,6 +122,11 @@ class PrecisionStage:
 
     def _rewrite(self, float_model: onnx.ModelProto, settings: QuantSettings, ranges: Ranges | None, exclude=(),
                  only=None) -> onnx.ModelProto:
+        uncorrected = self._uncorrected.get(graph_digest(float_model))
+        if uncorrected is not None and (exclude or only is not None):
+            # a layer left in float must not keep a bias corrected for a rounding it does not get
+            floating = list(exclude) if only is None else [n.name for n in layers(float_model) if n.name not in only]
+            float_model = _restore_biases(float_model, uncorrected, floating)
         if settings.precision == "int8":
             return quantize_int8(float_model, settings, ranges, exclude, only)
         if settings.precision == "int4":
@@ -138,7 +153,76 @@ class PrecisionStage:
             self._prepared[key] = self._prepare(settings, float_model)
         return self._prepared[key]
 
+    def _pre_quantization(self, settings: QuantSettings, float_model: onnx.ModelProto
+                          ) -> tuple[onnx.ModelProto, dict[str, Any]]:
+        """Try the int8 pre-quantization passes the settings allow; keep the variant whose quantized graph has
+        the best accuracy report (the smallest drop, then the highest SQNR; the plain graph on a tie)."""
+        from compiler.passes.bias_correction import BiasCorrection, channel_statistics, layer_inputs
+        from compiler.passes.equalize import CrossLayerEqualization, SmoothQuant
+        from compiler.passes.pipeline import Numerics as ExactCheck
+        from compiler.passes.pipeline import Timing, run_pipeline
+
+        real_data = self.calibration is not None and not self.calibration.is_random
+        samples = self.calibration.batched(limit=64) if real_data else None
+        exact = [Timing(), ExactCheck(self.evaluation.inputs)]
+        rewritten, records, names = float_model, [], []
+        if settings.equalize:
+            rewritten, done = run_pipeline(rewritten, [CrossLayerEqualization()], exact)
+            if done[0]["fired"]:
+                records += done
+                names.append("cross_layer_equalization")
+        if settings.smoothquant and real_data:
+            norms = {n.output[0]: -1 for n in rewritten.graph.node if n.op_type == "LayerNormalization"}
+            if norms:
+                stats = channel_statistics(rewritten, samples, norms)
+                rewritten, done = run_pipeline(rewritten, [SmoothQuant({k: v[1] for k, v in stats.items()})], exact)
+                if done[0]["fired"]:
+                    records += done
+                    names.append("smoothquant")
+        variants = [("none", float_model, [])]
+        if names:
+            variants.append(("+".join(names), rewritten, records))
+        if settings.bias_correction and real_data:
+            for name, graph, recs in list(variants):
+                inputs = {value: axis for value, axis in layer_inputs(graph).values()}
+                if not inputs:
+                    continue
+                stats = channel_statistics(graph, samples, inputs)
+                corrected, done = run_pipeline(graph, [BiasCorrection({k: v[0] for k, v in stats.items()},
+                                                                      settings.per_channel)], [Timing()])
+                if done[0]["fired"]:
+                    variants.append(((name + "+" if name != "none" else "") + "bias_correction", corrected,
+                                     recs + done))
+                    self._uncorrected[graph_digest(corrected)] = graph
+        record: dict[str, Any] = {"tried": [], "chosen": "none"}
+        if not real_data:
+            record["note"] = "bias correction and SmoothQuant need real calibration samples; not tried"
+        if len(variants) == 1:
+            return float_model, record
+        best = None
+        for name, graph, recs in variants:
+            self.progress(f"precision: trying int8 with {name.replace('+', ', ')}" if name != "none"
+                          else "precision: trying plain int8")
+            ranges = self._ranges(graph, settings)
+            quantized = FusionPass(FUSIONS["qdq_cleanup"]).run(quantize_int8(graph, settings, ranges)).model
+            accuracy = self.accuracy(run_graph(quantized, self.evaluation.inputs))
+            drop = self.drop(accuracy)
+            sqnr = min((o["sqnr_db"] if o["sqnr_db"] is not None else 300.0) for o in accuracy["outputs"])
+            record["tried"].append({"variant": name, "drop": round(drop, 4), "sqnr_db": round(sqnr, 2),
+                                    "cosine": round(min(o["cosine"] for o in accuracy["outputs"]), 6)})
+            rank = (round(drop, 6), -round(sqnr, 3))
+            if best is None or rank < best[0]:
+                best = (rank, name, graph, recs)
+        _, name, graph, recs = best
+        record.update(chosen=name, passes=[{k: v for k, v in r.items() if k != "seconds"} for r in recs],
+                      rule="each variant quantized and evaluated; the smallest accuracy drop wins, then the "
+                           "highest output SQNR; the plain graph on a tie")
+        return graph, record
+
     def _prepare(self, settings: QuantSettings, float_model: onnx.ModelProto) -> PreparedGraph:
+        pre = None
+        if settings.precision == "int8":
+            float_model, pre = self._pre_quantization(settings, float_model)
         ranges = self._ranges(float_model, settings) if settings.precision == "int8" else None
         label = settings.precision + (f" ({settings.method})" if settings.method else "")
         self.progress(f"precision: rewriting the graph to {label}")
@@ -148,7 +232,10 @@ class PrecisionStage:
             # Q/DQ placement clean-up: a doubled Q/DQ pair costs two requantizations on an NPU for nothing.
             cleaned = FusionPass(FUSIONS["qdq_cleanup"]).run(graph)
             graph, qdq_cleanup = cleaned.model, cleaned.details["fired"]
-        report: dict[str, Any] = {"qdq_pairs_removed": qdq_cleanup,"settings": settings.to_dict(), "accuracy": self.accuracy(run_graph(graph, self.evaluation.inputs))}
+        report: dict[str, Any] = {"qdq_pairs_removed": qdq_cleanup, "settings": settings.to_dict(),
+                                  "accuracy": self.accuracy(run_graph(graph, self.evaluation.inputs))}
+        if pre is not None:
+            report["pre_quantization"] = pre
         if ranges is not None:
             report["statistics"] = {"method": ranges.method, "cache": str(ranges.path), "from_cache": ranges.cached,
                                     "samples_from": self.calibration.origin, "random_data": self.calibration.is_random}
@@ -166,6 +253,8 @@ class PrecisionStage:
                 graph = self._fit_budget(float_model, settings, ranges, graph, report)
         passes = ({"name": f"quantize-{settings.precision}", **settings.to_dict(),
                    "kept_in_float": report.get("kept_in_float", [])},)
+        if pre and pre["chosen"] != "none":
+            passes = ({"name": "pre-quantization", "chosen": pre["chosen"], "passes": pre["passes"]},) + passes
         return PreparedGraph(graph, passes, report)
 
     def prepare_program(self, settings: QuantSettings, traced, quantizer: str = "arm_inductor") -> PreparedProgram:
@@ -213,3 +302,23 @@ class PrecisionStage:
                 "give more representative calibration samples, or try another --method"
             )
         return graph
+
+
+def _restore_biases(model: onnx.ModelProto, uncorrected: onnx.ModelProto, nodes) -> onnx.ModelProto:
+    """``model`` with the bias initializers of ``nodes`` (by name) taken from ``uncorrected``."""
+    names = set(nodes)
+    biases = {n.input[2] for n in model.graph.node if (n.name in names) and len(n.input) > 2}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:  # a MatMul's bias is the Add after it
+        if node.op_type == "Add" and any(producers.get(i) is not None and producers[i].name in names
+                                         and producers[i].op_type == "MatMul" for i in node.input):
+            biases.update(node.input)
+    original = {t.name: t for t in uncorrected.graph.initializer if t.name in biases}
+    if not original:
+        return model
+    restored = onnx.ModelProto()
+    restored.CopyFrom(model)
+    for tensor in restored.graph.initializer:
+        if tensor.name in original:
+            tensor.CopyFrom(original[tensor.name])
+    return restored

@@ -81,6 +81,12 @@ class QuantizationRequest:
         None, name="accuracy_budget", minimum=0,
         help="keep the most sensitive layers in float until the accuracy loss is within this many points "
              "(top-1 points with labelled eval samples, else %% disagreement with float)")
+    equalize: bool = option(True, name="equalize", flag="--no-equalize", invert=True,
+                            help="int8: do not try cross-layer equalization of conv/gemm pairs")
+    bias_correction: bool = option(True, name="bias_correction", flag="--no-bias-correction", invert=True,
+                                   help="int8: do not try correcting biases for the weights' rounding shift")
+    smoothquant: bool = option(True, name="smoothquant", flag="--no-smoothquant", invert=True,
+                               help="int8: do not try migrating activation outliers into MatMul weights")
 
 
 @dataclass(frozen=True)

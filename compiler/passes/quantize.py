@@ -38,6 +38,10 @@ class QuantSettings:
     per_channel: bool = False
     symmetric_activations: bool = False
     block_size: int = 0
+    #: int8 pre-quantization passes to try (each kept only where the quantized graph's accuracy improves)
+    equalize: bool = False
+    bias_correction: bool = False
+    smoothquant: bool = False
 
     def to_dict(self) -> dict:
         data = {k: v for k, v in asdict(self).items() if v not in ("", 0, False)}
@@ -74,6 +78,9 @@ def settings_for(target: TargetSpec, precision: str, request: QuantizationReques
         weight_dtype="int8",
         per_channel=q.per_channel,
         symmetric_activations=q.symmetric_activations,
+        equalize=request.equalize,
+        bias_correction=request.bias_correction,
+        smoothquant=request.smoothquant,
     )
 
 

@@ -127,6 +127,11 @@ def _compile(mod, target_dict: dict[str, Any], pipeline: str, tuned: bool = Fals
              "method": "measured on this CPU, interleaved rounds; kept only if at least 3% faster"
                        + (f" (decided on {figures['when']} and kept for this program on this machine)"
                           if remembered else "")}
+    if not remembered:
+        # an executable that ran in a VM exports different bytes than a fresh one: ship a fresh compile, so the
+        # build that measured gives the same library as every later build that reuses its decision
+        with target:
+            executable, plain = tvm.compile(scheduled, target=target), tvm.compile(plain_mod, target=target)
     if kept:
         return executable, {**record, "default_rules_check": check}
     return plain, {**plain_record, "default_rules_check": check,
