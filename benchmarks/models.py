@@ -67,3 +67,50 @@ def randomized(module: nn.Module, seed: int = 0) -> nn.Module:
             m.running_var.uniform_(0.5, 2.0)
             m.running_mean.normal_(0.0, 0.1)
     return module.eval()
+
+
+class DigitsNet(nn.Module):
+    """Two 3x3 convolutions around a ReLU, global average pooling, a linear classifier; for 8x8 digits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv2(torch.relu(self.conv1(image)))).mean(dim=(2, 3)))
+
+
+def trained_digits(rescale_decades: float = 0.0, seed: int = 0):
+    """(net, train images, test images, test labels): DigitsNet trained on scikit-learn's digits. With
+    ``rescale_decades`` > 0, conv1's output channels are then scaled by factors spread over that many decades
+    (and conv2's inputs by the inverse): exactly the same function, the per-channel range spread that batch-norm
+    folding leaves in MobileNets (Nagel et al. 2019)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]
+    y = digits.target.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    train, test = order[:1400], order[1400:]
+    torch.manual_seed(seed)
+    net = DigitsNet()
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
+    for _ in range(60):
+        for i in range(0, len(xt), 128):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(xt[i:i + 128]), yt[i:i + 128]).backward()
+            opt.step()
+    net.eval()
+    if rescale_decades:
+        factors = torch.from_numpy(np.logspace(-rescale_decades / 2, rescale_decades / 2, 8).astype(np.float32))
+        factors = factors[rng.permutation(8)]
+        with torch.no_grad():
+            net.conv1.weight *= factors[:, None, None, None]
+            net.conv1.bias *= factors
+            net.conv2.weight /= factors[None, :, None, None]
+    return net, x[train], x[test], y[test]

@@ -386,7 +386,8 @@ def _release_thresholds(current: Path) -> tuple[dict[str, float], dict[str, dict
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from profiles.compare import CompareError, compare, junit, load_profiles, markdown, read_index, release_verdicts
+    from profiles.compare import (CompareError, compare, junit, load_profiles, markdown, match_backend_switches,
+                                  read_index, release_verdicts)
 
     try:
         baseline, current = load_profiles(args.baseline), load_profiles(args.current)
@@ -395,8 +396,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     thresholds, per_target = _release_thresholds(Path(args.current))
     thresholds.update(_thresholds(args.threshold))
+    baseline, switched = match_backend_switches(baseline, current)
     verdicts, added, removed = compare(baseline, current, thresholds, per_target, args.gate_estimated)
-    verdicts += release_verdicts(baseline, current, index, args.accept_removed)
+    verdicts += switched + release_verdicts(baseline, current, index, args.accept_removed)
     text = markdown(verdicts, added, removed, args.all)
     if args.summary:
         Path(args.summary).write_text(text)

@@ -298,6 +298,32 @@ def junit(verdicts: Sequence[Verdict]) -> str:
             f'failures="{failures}" errors="0" skipped="0">\n' + "\n".join(cases) + "\n</testsuite>\n")
 
 
+def match_backend_switches(baseline: Mapping[str, Profile], current: Mapping[str, Profile]
+                           ) -> tuple[dict[str, Profile], list[Verdict]]:
+    """A target that chooses its backend by measurement may ship another backend than the baseline's (another
+    machine, a new candidate): its one artifact is still the cell's. The baseline's profile is re-keyed to the
+    current key and compared; an alarm says the backend changed."""
+    def slot(key: str) -> tuple[str, str, str]:
+        model, target, _, precision = key.split("/")
+        return model, target, precision
+
+    gone = {}
+    for key in set(baseline) - set(current):
+        gone.setdefault(slot(key), []).append(key)
+    new = {}
+    for key in set(current) - set(baseline):
+        new.setdefault(slot(key), []).append(key)
+    matched, verdicts = dict(baseline), []
+    for where, keys in gone.items():
+        if len(keys) == 1 and len(new.get(where, ())) == 1:
+            old_key, new_key = keys[0], new[where][0]
+            matched[new_key] = matched.pop(old_key)
+            verdicts.append(Verdict(new_key, "backend", "alarm", None, None, None, None, 0.0, "release index",
+                                    f"the target's chosen backend changed: {old_key.split('/')[2]} -> "
+                                    f"{new_key.split('/')[2]}; its figures are compared with the baseline's"))
+    return matched, verdicts
+
+
 def release_verdicts(baseline: Mapping[str, Profile], current: Mapping[str, Profile], index: ReleaseIndex | None,
                      accept_removed: bool = False) -> list[Verdict]:
     """What a release's index says beyond its profiles: a cell that errored or failed verification fails the gate;

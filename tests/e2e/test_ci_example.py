@@ -77,4 +77,7 @@ def test_the_workflow_commands_build_gate_and_publish(tmp_path):
     published = (tmp_path / "step-summary.md").read_text()
     assert "## chipfit release digits" in published and "## chipfit compare: 0 regression(s)" in published
     # the committed baseline covers exactly this release's cells, in the schema this chipfit reads
-    assert set(load_profiles(CI / "baseline")) == set(load_profiles(ws / "dist"))
+    # (by model, target and precision: a target that chooses its backend by measurement may choose another one
+    # on another machine, which compare matches and reports as an alarm)
+    slots = (lambda keys: {(k.split("/")[0], k.split("/")[1], k.split("/")[3]) for k in keys})
+    assert slots(load_profiles(CI / "baseline")) == slots(load_profiles(ws / "dist"))

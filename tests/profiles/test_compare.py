@@ -155,3 +155,17 @@ def test_runner_processes_in_different_states_are_noise_a_shift_in_all_of_them_i
     verdicts, _, _ = compare(_cells(a=processes([1.0, 1.01, 0.99])), _cells(a=processes([1.2, 1.21, 1.19])),
                              {"latency": 1.1})
     assert next(v for v in verdicts if v.metric == "latency").status == "regression"
+
+
+def test_a_target_that_chose_another_backend_is_compared_not_failed():
+    from profiles.compare import match_backend_switches
+
+    old = make_profile(target="arm64-cortex-a76", backend="executorch")
+    new = make_profile(target="arm64-cortex-a76", backend="onnxruntime")
+    baseline, current = {old.key: old}, {new.key: new}
+    matched, notes = match_backend_switches(baseline, current)
+    assert set(matched) == {new.key}
+    (note,) = notes
+    assert note.status == "alarm" and "executorch -> onnxruntime" in note.note
+    verdicts, added, removed = compare(matched, current)
+    assert not added and not removed and {v.metric for v in verdicts} >= {"latency", "size"}

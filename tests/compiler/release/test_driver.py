@@ -49,6 +49,9 @@ latency = 1.15
 [thresholds.target.test-avx2]
 latency = 1.3
 
+[target.test-avx2]
+backend = "tvm"
+
 [profile]
 runs = 20
 warmup = 2
