@@ -66,6 +66,23 @@ def cmd_targets(args: argparse.Namespace) -> int:
         bad = [c for c in checks if not c.ok]
         print(f"\n{args.target}: " + ("valid" if not bad else f"{len(bad)} problem(s)"))
         return 1 if bad else 0
+    if args.action == "reference":
+        from compiler import spec_reference
+
+        backends = spec_reference.builtin_backends()
+        if not args.write:
+            print(spec_reference.generated(backends))
+            return 0
+        doc = Path(args.write)
+        try:
+            updated = spec_reference.update(doc.read_text(encoding="utf-8"), backends)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{doc}: {exc}") from exc
+        from targets.files import write_text_atomic
+
+        write_text_atomic(doc, updated)
+        print(f"{doc}: generated part updated")
+        return 0
     registry = target_registry()
     if args.action == "show":
         spec = registry.get(args.target)
@@ -75,19 +92,43 @@ def cmd_targets(args: argparse.Namespace) -> int:
             print(_describe_target(spec))
         return 0
     specs, failed = registry.load_all()
+    broken = _broken_backends(specs.values())
+    for target_id, errors in broken.items():
+        failed[target_id] = f"target {target_id!r} is broken: " + "; ".join(errors)
     if args.json:
-        print(json.dumps({"targets": [s.to_dict() | {"spec_digest": s.digest} for s in specs.values()],
-                          "load_errors": failed}, indent=2))
+        print(json.dumps({"targets": [s.to_dict() | {"spec_digest": s.digest, "broken": broken.get(s.id, [])}
+                                      for s in specs.values()], "load_errors": failed}, indent=2))
     else:
         rows = [
             (s.id, s.name, ", ".join(s.backends), s.default_precision, ", ".join(s.precisions),
-             s.reach.kind + (f" ({s.reach.rpc_key})" if s.reach.rpc_key else ""))
+             s.reach.kind + (f" ({s.reach.rpc_key})" if s.reach.rpc_key else ""),
+             "BROKEN (see below)" if s.id in broken else "ok")
             for s in specs.values()
         ]
-        print(_table(("target", "name", "backends", "default", "precisions", "reach"), rows))
+        print(_table(("target", "name", "backends", "default", "precisions", "reach", "status"), rows))
         for name, error in failed.items():
             print(f"error: {error}", file=sys.stderr)
     return 2 if failed else 0
+
+
+def _broken_backends(specs) -> dict[str, list[str]]:
+    """Target id -> why each of its backends that does not load fails (a plugin's import error, an old API)."""
+    from targets.registry import PluginLoadError, backend_registry
+
+    backends = backend_registry()
+    errors: dict[str, str] = {}
+    broken: dict[str, list[str]] = {}
+    for spec in specs:
+        for name in spec.backends:
+            if name not in errors:
+                try:
+                    backends.get(name)
+                    errors[name] = ""
+                except (PluginLoadError, TargetError) as exc:
+                    errors[name] = f"backend {name!r} does not load: {exc}"
+            if errors[name]:
+                broken.setdefault(spec.id, []).append(errors[name])
+    return broken
 
 
 def _describe_target(spec: TargetSpec) -> str:
@@ -269,7 +310,8 @@ def _profile_options(args: argparse.Namespace) -> ProfileRequest:
 
 def _run_profiles(root: Path, args: argparse.Namespace, progress) -> int:
     from profiles.profile import ProfileError, profile_artifacts
-    from profiles.report import LLM_HEADERS, TABLE_HEADERS, fit_text, html_report, llm_rows, table_rows
+    from profiles.report import (LLM_HEADERS, TABLE_HEADERS, fit_text, html_report, llm_rows, table_rows,
+                                 unknown_figures)
 
     try:
         run = profile_artifacts(root, _profile_options(args), progress)
@@ -291,6 +333,8 @@ def _run_profiles(root: Path, args: argparse.Namespace, progress) -> int:
             print("\nTTFT at the first prompt length (@tokens); decode tok/s at that KV depth; fits at ctx: the memory "
                   "plan at the artifact's context; % roofline: decode rate against the chip's memory-bandwidth bound.")
             _llm_notes(run.profiles)
+        for line in unknown_figures(run.profiles):
+            print(line)
         for p in run.profiles:
             if p.latency and p.latency.noisy:
                 print(f"NOISY: {p.target} {p.backend}: cv {p.latency.cv:.3f}; the p50 is not exact (busy machine?)")
@@ -309,9 +353,6 @@ def _llm_notes(profiles) -> None:
         if error:
             print(f"{p.target} {p.backend} {p.precision}: the estimate is off by {error.get('decode_tok_s')}% "
                   f"(decode tok/s) and {error.get('ttft_ms')}% (TTFT) against this measurement")
-        missing = (p.llm.get("estimate") or {}).get("missing") or []
-        if p.llm.get("method", "").startswith("estimated") and missing:
-            print(f"{p.target} {p.backend} {p.precision}: estimated; the spec does not say {', '.join(m.split(':')[0] for m in missing)}")
         sustained = p.llm.get("sustained")
         if sustained:
             print(f"{p.target} {p.backend} {p.precision}: sustained {len(sustained['runs'])} generations: first "
@@ -516,38 +557,43 @@ def print_progress_line(message: str) -> None:
 
 def cmd_conformance(args: argparse.Namespace) -> int:
     from compiler.build import BuildContext
-    from compiler.conformance import OP_TESTS, run_conformance, write_reports
+    from compiler.conformance import OP_TESTS, load_backends, run_conformance, write_reports
     from targets.registry import target_registry
 
     registry = target_registry()
     ids = registry.names() if args.target == ["all"] else args.target
-    for target_id in ids:
-        registry.get(target_id)
+    ctx = BuildContext(targets=registry, progress=lambda m: None)
+    for target_id in ids:  # every target known and every backend loading, before any work
+        load_backends(registry.get(target_id), ctx, args.backend)
     progress = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     reports = []
     with contextlib.redirect_stdout(sys.stderr):
         for target_id in ids:
             progress(f"conformance: {target_id}")
             reports.append(run_conformance(target_id, ops=OP_TESTS[: args.ops] if args.ops else OP_TESTS,
-                                           models=not args.no_models, progress=progress,
-                                           ctx=BuildContext(targets=registry, progress=lambda m: None),
-                                           llm=args.llm, families=args.llm_families.split(",") if args.llm_families
-                                           else None))
+                                           models=not args.no_models, progress=progress, ctx=ctx, llm=args.llm,
+                                           families=args.llm_families.split(",") if args.llm_families else None,
+                                           backend=args.backend))
     write_reports(reports, args.report, args.html, args.markdown)
     for report in reports:
         data = report.to_dict()
-        print(f"\n{report.target} ({report.backend}): {data['passed']} of {data['total']} checks passed")
-        rows = [(s, v["reached"], v["failed"], "-" if v["pass_rate"] is None else f"{v['pass_rate'] * 100:.1f}%")
-                for s, v in data["stages"].items()]
-        print(_table(("stage", "reached", "failed", "pass rate"), rows))
+        print(f"\n{report.target} ({', '.join(report.backends)}): {data['passed']} passed, {data['failed']} failed, "
+              f"{data['not_run']} not run here (of {data['total']} checks)")
+        rows = [(s, v["reached"], v["failed"], v["not_run"] or "", "-" if v["pass_rate"] is None else
+                 f"{v['pass_rate'] * 100:.1f}%") for s, v in data["stages"].items()]
+        print(_table(("stage", "reached", "failed", "not run here", "pass rate"), rows))
         for o in data["outcomes"]:
             if not o["passed"]:
-                print(f"  {o['stage']:<9} {o['kind']:<8} {o['item']} {o['precision']}: {o['message'][:160]}")
+                print(f"  {o['stage']:<9} {o['backend']:<12} {o['kind']:<8} {o['item']} {o['precision']}: "
+                      f"{o['message'][:160]}")
+        if data["not_run"]:
+            why = next(o["message"] for o in data["outcomes"] if not o["ran"])
+            print(f"  not run here: {data['not_run']} lowered artifact(s), e.g. {why[:160]}")
         if data["unsupported_ops"]:
-            print(f"  ops {report.backend} cannot lower: {', '.join(data['unsupported_ops'])}")
+            print(f"  ops a backend cannot lower: {', '.join(data['unsupported_ops'])}")
         for note in data["notes"]:
             print(f"  note: {note}")
-    return 0 if all(r.to_dict()["passed"] == r.to_dict()["total"] for r in reports) else 1
+    return 0 if all(r.failed == 0 for r in reports) else 1
 
 
 # --- generate --------------------------------------------------------------------------------
@@ -857,9 +903,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show the toolchains' own warnings and logs")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("targets", help="list registered targets, or show one")
-    t.add_argument("action", nargs="?", choices=("list", "show", "validate"), default="list")
+    t = sub.add_parser("targets", help="list registered targets, show one, validate a spec file, or print the spec "
+                                         "reference")
+    t.add_argument("action", nargs="?", choices=("list", "show", "validate", "reference"), default="list")
     t.add_argument("target", nargs="?", help="target id (for show), or a spec file (for validate)")
+    t.add_argument("--write", metavar="DOC", help="reference: replace the generated part of DOC (docs/targets.md)")
     t.add_argument("--json", action="store_true", help="machine-readable output")
     t.set_defaults(func=cmd_targets)
 
@@ -937,6 +985,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--report", help="write the JSON report here")
     c.add_argument("--html", help="write an HTML summary here")
     c.add_argument("--markdown", help="write a Markdown table of pass rates here (docs/conformance.md is made so)")
+    c.add_argument("--backend", help="test this backend of the target only (default: every backend it lists)")
     c.add_argument("--ops", type=int, help="run only the first N op tests")
     c.add_argument("--no-models", action="store_true", help="skip the model zoo (op, artifact and profile checks only)")
     c.add_argument("--llm", action="store_true", help="also the LLM battery: a decoder LM of every supported family")

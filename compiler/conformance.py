@@ -28,7 +28,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from compiler.errors import STAGES, stage_of
+from compiler.errors import STAGES, UsageError, stage_of
+from targets.errors import TargetError
 
 #: The op battery: common ops of vision and language models, each an ONNX node test.
 OP_TESTS = (
@@ -41,42 +42,56 @@ OP_TESTS = (
 )
 
 
+#: stages an artifact reaches only by being run
+RUN_STAGES = ("RUN", "MISMATCH")
+
+
 @dataclass
 class Outcome:
     item: str  # op test or model
     kind: str  # "op", "model", "llm", "artifact", "profile"
-    passed: bool
+    passed: bool  # no stage it reached failed
     stage: str = ""  # the stage that failed
     message: str = ""
     precision: str = ""
-    backend: str = ""
+    backend: str = ""  # the backend that lowered it
+    ran: bool = True  # False: lowered but not run here (reached no RUN or MISMATCH stage, passed neither)
 
 
 @dataclass
 class Report:
     target: str
-    backend: str
+    backends: list[str]
     outcomes: list[Outcome] = field(default_factory=list)
     unsupported_ops: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def pass_rates(self) -> dict[str, dict[str, Any]]:
-        """Per stage: how many items reached it and how many of those passed it."""
+        """Per stage: how many items reached it, how many of those failed it, and (RUN, MISMATCH) how many got as
+        far as the stage before but were not run here: those count neither as reached nor as passed."""
         rates: dict[str, dict[str, Any]] = {}
         for stage in STAGES:
             failed = sum(1 for o in self.outcomes if o.stage == stage)
             relevant = [o for o in self.outcomes if _stage_applies(o.kind, stage)]
-            reached = sum(1 for o in relevant if o.passed or (o.stage and STAGES.index(o.stage) >= STAGES.index(stage)))
-            rates[stage] = {"reached": reached, "failed": failed,
+            not_run = sum(1 for o in relevant if not o.ran) if stage in RUN_STAGES else 0
+            reached = sum(1 for o in relevant if (o.passed and (o.ran or stage not in RUN_STAGES))
+                          or (o.stage and STAGES.index(o.stage) >= STAGES.index(stage)))
+            rates[stage] = {"reached": reached, "failed": failed, "not_run": not_run,
                             "pass_rate": round((reached - failed) / reached, 4) if reached else None}
         return rates
 
+    @property
+    def failed(self) -> int:
+        return sum(not o.passed for o in self.outcomes)
+
     def to_dict(self) -> dict[str, Any]:
         total = len(self.outcomes)
-        passed = sum(o.passed for o in self.outcomes)
-        return {"target": self.target, "backend": self.backend, "total": total, "passed": passed,
-                "pass_rate": round(passed / total, 4) if total else None, "stages": self.pass_rates(),
-                "unsupported_ops": self.unsupported_ops, "notes": self.notes,
+        passed = sum(o.passed and o.ran for o in self.outcomes)
+        not_run = sum(o.passed and not o.ran for o in self.outcomes)
+        return {"target": self.target, "backends": list(self.backends), "total": total, "passed": passed,
+                "failed": total - passed - not_run, "not_run": not_run,
+                "pass_rate": round(passed / (total - not_run), 4) if total - not_run else None,
+                "stages": self.pass_rates(), "unsupported_ops": self.unsupported_ops, "notes": self.notes,
                 "outcomes": [asdict(o) for o in self.outcomes]}
 
 
@@ -97,9 +112,9 @@ def _node_cases(names: Sequence[str]):
     return [cases[n] for n in names if n in cases]
 
 
-def _precision_for_ops(target) -> str:
+def _precision_for_ops(target, backend) -> str:
     for p in ("fp32", "fp16", "int8"):
-        if p in target.precisions:
+        if p in target.precisions and p in backend.precisions:
             return p
     return target.default_precision
 
@@ -118,19 +133,20 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
     from calibration import compare_outputs
     from targets.host import detect_host
 
-    precision = _precision_for_ops(target)
+    precision = _precision_for_ops(target, backend)
     tolerance = target.tolerance(precision)
     host = detect_host()
     cases = _node_cases(ops)
-    if cases:
-        probe = TracedModel("probe", "probe", "onnx", "0" * 64, signature_from_onnx(cases[0].model), cases[0].model,
-                            onnx_reference(cases[0].model))
-        if not backend.lowers_onnx(probe, precision):
-            report.notes.append(f"op battery not applicable: {backend.name} lowers torch programs, and ONNX's node "
-                                "tests are ONNX graphs; its op coverage shows in the model battery")
-            return
+    if cases and not backend.lowers_onnx(_onnx_probe(), precision):
+        report.notes.append(f"op battery not applicable to {backend.name}: it lowers torch programs, and ONNX's node "
+                            "tests are ONNX graphs; its op coverage shows in the model battery")
+        return
+
+    def row(item: str, passed: bool, stage: str = "", message: str = "", ran: bool = True) -> Outcome:
+        return Outcome(item, "op", passed, stage, message, precision, backend.name, ran)
+
     for case in cases:
-        progress(f"op {case.name}")
+        progress(f"op {case.name} ({backend.name})")
         inputs_list, outputs_list = case.data_sets[0]
         model = case.model
         try:
@@ -139,7 +155,7 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
             traced = TracedModel(case.name, f"onnx node test {case.name}", "onnx", "0" * 64, signature, model,
                                  onnx_reference(model))
         except Exception as exc:
-            report.outcomes.append(Outcome(case.name, "op", False, "LOAD", f"{type(exc).__name__}: {exc}", precision))
+            report.outcomes.append(row(case.name, False, "LOAD", f"{type(exc).__name__}: {exc}"))
             continue
         try:
             if precision in backend.graph_precisions:
@@ -153,7 +169,7 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
                     graph = quantize_int8(model, settings, collect_ranges(model, calib, "minmax", workdir / "cache"))
                 traced = replace(traced, onnx_model=graph, graph_precision=precision)
         except Exception as exc:
-            report.outcomes.append(Outcome(case.name, "op", False, "QUANTIZE", f"{type(exc).__name__}: {exc}", precision))
+            report.outcomes.append(row(case.name, False, "QUANTIZE", f"{type(exc).__name__}: {exc}"))
             continue
         out = workdir / "ops" / case.name
         out.mkdir(parents=True, exist_ok=True)
@@ -162,17 +178,17 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
         except Exception as exc:  # any failure to lower is this target's result for the op
             op = exc.op if isinstance(exc, UnsupportedOpError) else model.graph.node[0].op_type
             report.unsupported_ops.append(op)
-            report.outcomes.append(Outcome(case.name, "op", False, "LOWER", f"{type(exc).__name__}: {str(exc)[:300]}", precision))
+            report.outcomes.append(row(case.name, False, "LOWER", f"{type(exc).__name__}: {str(exc)[:300]}"))
             continue
         try:
             plan = backend.plan_run(out, lowered.options, lowered.signature, target, host)
         except NotRunnable as exc:
-            report.outcomes.append(Outcome(case.name, "op", True, "", f"lowered; not run here: {exc}", precision))
+            report.outcomes.append(row(case.name, True, "", f"lowered; not run here: {exc}", ran=False))
             continue
         try:
             got = plan.runner.run(inputs)
         except Exception as exc:
-            report.outcomes.append(Outcome(case.name, "op", False, "RUN", f"{type(exc).__name__}: {str(exc)[:300]}", precision))
+            report.outcomes.append(row(case.name, False, "RUN", f"{type(exc).__name__}: {str(exc)[:300]}"))
             continue
         expected = {t.name: np.asarray(a) for t, a in zip(signature.outputs, outputs_list)}
         try:
@@ -182,9 +198,9 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
             bad, errors = [str(exc)], []
         if bad:
             detail = ", ".join(f"{e.output}: max|err| {e.max_abs_error:.3g}" if hasattr(e, "output") else str(e) for e in bad)
-            report.outcomes.append(Outcome(case.name, "op", False, "MISMATCH", detail, precision))
+            report.outcomes.append(row(case.name, False, "MISMATCH", detail))
         else:
-            report.outcomes.append(Outcome(case.name, "op", True, "", "matches the reference" + (" (proxy)" if plan.proxy else ""), precision))
+            report.outcomes.append(row(case.name, True, "", "matches the reference" + (" (proxy)" if plan.proxy else "")))
 
 
 def tiny_decoder_lm(name: str):
@@ -224,7 +240,17 @@ def _zoo() -> list[tuple[str, Callable[[], Any]]]:
     return zoo
 
 
-def run_model_battery(target_id: str, workdir: Path, report: Report, ctx, progress) -> None:
+def _result_outcome(item: str, kind: str, r) -> Outcome:
+    """One build result as an outcome: verified passes, not-run passes no RUN stage, the rest fail where they did."""
+    text = (r.numerics.summary() if r.numerics else r.message)[:300]
+    if r.status == "error":
+        return Outcome(item, kind, False, r.stage or "LOWER", r.message[:300], r.precision, r.backend)
+    if r.status == "failed":
+        return Outcome(item, kind, False, r.stage or "MISMATCH", text, r.precision, r.backend)
+    return Outcome(item, kind, True, "", text, r.precision, r.backend, ran=r.status != "not-run")
+
+
+def run_model_battery(target_id: str, backend, workdir: Path, report: Report, ctx, progress) -> None:
     from compiler.build import BuildOptions, build
 
     target = ctx.targets.get(target_id)
@@ -232,101 +258,109 @@ def run_model_battery(target_id: str, workdir: Path, report: Report, ctx, progre
         try:
             model = make()
         except Exception as exc:
-            report.outcomes.append(Outcome(name, "model", False, "LOAD", f"{type(exc).__name__}: {exc}"))
+            report.outcomes.append(Outcome(name, "model", False, "LOAD", f"{type(exc).__name__}: {exc}",
+                                           backend=backend.name))
             continue
         for precision in target.precisions:
+            if precision not in backend.precisions:
+                continue
             if precision == "int4" and name == "conv_net":
                 continue  # int4 is weight-only for matmuls; a conv net has none to quantize
-            progress(f"model {name} at {precision}")
-            options = BuildOptions(targets=[target_id], out_dir=workdir / "models" / precision, precision=precision,
+            progress(f"model {name} at {precision} ({backend.name})")
+            options = BuildOptions(targets=[target_id], out_dir=workdir / "models" / backend.name / precision,
+                                   precision=precision, backend=backend.name,
                                    calibration="random" if model.samples is None else None, measure_latency=False)
             try:
                 results = build(model, options, ctx)
             except Exception as exc:  # the build refused the model before any cell: its stage says where
-                report.outcomes.append(Outcome(name, "model", False, stage_of(exc, "LOWER"), str(exc)[:300], precision))
+                report.outcomes.append(Outcome(name, "model", False, stage_of(exc, "LOWER"), str(exc)[:300], precision,
+                                               backend.name))
                 continue
             for r in results:
-                if r.status == "error":
-                    if r.unsupported_op:
-                        report.unsupported_ops.append(r.unsupported_op)
-                    report.outcomes.append(Outcome(f"{name}", "model", False, r.stage or "LOWER", r.message[:300], precision))
-                elif r.status == "failed":
-                    report.outcomes.append(Outcome(name, "model", False, r.stage or "MISMATCH", r.numerics.summary(),
-                                                   precision))
-                else:
-                    report.outcomes.append(Outcome(name, "model", True, "", r.numerics.summary(), precision))
+                if r.status == "error" and r.unsupported_op:
+                    report.unsupported_ops.append(r.unsupported_op)
+                report.outcomes.append(_result_outcome(name, "model", r))
 
 
-def run_llm_battery(target_id: str, workdir: Path, report: Report, ctx, progress,
+def run_llm_battery(target_id: str, backend, workdir: Path, report: Report, ctx, progress,
                     families: Sequence[str] | None = None) -> None:
     """Decoder LMs of each family (tiny folders made here, random weights) built for the target at its default
-    precision by every backend that lowers decoders, generated with where they run, classified by stage."""
+    precision by the backend, generated with where they run, classified by stage."""
     from compiler.build import BuildOptions, build
     from compiler.frontend.huggingface import load_hf_directory
     from compiler.llm.synthetic import FAMILIES, config, save
 
     target = ctx.targets.get(target_id)
+    if not backend.decoder_precisions:
+        report.notes.append(f"llm battery not applicable to {backend.name}: it lowers no decoder language models")
+        return
     for family in families or FAMILIES:
-        progress(f"llm {family}")
+        progress(f"llm {family} ({backend.name})")
         try:
             model = load_hf_directory(save(workdir / "llm" / family, config(family)))
         except Exception as exc:
-            report.outcomes.append(Outcome(family, "llm", False, stage_of(exc, "LOAD"), f"{type(exc).__name__}: {exc}"))
+            report.outcomes.append(Outcome(family, "llm", False, stage_of(exc, "LOAD"), f"{type(exc).__name__}: {exc}",
+                                           backend=backend.name))
             continue
         try:
-            results = build(model, BuildOptions([target_id], workdir / "llm-out"), ctx)
+            results = build(model, BuildOptions([target_id], workdir / "llm-out" / backend.name,
+                                                backend=backend.name), ctx)
         except Exception as exc:
             report.outcomes.append(Outcome(family, "llm", False, stage_of(exc, "LOWER"), str(exc)[:300],
-                                           target.default_precision))
+                                           target.default_precision, backend.name))
             continue
-        for r in results:
-            ok = r.status in ("verified", "not-run")
-            text = r.numerics.summary() if r.numerics else r.message
-            report.outcomes.append(Outcome(family, "llm", ok, "" if ok else (r.stage or "LOWER"), text[:300],
-                                           r.precision, r.backend))
+        report.outcomes += [_result_outcome(family, "llm", r) for r in results]
 
 
-def run_artifact_checks(target_id: str, workdir: Path, report: Report, ctx, progress) -> Path | None:
+def run_artifact_checks(target_id: str, backend, workdir: Path, report: Report, ctx, progress) -> Path | None:
     from compiler.reproducibility import compare_builds
     from targets.manifest import read_artifact
     from compiler.build import BuildOptions, build
     from compiler.frontend import load_model
 
-    progress("artifacts: two builds of the example")
+    target = ctx.targets.get(target_id)
+    precision = next((p for p in target.precisions if p in backend.precisions), target.default_precision)
+    progress(f"artifacts: two builds of the example ({backend.name})")
     model = load_model("example")
     paths = []
     for run in ("a", "b"):
-        results = build(model, BuildOptions(targets=[target_id], out_dir=workdir / "det" / run, measure_latency=False), ctx)
+        options = BuildOptions(targets=[target_id], out_dir=workdir / "det" / backend.name / run, precision=precision,
+                               backend=backend.name, measure_latency=False)
+        results = build(model, options, ctx)
         if not results or not results[0].ok:
             msg = results[0].message if results else "nothing built"
-            report.outcomes.append(Outcome("example build", "artifact", False, "LOWER", msg[:300]))
+            report.outcomes.append(Outcome("example build", "artifact", False, "LOWER", msg[:300], precision,
+                                           backend.name))
             return None
         paths.append(Path(results[0].artifact))
     first, second = (read_artifact(p) for p in paths)
     problems = first.file_problems()
     report.outcomes.append(Outcome("manifest and hashes", "artifact", not problems, "" if not problems else "MISMATCH",
-                                   "; ".join(problems) or "manifest readable, every file matches its sha256"))
+                                   "; ".join(problems) or "manifest readable, every file matches its sha256",
+                                   precision, backend.name))
     same, detail = compare_builds(first.manifest, second.manifest)
     report.outcomes.append(Outcome("determinism", "artifact", same, "" if same else "MISMATCH",
-                                   f"two builds: {detail}"))
+                                   f"two builds: {detail}", precision, backend.name))
     return paths[0]
 
 
-def run_profile_check(artifact: Path, report: Report, progress) -> None:
+def run_profile_check(artifact: Path, backend: str, report: Report, progress) -> None:
     from profiles.profile import profile_artifacts
     from targets.request import ProfileRequest
 
-    progress("profile sanity")
+    progress(f"profile sanity ({backend})")
     run = profile_artifacts(artifact, ProfileRequest(runs=20, min_runs=10, warmup=3, budget_s=2.0))
     if run.errors or not run.profiles:
-        report.outcomes.append(Outcome("profile", "profile", False, "PROFILE", "; ".join(run.errors.values())[:300]))
+        report.outcomes.append(Outcome("profile", "profile", False, "PROFILE", "; ".join(run.errors.values())[:300],
+                                       backend=backend))
         return
     p = run.profiles[0]
     latency, energy = p.latency_ms_p50, p.energy_mj
     labelled = p.energy_method.startswith(("measured:", "estimated:"))
     ok = bool(latency and latency > 0 and energy and energy > 0 and labelled)
     report.outcomes.append(Outcome("profile", "profile", ok, "" if ok else "PROFILE",
-                                   f"latency {latency} ms ({p.latency_method}), energy {energy} mJ ({p.energy_method})"))
+                                   f"latency {latency} ms ({p.latency_method}), energy {energy} mJ ({p.energy_method})",
+                                   p.precision, backend))
 
 
 def _onnx_probe():
@@ -343,69 +377,97 @@ def _onnx_probe():
     return TracedModel("probe", "probe", "onnx", "0" * 64, signature_from_onnx(model), model, onnx_reference(model))
 
 
+def load_backends(target, ctx, only: str | None = None) -> list:
+    """The target's backends (or ``only``), each loaded: a backend whose plugin does not load, or one the target
+    does not list, is a `UsageError` before any work."""
+    from targets.registry import PluginLoadError
+
+    if only is not None and only not in target.backends:
+        raise UsageError(f"--backend {only}: target {target.id} has no such backend; its backends: "
+                         f"{', '.join(target.backends)}")
+    loaded = []
+    for name in (only,) if only else target.backends:
+        try:
+            loaded.append(ctx.backends.get(name))
+        except (PluginLoadError, TargetError) as exc:
+            raise UsageError(f"target {target.id} ({target.source_file}): backend {name!r} does not load: {exc}. "
+                             "Fix or reinstall the plugin that provides it (`chipfit targets` marks such targets); "
+                             "the conformance kit tests nothing until every backend loads") from exc
+    return loaded
+
+
 def run_conformance(target_id: str, *, ops: Sequence[str] = OP_TESTS, models: bool = True,
                     progress: Callable[[str], None] = lambda m: None, ctx=None, llm: bool = False,
-                    families: Sequence[str] | None = None) -> Report:
+                    families: Sequence[str] | None = None, backend: str | None = None) -> Report:
+    """Every battery for each of the target's backends (or ``backend`` alone); every outcome names its backend."""
     from compiler.build import BuildContext
 
     ctx = ctx or BuildContext(progress=lambda m: None)
     target = ctx.targets.get(target_id)
-    # the op battery is single-op ONNX graphs: it runs on the first backend that lowers an ONNX source
-    loaded = [ctx.backends.get(name) for name in target.backends]
-    backend = next((b for b in loaded if b.lowers_onnx(_onnx_probe(), target.default_precision)), loaded[0])
-    report = Report(target.id, backend.name)
+    backends = load_backends(target, ctx, backend)
+    report = Report(target.id, [b.name for b in backends])
     with tempfile.TemporaryDirectory(prefix=f"chipfit-conformance-{target.id}-") as tmp:
         work = Path(tmp)
-        run_op_battery(target, backend, work, report, ops, progress)
-        if models:
-            run_model_battery(target.id, work, report, ctx, progress)
-        if llm:
-            run_llm_battery(target.id, work, report, ctx, progress, families)
-        artifact = run_artifact_checks(target.id, work, report, ctx, progress)
-        if artifact is not None:
-            run_profile_check(artifact, report, progress)
+        for b in backends:
+            run_op_battery(target, b, work / b.name, report, ops, progress)
+            if models:
+                run_model_battery(target.id, b, work, report, ctx, progress)
+            if llm:
+                run_llm_battery(target.id, b, work, report, ctx, progress, families)
+            artifact = run_artifact_checks(target.id, b, work, report, ctx, progress)
+            if artifact is not None:
+                run_profile_check(artifact, b.name, report, progress)
     report.unsupported_ops = sorted(set(report.unsupported_ops))
     return report
+
+
+def _rate(v: dict) -> str:
+    return "-" if v["pass_rate"] is None else f"{v['pass_rate'] * 100:.1f}%"
 
 
 def html_summary(reports: Sequence[Report]) -> str:
     blocks = []
     for r in reports:
         data = r.to_dict()
-        def rate(v: dict) -> str:
-            return "-" if v["pass_rate"] is None else f"{v['pass_rate'] * 100:.1f}%"
-
-        stages = "".join(f"<tr><td>{s}</td><td>{v['reached']}</td><td>{v['failed']}</td><td>{rate(v)}</td></tr>"
-                         for s, v in data["stages"].items())
-        fails = "".join(f"<tr><td>{html.escape(o['stage'])}</td><td>{html.escape(o['kind'])}</td><td>{html.escape(o['item'])}</td>"
-                        f"<td>{html.escape(o['precision'])}</td><td>{html.escape(o['message'])}</td></tr>"
-                        for o in data["outcomes"] if not o["passed"])
-        blocks.append(f"<h2>{html.escape(r.target)} ({html.escape(r.backend)}): {data['passed']} of {data['total']} passed</h2>"
-                      f"<table><tr><th>stage</th><th>reached</th><th>failed</th><th>pass rate</th></tr>{stages}</table>"
-                      f"<p>ops the backend cannot lower: {html.escape(', '.join(data['unsupported_ops']) or 'none')}</p>"
-                      + (f"<table><tr><th>stage</th><th>kind</th><th>item</th><th>precision</th><th>why</th></tr>{fails}</table>" if fails else ""))
+        stages = "".join(f"<tr><td>{s}</td><td>{v['reached']}</td><td>{v['failed']}</td><td>{v['not_run'] or ''}</td>"
+                         f"<td>{_rate(v)}</td></tr>" for s, v in data["stages"].items())
+        rows = "".join(f"<tr><td>{html.escape(o['stage'] or ('not run' if not o['ran'] else 'pass'))}</td>"
+                       f"<td>{html.escape(o['backend'])}</td><td>{html.escape(o['kind'])}</td>"
+                       f"<td>{html.escape(o['item'])}</td><td>{html.escape(o['precision'])}</td>"
+                       f"<td>{html.escape(o['message'])}</td></tr>"
+                       for o in data["outcomes"] if not o["passed"] or not o["ran"])
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in data["notes"])
+        blocks.append(f"<h2>{html.escape(r.target)} ({html.escape(', '.join(r.backends))}): {data['passed']} passed, "
+                      f"{data['failed']} failed, {data['not_run']} not run here, of {data['total']}</h2>"
+                      "<table><tr><th>stage</th><th>reached</th><th>failed</th><th>not run here</th><th>pass rate</th>"
+                      f"</tr>{stages}</table>"
+                      f"<p>ops a backend cannot lower: {html.escape(', '.join(data['unsupported_ops']) or 'none')}</p>"
+                      + (f"<ul>{notes}</ul>" if notes else "")
+                      + ("<table><tr><th>stage</th><th>backend</th><th>kind</th><th>item</th><th>precision</th><th>why</th>"
+                         f"</tr>{rows}</table>" if rows else ""))
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>chipfit conformance</title>"
             "<style>body{font-family:sans-serif;margin:24px} td,th{border:1px solid #ccc;padding:3px 6px}"
             "table{border-collapse:collapse;margin-bottom:12px}</style></head><body><h1>chipfit conformance</h1>"
-            + "".join(blocks) + "</body></html>\n")
+            "<p>Not run here: lowered, but this machine cannot run the artifact; such items pass no RUN or MISMATCH "
+            "stage and are left out of those pass rates.</p>" + "".join(blocks) + "</body></html>\n")
 
 
 def markdown_summary(reports: Sequence[dict[str, Any]]) -> str:
-    """Pass rates per target and stage, and the ops each backend cannot lower, for the docs."""
-    lines = ["| target | backend | passed | " + " | ".join(STAGES) + " | ops it cannot lower |",
-             "|---|---|---|" + "---|" * len(STAGES) + "---|"]
+    """Pass rates per target and stage, what was not run, and the ops each backend cannot lower, for the docs."""
+    lines = ["| target | backends | passed | failed | not run here | " + " | ".join(STAGES) + " | ops it cannot lower |",
+             "|---|---|---|---|---|" + "---|" * len(STAGES) + "---|"]
     for r in reports:
-        rates = " | ".join("-" if r["stages"][s]["pass_rate"] is None else f"{r['stages'][s]['pass_rate'] * 100:.0f}%"
-                           for s in STAGES)
-        lines.append(f"| {r['target']} | {r['backend']} | {r['passed']}/{r['total']} | {rates} | "
-                     f"{', '.join(r['unsupported_ops']) or 'none'} |")
+        rates = " | ".join(_rate(r["stages"][s]).replace(".0%", "%") for s in STAGES)
+        lines.append(f"| {r['target']} | {', '.join(r['backends'])} | {r['passed']}/{r['total']} | {r['failed']} | "
+                     f"{r['not_run']} | {rates} | {', '.join(r['unsupported_ops']) or 'none'} |")
     lines.append("")
     for r in reports:
         failures = [o for o in r["outcomes"] if not o["passed"]]
         if failures or r.get("notes"):
-            lines.append(f"**{r['target']}** ({r['backend']}):")
+            lines.append(f"**{r['target']}**:")
             lines += [f"- {note}" for note in r.get("notes", [])]
-            lines += [f"- {o['stage']}: {o['kind']} `{o['item']}` {o['precision']}: {o['message'][:200]}" for o in failures]
+            lines += [f"- {o['stage']}: {o['backend']} {o['kind']} `{o['item']}` {o['precision']}: {o['message'][:200]}"
+                      for o in failures]
             lines.append("")
     return "\n".join(lines)
 

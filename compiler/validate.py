@@ -2,8 +2,9 @@
 
 Beyond the loader's schema checks (unknown or missing keys, figures without sources, non-positive
 figures), it checks what only the installed chipfit knows: that each backend the spec names is
-registered and accepts the spec's options, that every declared fusion exists, and that each
-precision the spec declares is built by one of its backends.
+registered and accepts the spec's options, that every declared fusion exists, that each
+precision the spec declares is built by one of its backends, and that this machine has what each backend needs
+to build for it (cross compiler, a CPU name its code generator knows).
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ class Check:
     name: str
     ok: bool
     detail: str
+
+
+def _unit_kind(registry, name: str) -> str:
+    try:
+        return registry.get(name).compute_unit
+    except TargetError:
+        return ""
 
 
 def validate_spec(path: str | Path) -> tuple[TargetSpec | None, list[Check]]:
@@ -45,6 +53,11 @@ def validate_spec(path: str | Path) -> tuple[TargetSpec | None, list[Check]]:
             builds.update(backend.precisions)
         except TargetError as exc:
             checks.append(Check(f"backend {name}", False, str(exc)))
+            continue
+        problems = backend.check_toolchain(spec)
+        checks += [Check(f"toolchain {name}", False, problem) for problem in problems]
+        if not problems:
+            checks.append(Check(f"toolchain {name}", True, "what the build needs is here"))
     missing = [p for p in spec.precisions if builds and p not in builds]
     checks.append(Check("precisions", not missing,
                         "every declared precision has a backend" if not missing else
@@ -58,4 +71,7 @@ def validate_spec(path: str | Path) -> tuple[TargetSpec | None, list[Check]]:
         isinstance(x, (int, float)) for x in v.values()))]
     checks.append(Check("figures", True, "all known" if not unknown else
                         f"unknown (the estimate model will say so): {', '.join(unknown)}"))
+    for unit in spec.hardware.units.values():
+        runs = [b for b in spec.backends if spec.unit_for(b, _unit_kind(registry, b)) is unit]
+        checks.append(Check(f"unit {unit.name}", True, f"{unit.kind}; runs {', '.join(runs) or 'no backend of this target'}"))
     return spec, checks

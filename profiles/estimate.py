@@ -48,6 +48,7 @@ class Estimate:
     compute_bound_nodes: int = 0
     memory_bound_nodes: int = 0
     overhead_ms: float = 0.0  # the per-op overhead part of latency_ms (not scaled by efficiency)
+    compute_unit: str = ""  # the spec's unit whose peaks and power were used; "" for the chip as a whole
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,7 +22,7 @@ import platform
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -117,12 +117,23 @@ def _measure_host_processes(artifact: Artifact, options: ProfileRequest, spec_fi
     return merged
 
 
-def _estimate(artifact: Artifact, figures: Mapping[str, Any], efficiency: float, source: str,
+def _estimate(artifact: Artifact, target: TargetSpec, kind: str, efficiency: float, source: str,
               overhead_scale: float = 1.0) -> Estimate | None:
+    """The roofline estimate on the compute unit the artifact's backend runs on (``kind``: what the backend
+    declares; the spec may assign it to a unit instead)."""
     cost = artifact.manifest.cost
     if cost is None:
         return None
-    return estimate(cost, figures, efficiency, source, overhead_us=OVERHEAD_US_PER_OP * overhead_scale)
+    figures, unit = target.figures_for(artifact.backend, kind)
+    return replace(estimate(cost, figures, efficiency, source, overhead_us=OVERHEAD_US_PER_OP * overhead_scale),
+                   compute_unit=unit)
+
+
+def _unit_kind(backends, name: str) -> str:
+    try:
+        return backends.get(name).compute_unit
+    except TargetError:
+        return ""  # a backend that is not installed here: its artifacts are estimated on the chip as a whole
 
 
 @dataclass
@@ -218,13 +229,13 @@ def profile_artifacts(root: str | Path, options: ProfileRequest = ProfileRequest
     if reused:
         progress(f"kept the measurements of {reused} unchanged artifact(s) on this host")
     decoders = [m for m in measured + pending if m[0].manifest.llm is not None]
-    _estimate_decoders(decoders, options, facts)
+    _estimate_decoders(decoders, options, facts, backends)
     measured = [m for m in measured if m[0].manifest.llm is None]
     pending = [m for m in pending if m[0].manifest.llm is None]
     # Fit the estimate's efficiency per backend on what was measured here, then estimate everything.
     pairs: dict[str, list[tuple[float, float, float]]] = {}
     for artifact, profile, target in measured:
-        at_one = _estimate(artifact, target.hardware.figures, 1.0, "unit")
+        at_one = _estimate(artifact, target, _unit_kind(backends, artifact.backend), 1.0, "unit")
         if at_one and at_one.latency_ms and profile["runner"] == "host":
             pairs.setdefault(artifact.backend, []).append(
                 (at_one.latency_ms - at_one.overhead_ms, at_one.overhead_ms, profile["latency"].latency_ms_p50))
@@ -232,7 +243,7 @@ def profile_artifacts(root: str | Path, options: ProfileRequest = ProfileRequest
     run.fit = {b: f.__dict__ for b, f in fits.items()} or None
     best = max(fits.items(), key=lambda item: item[1].efficiency, default=None)
     for artifact, profile, target in measured + pending:
-        figures = target.hardware.figures
+        kind = _unit_kind(backends, artifact.backend)
         scale = 1.0
         if artifact.backend in fits:
             fit = fits[artifact.backend]
@@ -243,11 +254,11 @@ def profile_artifacts(root: str | Path, options: ProfileRequest = ProfileRequest
             scale = best[1].overhead_scale
         else:
             efficiency, source = DEFAULT_EFFICIENCY, "default (nothing measured here to fit it)"
-        est = _estimate(artifact, figures, efficiency, source, scale)
+        est = _estimate(artifact, target, kind, efficiency, source, scale)
         profile["estimate"] = est.to_dict() if est else None
         # The same model at a fixed efficiency: it moves only when the artifact or the spec does, not with
         # the fit of this run's measurements, so `chipfit compare` gates estimated figures on it.
-        fixed = _estimate(artifact, figures, DEFAULT_EFFICIENCY, "fixed")
+        fixed = _estimate(artifact, target, kind, DEFAULT_EFFICIENCY, "fixed")
         profile["estimate_fixed"] = ({"efficiency": DEFAULT_EFFICIENCY, "latency_ms": fixed.latency_ms,
                                       "energy_mj": fixed.energy_mj} if fixed else None)
         if profile["runner"] == "estimate":
@@ -277,7 +288,7 @@ def _finish(artifact: Artifact, profile: dict[str, Any], run: ProfileRun) -> Non
 
 
 def _estimate_decoders(decoders: list[tuple[Artifact, dict[str, Any], TargetSpec]], options: ProfileRequest,
-                       facts: Mapping[str, Any]) -> None:
+                       facts: Mapping[str, Any], backends) -> None:
     """The roofline for every decoder LM; for measured ones also the bound they reached and the estimate's error."""
     from profiles.llm import (DEFAULT_BANDWIDTH_EFFICIENCY, DEFAULT_COMPUTE_EFFICIENCY, MIN_FIT_SECONDS, MODEL_NAME,
                               estimate_decoder, fit_efficiencies, host_bandwidth_gbs, roofline)
@@ -301,7 +312,8 @@ def _estimate_decoders(decoders: list[tuple[Artifact, dict[str, Any], TargetSpec
         llm = profile["llm"] or {}
         if profile["runner"] == "host" and llm.get("prompts"):
             bandwidth, source = bandwidth_for(target)
-            bound = roofline(artifact.manifest.llm, target.hardware.figures, llm, bandwidth, source)
+            figures, _ = target.figures_for(artifact.backend, _unit_kind(backends, artifact.backend))
+            bound = roofline(artifact.manifest.llm, figures, llm, bandwidth, source)
             llm["roofline"] = bound
             first = llm["prompts"][0]
             # Below a millisecond per token the runtime's fixed cost per step, not the memory, sets the pace
@@ -319,9 +331,11 @@ def _estimate_decoders(decoders: list[tuple[Artifact, dict[str, Any], TargetSpec
         record = artifact.manifest.llm
         bandwidth, source = bandwidth_for(target)
         lengths = list(options.prompt_lengths)
-        estimate = estimate_decoder(record, target.hardware.figures, lengths, bw_eff, comp_eff, eff_source,
+        figures, unit = target.figures_for(artifact.backend, _unit_kind(backends, artifact.backend))
+        estimate = estimate_decoder(record, figures, lengths, bw_eff, comp_eff, eff_source,
                                     bandwidth, source)
-        fixed = estimate_decoder(record, target.hardware.figures, lengths, DEFAULT_BANDWIDTH_EFFICIENCY,
+        estimate["compute_unit"] = unit
+        fixed = estimate_decoder(record, figures, lengths, DEFAULT_BANDWIDTH_EFFICIENCY,
                                  DEFAULT_COMPUTE_EFFICIENCY, "fixed", bandwidth, source)
         llm = dict(profile["llm"] or {})
         plan = record.memory_plan

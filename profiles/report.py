@@ -250,6 +250,21 @@ def fit_text(fit: dict[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
+def unknown_figures(profiles: Sequence[Profile]) -> list[str]:
+    """Per target, each figure its spec gives as "unknown" and what the estimate did without it."""
+    lines: list[str] = []
+    for p in profiles:
+        estimate = (p.llm or {}).get("estimate") if p.llm else p.estimate
+        for missing in (estimate or {}).get("missing") or []:
+            figure, _, effect = missing.partition(":")
+            unit = (estimate or {}).get("compute_unit")
+            line = (f"{p.target}{f' ({unit} unit)' if unit else ''}: the spec gives {figure} as \"unknown\" or not "
+                    f"at all; {effect.strip()}")
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
 def html_report(profiles: Sequence[Profile], fit: dict[str, Any] | None, errors: dict[str, str]) -> str:
     def table(headers, rows) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
@@ -257,6 +272,7 @@ def html_report(profiles: Sequence[Profile], fit: dict[str, Any] | None, errors:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     error_list = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in errors.items())
+    unknown = "".join(f"<li>{html.escape(line)}</li>" for line in unknown_figures(profiles))
     graphs, decoders = _graphs(profiles), _decoders(profiles)
     sections = []
     if graphs:
@@ -280,5 +296,6 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}} .plot svg{{max-wi
 <code>estimated:&lt;model&gt;</code>. {html.escape(fit_text(fit))}.</p>
 {"<h2>Errors</h2><ul>" + error_list + "</ul>" if error_list else ""}
 {"".join(sections)}
+{"<h2>What the specs do not say</h2><ul>" + unknown + "</ul>" if unknown else ""}
 </body></html>
 """

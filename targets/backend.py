@@ -195,11 +195,20 @@ class Backend(Protocol):
     #: Op domains besides the standard one that the backend can lower (fusions producing others are skipped).
     accepted_domains: tuple[str, ...]
 
+    #: the kind of compute unit (targets.spec.UNIT_KINDS) its artifacts run on, "" where that depends on the
+    #: target's options; a heterogeneous chip's spec may assign it to a unit instead (hardware.units.<n>.backends)
+    compute_unit: str
+
     def lowers_onnx(self, model: "TracedModel", precision: str) -> bool: ...
 
     def versions(self) -> dict[str, str]: ...
 
     def check_options(self, target: TargetSpec) -> None: ...
+
+    def check_toolchain(self, target: TargetSpec) -> tuple[str, ...]:
+        """What this machine lacks to build for ``target`` (a compiler not on PATH, a CPU name the code
+        generator does not know), each said so a vendor can act on it; empty where all is there."""
+        ...
 
     def resolve_options(self, target: TargetSpec, host: HostInfo) -> dict[str, Any]:
         """The options `lower` will use for ``target`` on ``host`` (detected values filled in); they enter
@@ -246,6 +255,10 @@ class BackendBase:
 
     name = "base"
     program_quantizer = "arm_inductor"
+    compute_unit = ""
+
+    def check_toolchain(self, target: TargetSpec) -> tuple[str, ...]:
+        return ()
 
     def resolve_options(self, target: TargetSpec, host: HostInfo) -> dict[str, Any]:
         schema = getattr(self, "SCHEMA", None)
@@ -335,6 +348,7 @@ class OptionField:
     required: bool = False
     choices: tuple[Any, ...] = ()
     default: Any = None
+    help: str = ""  # what it does, for `docs/targets.md` (generated from the schemas)
 
 
 @dataclass(frozen=True)

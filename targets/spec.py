@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,7 +26,17 @@ UNKNOWN = "unknown"
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 ACTIVATION_DTYPES = ("uint8", "int8", "uint16", "int16")
 QUANTIZED = ("int8", "int4")
-REACH_KINDS = ("local", "rpc", "none")
+#: Where a target's artifacts run, and what chipfit does with them there.
+REACH_KINDS = {
+    "local": "this machine runs them (given reach.arch and reach.cpu_flags): built artifacts are verified against the "
+             "float reference and profiles are measured",
+    "rpc": "a device on a TVM RPC tracker runs them (reach.rpc_key): artifacts are lowered here, verified and timed "
+           "on the device by `chipfit profile --rpc HOST:PORT`; here they are estimated",
+    "none": "nothing chipfit reaches runs them (reach.reason says why): artifacts are lowered and checked, proxies "
+            "run where a backend offers one (labelled so), and latency and energy are estimated from the spec",
+}
+#: What a compute unit of a heterogeneous chip is; a backend declares the kind it runs on.
+UNIT_KINDS = ("cpu", "gpu", "npu", "dsp")
 #: Every spec states these hardware figures, as a number or as "unknown";
 #: the estimate model (profiles/) uses what is known and says what is not.
 HARDWARE_FIGURES = (
@@ -83,6 +93,20 @@ class QuantizationSupport:
 
 
 @dataclass(frozen=True)
+class ComputeUnit:
+    """One compute unit of a heterogeneous chip (CPU cores, GPU, NPU): its own peaks and power; the memory
+    bandwidth is the chip's, shared by all units."""
+
+    name: str
+    kind: str  # one of UNIT_KINDS
+    compute: str
+    peak_gops: Mapping[str, Any]
+    power_w: Any  # a number or "unknown"
+    backends: tuple[str, ...]  # backends of the target that run on it
+    sources: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
 class Hardware:
     """Datasheet figures. A value is a number, a table of numbers, or "unknown"."""
 
@@ -91,6 +115,7 @@ class Hardware:
     figures: Mapping[str, Any]
     sources: Mapping[str, tuple[str, ...]]
     notes: str = ""
+    units: Mapping[str, ComputeUnit] = field(default_factory=dict)
 
     @property
     def memory_bytes(self) -> int | None:
@@ -123,6 +148,24 @@ class TargetSpec:
     def options_for(self, backend: str) -> Mapping[str, Any]:
         return self.backend_options.get(backend, {})
 
+    def unit_for(self, backend: str, kind: str = "") -> ComputeUnit | None:
+        """The compute unit ``backend`` runs on: the unit that lists it, else the only unit of the ``kind`` the
+        backend declares; None where the chip declares no units (its figures are the chip's)."""
+        units = self.hardware.units.values()
+        listed = [u for u in units if backend in u.backends]
+        if listed:
+            return listed[0]
+        of_kind = [u for u in units if kind and u.kind == kind]
+        return of_kind[0] if len(of_kind) == 1 else None
+
+    def figures_for(self, backend: str, kind: str = "") -> tuple[Mapping[str, Any], str]:
+        """(hardware figures, unit name) the estimate uses for ``backend``'s artifacts: the chip's, with the peak
+        throughput and power of the unit it runs on; the unit name is "" where it runs on the chip as a whole."""
+        unit = self.unit_for(backend, kind)
+        if unit is None:
+            return self.hardware.figures, ""
+        return {**self.hardware.figures, "peak_gops": dict(unit.peak_gops), "power_w": unit.power_w}, unit.name
+
     def tolerance(self, precision: str) -> Tolerance:
         try:
             return self.tolerances[precision]
@@ -134,6 +177,8 @@ class TargetSpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("source_file")
+        if not data["hardware"]["units"]:
+            del data["hardware"]["units"]  # a chip without units keeps the digest it had before units existed
         return data
 
     @property
@@ -145,29 +190,112 @@ class TargetSpec:
 
 # --- loading -----------------------------------------------------------------------------
 
-_TOP_KEYS = {
-    "schema_version": True,
-    "id": True,
-    "name": True,
-    "vendor": True,
-    "description": False,
-    "backends": True,
-    "build_all_backends": False,
-    "default_precision": True,
-    "supports": True,
-    "reach": True,
-    "backend_options": False,
-    "verify": True,
-    "quantization": False,
-    "fusion": False,
-    "hardware": True,
+@dataclass(frozen=True)
+class Key:
+    """One key of a spec table: what the loader accepts, and what docs/targets.md says of it."""
+
+    name: str
+    required: bool
+    kind: str  # as written in TOML
+    meaning: str
+    unit: str = ""
+
+
+_FIGURE = 'number or "unknown"'
+#: Every table of a spec file and its keys, in the order docs/targets.md lists them. The loader's allowed and
+#: required keys come from here, and the reference's tables are generated from it (a test compares them).
+SPEC_TABLES: dict[str, tuple[Key, ...]] = {
+    "": (
+        Key("schema_version", True, "integer", f"the spec format; this chipfit reads {SCHEMA_VERSION}"),
+        Key("id", True, "string", "the target's name on the command line (`-t ID`): no spaces, '/', '\\' or '@'"),
+        Key("name", True, "string", "the chip's marketing name, for tables and reports"),
+        Key("vendor", True, "string", "who makes the chip"),
+        Key("description", False, "string", "one line on what the artifact is and where it runs"),
+        Key("backends", True, "list of strings",
+            "registered backends that lower for this chip, preferred first (`chipfit targets validate` checks they "
+            "are installed); with several, the build measures them and ships the fastest verified one"),
+        Key("build_all_backends", False, "boolean",
+            "build one artifact per backend (the first in `<target>/`, the others in `<target>@<backend>/`) instead "
+            "of shipping the fastest (default false)"),
+        Key("default_precision", True, "string", "the precision built when none is asked for; one of supports.precisions"),
+        Key("supports", True, "table", "what the chip executes: see [supports]"),
+        Key("reach", True, "table", "where its artifacts run: see [reach]"),
+        Key("backend_options", False, "table of tables",
+            "`[backend_options.<backend>]`: options each backend reads (see the backends' tables below)"),
+        Key("verify", True, "table of tables", "`[verify.<precision>]`: tolerances, one table per supported precision"),
+        Key("quantization", False, "table", "required when a quantized precision is supported: see [quantization]"),
+        Key("fusion", False, "table", "fusion rules the hardware executes: see [fusion]"),
+        Key("hardware", True, "table", "datasheet figures with their sources: see [hardware]"),
+    ),
+    "supports": (
+        Key("precisions", True, "list of strings", f"precisions the chip runs, of {', '.join(PRECISIONS)}"),
+    ),
+    "reach": (
+        Key("kind", True, "string", f"one of {', '.join(REACH_KINDS)} (see the reach kinds below)"),
+        Key("arch", False, "string", "machine architecture the artifact runs on (`uname -m`), for `local`"),
+        Key("cpu_flags", False, "list of strings", "CPU flags (/proc/cpuinfo) a local host needs to run the artifact"),
+        Key("rpc_key", False, "string", "the device's key on the TVM RPC tracker; required for `rpc`"),
+        Key("reason", False, "string", "why the artifacts cannot run here, said wherever they are not run"),
+    ),
+    "verify.<precision>": (
+        Key("atol", True, "number", "absolute tolerance of each output element against the float reference"),
+        Key("rtol", True, "number", "relative tolerance (element passes if |err| <= atol + rtol x |reference|)"),
+        Key("min_cosine", True, "number", "lowest cosine similarity of each output (of each step's logits for LMs)"),
+        Key("min_token_agreement", False, "number 0..1",
+            "decoder LMs: share of teacher-forced next tokens equal to the reference's (default by precision: "
+            + ", ".join(f"{p} {v}" for p, v in TOKEN_AGREEMENT.items()) + ")"),
+    ),
+    "quantization": (
+        Key("activation_dtypes", True, "list of strings",
+            f"activation types of quantized models the chip runs, of {', '.join(ACTIVATION_DTYPES)}; the first is the default"),
+        Key("per_channel", True, "boolean", "per-channel weight scales (else per-tensor only)"),
+        Key("symmetric_activations", True, "boolean", "activations must be symmetric (zero point 0)"),
+        Key("int4_block_sizes", False, "list of integers",
+            "block sizes of int4 weight-only matmuls (powers of two >= 16); the first is the default; required with int4"),
+    ),
+    "fusion": (
+        Key("rules", True, "list of strings", "fusion rules (`compiler/passes/fusion.py`) to apply, in order; each is "
+            "kept only where the artifact measures faster with it"),
+    ),
+    "hardware": (
+        Key("chip", True, "string", "the chip's key in ../shared/data/chips.toml style (a stable identifier)"),
+        Key("compute", True, "string", "the compute units in words (cores, GPU, NPU)"),
+        Key("process_nm", True, _FIGURE, "manufacturing process; scales per-op energy from 45 nm", "nm"),
+        Key("cores", True, _FIGURE, "CPU cores", "count"),
+        Key("clock_ghz", True, _FIGURE, "highest CPU clock", "GHz"),
+        Key("peak_gops", True, "table of " + _FIGURE,
+            "peak throughput per compute type (`{ int8 = 45000.0, fp16 = ... }`) of the whole chip", "GOPS (MAC = 2 ops)"),
+        Key("memory_gb", True, _FIGURE, "memory the model can use (RAM is counted in GiB: 8 = 8 x 2^30 bytes)", "GB"),
+        Key("memory_bandwidth_gbs", True, _FIGURE, "DRAM bandwidth, shared by every compute unit", "GB/s"),
+        Key("power_w", True, _FIGURE, "typical power while running a model (the static term of the energy estimate)", "W"),
+        Key("sources", True, "table", "`figure = \"source\"` (or a list) for every figure that has a value"),
+        Key("notes", False, "string", "caveats on the figures"),
+        Key("units", False, "table of tables", "`[hardware.units.<name>]`: compute units of a heterogeneous chip"),
+    ),
+    "hardware.units.<name>": (
+        Key("kind", True, "string", f"one of {', '.join(UNIT_KINDS)}"),
+        Key("compute", False, "string", "the unit in words"),
+        Key("peak_gops", True, "table of " + _FIGURE, "the unit's peak throughput per compute type", "GOPS"),
+        Key("power_w", True, _FIGURE, "the unit's power while it runs a model", "W"),
+        Key("backends", False, "list of strings",
+            "backends of this target that run on this unit (else a backend runs on the unit of the kind it declares)"),
+        Key("sources", False, "table", "`figure = \"source\"` for peak_gops and power_w where they have values"),
+    ),
 }
-_REACH_KEYS = {"kind": True, "arch": False, "cpu_flags": False, "rpc_key": False, "reason": False}
-_SUPPORTS_KEYS = {"precisions": True}
-_QUANT_KEYS = {"activation_dtypes": True, "per_channel": True, "symmetric_activations": True, "int4_block_sizes": False}
-_TOLERANCE_KEYS = {"atol": True, "rtol": True, "min_cosine": True, "min_token_agreement": False}
-_HARDWARE_KEYS = {"chip": True, "compute": True, "sources": True, "notes": False}
-_HARDWARE_KEYS.update({k: True for k in HARDWARE_FIGURES})
+
+
+def _allowed(table: str) -> dict[str, bool]:
+    return {key.name: key.required for key in SPEC_TABLES[table]}
+
+
+_TOP_KEYS = _allowed("")
+_REACH_KEYS = _allowed("reach")
+_SUPPORTS_KEYS = _allowed("supports")
+_QUANT_KEYS = _allowed("quantization")
+_TOLERANCE_KEYS = _allowed("verify.<precision>")
+_HARDWARE_KEYS = _allowed("hardware")
+_UNIT_KEYS = _allowed("hardware.units.<name>")
+_UNIT_FIGURES = ("peak_gops", "power_w")
 
 
 def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, bool], where: str, file: str) -> None:
@@ -181,47 +309,92 @@ def _expect(value: Any, kind: type | tuple[type, ...], key: str, file: str) -> A
 _is_figure = is_number
 
 
-def _load_hardware(table: Mapping[str, Any], file: str) -> Hardware:
-    _check_keys(table, _HARDWARE_KEYS, "hardware.", file)
-    sources_table = _expect(table["sources"], dict, "hardware.sources", file)
+def _missing_figures(table: Mapping[str, Any], figures: tuple[str, ...], where: str, file: str) -> None:
+    for key in figures:
+        if key not in table:
+            raise SpecError(f"{file}: missing required key {where}{key!r}: give the figure and its source in "
+                            f"{where}sources, or write {key} = \"unknown\" if the datasheet does not say")
+
+
+def _load_sources(table: Any, figures: tuple[str, ...], where: str, file: str) -> dict[str, tuple[str, ...]]:
+    _expect(table, dict, f"{where}sources", file)
     sources: dict[str, tuple[str, ...]] = {}
-    for key, value in sources_table.items():
-        if key not in HARDWARE_FIGURES:
-            raise SpecError(
-                f"{file}: hardware.sources.{key} names no figure; figures: {', '.join(HARDWARE_FIGURES)}"
-            )
+    for key, value in table.items():
+        if key not in figures:
+            raise SpecError(f"{file}: {where}sources.{key} names no figure; figures: {', '.join(figures)}")
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not items or not all(isinstance(s, str) and s for s in items):
-            raise SpecError(f"{file}: hardware.sources.{key} must be a source string or a list of them")
+            raise SpecError(f"{file}: {where}sources.{key} must be a source string or a list of them")
         sources[key] = tuple(items)
+    return sources
+
+
+def _load_figures(table: Mapping[str, Any], keys: tuple[str, ...], sources: Mapping[str, Any], where: str,
+                  file: str) -> dict[str, Any]:
+    """Each figure a positive number, a table of them (peak_gops) or "unknown"; a known one has a source."""
     figures: dict[str, Any] = {}
-    for key in HARDWARE_FIGURES:
+    for key in keys:
         value = table[key]
         if key == "peak_gops":
-            _expect(value, dict, "hardware.peak_gops", file)
+            _expect(value, dict, f"{where}peak_gops", file)
             for dtype, gops in value.items():
                 if not (_is_figure(gops) or gops == UNKNOWN):
-                    raise SpecError(f"{file}: hardware.peak_gops.{dtype} must be a number or \"unknown\"")
+                    raise SpecError(f"{file}: {where}peak_gops.{dtype} must be a number or \"unknown\"")
             known = any(_is_figure(v) for v in value.values())
         else:
             if not (_is_figure(value) or value == UNKNOWN):
                 raise SpecError(
-                    f"{file}: hardware.{key} must be a number or \"unknown\" (figures are never guessed), got {value!r}"
+                    f"{file}: {where}{key} must be a number or \"unknown\" (figures are never guessed), got {value!r}"
                 )
             known = _is_figure(value)
         numbers = list(value.values()) if isinstance(value, dict) else [value]
         for number in numbers:
             if _is_figure(number) and number <= 0:
-                raise SpecError(f"{file}: hardware.{key} must be positive, got {number} (write \"unknown\" if not known)")
+                raise SpecError(f"{file}: {where}{key} must be positive, got {number} (write \"unknown\" if not known)")
         if known and key not in sources:
-            raise SpecError(f"{file}: hardware.{key} has a value but no hardware.sources.{key}: say where it comes from")
+            raise SpecError(f"{file}: {where}{key} has a value but no {where}sources.{key}: say where it comes from")
         figures[key] = dict(value) if isinstance(value, dict) else value
+    return figures
+
+
+def _load_unit(name: str, table: Any, backends: list[str], file: str) -> ComputeUnit:
+    where = f"hardware.units.{name}."
+    _expect(table, dict, where[:-1], file)
+    _missing_figures(table, _UNIT_FIGURES, where, file)
+    _check_keys(table, _UNIT_KEYS, where, file)
+    if table["kind"] not in UNIT_KINDS:
+        raise SpecError(f"{file}: {where}kind must be one of {', '.join(UNIT_KINDS)}, got {table['kind']!r}")
+    runs = _expect(table.get("backends", []), list, f"{where}backends", file)
+    for backend in runs:
+        if backend not in backends:
+            raise SpecError(f"{file}: {where}backends names {backend!r}, which is not in backends {backends}")
+    sources = _load_sources(table.get("sources", {}), _UNIT_FIGURES, where, file)
+    figures = _load_figures(table, _UNIT_FIGURES, sources, where, file)
+    return ComputeUnit(name=name, kind=table["kind"], compute=_expect(table.get("compute", ""), str, f"{where}compute", file),
+                       peak_gops=figures["peak_gops"], power_w=figures["power_w"], backends=tuple(runs), sources=sources)
+
+
+def _load_hardware(table: Mapping[str, Any], backends: list[str], file: str) -> Hardware:
+    _missing_figures(table, HARDWARE_FIGURES, "hardware.", file)
+    _check_keys(table, _HARDWARE_KEYS, "hardware.", file)
+    sources = _load_sources(table["sources"], HARDWARE_FIGURES, "hardware.", file)
+    figures = _load_figures(table, HARDWARE_FIGURES, sources, "hardware.", file)
+    units = {name: _load_unit(name, unit, backends, file)
+             for name, unit in _expect(table.get("units", {}), dict, "hardware.units", file).items()}
+    claimed: dict[str, str] = {}
+    for unit in units.values():
+        for backend in unit.backends:
+            if backend in claimed:
+                raise SpecError(f"{file}: backend {backend!r} is listed by hardware.units.{claimed[backend]} and "
+                                f"hardware.units.{unit.name}: a backend runs on one unit")
+            claimed[backend] = unit.name
     return Hardware(
         chip=_expect(table["chip"], str, "hardware.chip", file),
         compute=_expect(table["compute"], str, "hardware.compute", file),
         figures=figures,
         sources=sources,
         notes=_expect(table.get("notes", ""), str, "hardware.notes", file),
+        units=units,
     )
 
 
@@ -335,7 +508,7 @@ def spec_from_dict(data: Mapping[str, Any], file: str = "<spec>") -> TargetSpec:
         reach=reach,
         backend_options={k: dict(v) for k, v in options.items()},
         tolerances=tolerances,
-        hardware=_load_hardware(_expect(data["hardware"], dict, "hardware", file), file),
+        hardware=_load_hardware(_expect(data["hardware"], dict, "hardware", file), backends, file),
         quantization=quantization,
         fusions=fusions,
         source_file=file,
@@ -369,7 +542,11 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
+    "ComputeUnit",
     "HARDWARE_FIGURES",
+    "Key",
+    "SPEC_TABLES",
+    "UNIT_KINDS",
     "Hardware",
     "PRECISIONS",
     "QuantizationSupport",

@@ -42,3 +42,27 @@ def test_non_positive_bandwidth_and_unknown_fusion(tmp_path):
     assert "hardware.memory_bandwidth_gbs must be positive, got 0" in checks[0].detail
     _, checks = validate_spec(_variant(tmp_path, 'rules = ["conv_bn",', 'rules = ["flash_attention", "conv_bn",'))
     assert "unknown fusion(s) ['flash_attention']" in next(c.detail for c in checks if not c.ok)
+
+
+def test_a_missing_cross_compiler_names_the_package_for_its_triple(tmp_path, monkeypatch):
+    riscv = _variant(tmp_path, 'mtriple = "aarch64-linux-gnu", mcpu = "cortex-a76", mattr = ["+neon", "+dotprod", "+fullfp16"]',
+                     'mtriple = "riscv64-linux-gnu", mcpu = "generic-rv64", mattr = ["+v"]')
+    riscv.write_text(riscv.read_text().replace('cross_compiler = "aarch64-linux-gnu-g++"',
+                                               'cross_compiler = "riscv64-linux-gnu-g++"'))
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither cross compiler on PATH
+    _, checks = validate_spec(riscv)
+    failed = [c.detail for c in checks if not c.ok]
+    assert failed == ["target arm64-cortex-a76 cross-compiles with 'riscv64-linux-gnu-g++', which is not on PATH; "
+                      "on Debian/Ubuntu install it with `apt-get install g++-riscv64-linux-gnu`"]
+    _, checks = validate_spec(SPECS / "arm64-cortex-a76.toml")
+    assert any("`apt-get install g++-aarch64-linux-gnu`" in c.detail for c in checks if not c.ok)
+
+
+def test_a_cpu_or_feature_llvm_does_not_know_fails_validation(tmp_path):
+    _, checks = validate_spec(_variant(tmp_path, 'mcpu = "cortex-a76"', 'mcpu = "rv-npu-1"'))
+    (bad,) = [c for c in checks if not c.ok]
+    assert bad.name == "toolchain tvm" and "mcpu 'rv-npu-1' is not a CPU LLVM knows for aarch64-linux-gnu" in bad.detail
+    assert "cortex-a76" in bad.detail  # the known CPUs are listed
+    _, checks = validate_spec(_variant(tmp_path, '"+dotprod"', '"+dotprd"'))
+    (bad,) = [c for c in checks if not c.ok]
+    assert "mattr ['+dotprd'] names features LLVM does not know for aarch64-linux-gnu" in bad.detail

@@ -41,10 +41,50 @@ def test_unknown_nested_key_names_its_table(tmp_path):
         load_spec(_write(tmp_path, text))
 
 
-def test_missing_figure_is_an_error(tmp_path):
+def test_missing_figure_is_an_error_that_offers_unknown(tmp_path):
     text = _spec_text().replace("clock_ghz = 2.4\n", "")
-    with pytest.raises(SpecError, match=r"missing required key hardware\.'clock_ghz'"):
+    with pytest.raises(SpecError, match=r"missing required key hardware\.'clock_ghz'.*clock_ghz = \"unknown\""):
         load_spec(_write(tmp_path, text))
+
+
+UNITS = """
+[hardware.units.cpu]
+kind = "cpu"
+peak_gops = { fp32 = 100.0, int8 = 400.0 }
+power_w = 2.0
+sources = { peak_gops = "4 cores x 1.6 GHz x 16 fp32 lanes", power_w = "board datasheet" }
+
+[hardware.units.npu]
+kind = "npu"
+peak_gops = { int8 = 4000.0 }
+power_w = 3.0
+backends = ["onnxruntime"]
+sources = { peak_gops = "NPU datasheet", power_w = "board datasheet" }
+"""
+
+
+def test_compute_units_give_each_backend_its_peaks_and_power(tmp_path):
+    spec = load_spec(_write(tmp_path, _spec_text() + UNITS))
+    cpu, unit = spec.figures_for("tvm", "cpu")  # tvm declares it runs on a CPU
+    assert unit == "cpu" and cpu["peak_gops"] == {"fp32": 100.0, "int8": 400.0} and cpu["power_w"] == 2.0
+    npu, unit = spec.figures_for("onnxruntime", "")  # assigned by the spec
+    assert unit == "npu" and npu["peak_gops"] == {"int8": 4000.0} and npu["power_w"] == 3.0
+    assert npu["memory_bandwidth_gbs"] == cpu["memory_bandwidth_gbs"]  # one memory, shared
+    assert spec.figures_for("coreml", "")[1] == ""  # a backend on no declared unit: the chip's figures
+    assert load_spec(SPECS / "arm64-cortex-a76.toml").digest != spec.digest
+
+
+@pytest.mark.parametrize("change, message", [
+    (('backends = ["onnxruntime"]', 'backends = ["mynpu"]'), r"hardware\.units\.npu\.backends names 'mynpu'"),
+    (('kind = "npu"', 'kind = "tpu"'), r"hardware\.units\.npu\.kind must be one of cpu, gpu, npu, dsp"),
+    (("power_w = 3.0\n", ""), r"missing required key hardware\.units\.npu\.'power_w'.*\"unknown\""),
+    (('peak_gops = "NPU datasheet", ', ""), r"hardware\.units\.npu\.peak_gops has a value but no hardware\.units\.npu\.sources"),
+    (('[hardware.units.cpu]\nkind = "cpu"', '[hardware.units.cpu]\nkind = "cpu"\nbackends = ["onnxruntime"]'),
+     r"'onnxruntime' is listed by hardware\.units\.cpu and hardware\.units\.npu"),
+])
+def test_compute_unit_mistakes_are_named(tmp_path, change, message):
+    with pytest.raises(SpecError, match=message):
+        load_spec(_write(tmp_path, _spec_text() + UNITS.replace(*change)))
 
 
 def test_figure_without_source_is_an_error(tmp_path):

@@ -23,6 +23,7 @@ class ExecuTorchBackend(BackendBase):
     graph_precisions = ()
     program_precisions = ("int8",)  # PT2E with XNNPACK's quantizer, so every int8 op is an XNNPACK kernel
     program_quantizer = "xnnpack"
+    compute_unit = "cpu"  # XNNPACK is a CPU library
     symbolic_dims = False  # XNNPACK programs are planned at static shapes
     accepted_domains = ()
 

@@ -26,6 +26,7 @@ class TvmBackend(BackendBase):
     program_precisions = ()
     symbolic_dims = True
     accepted_domains = ()  # TVM's ONNX importer takes standard ops only
+    compute_unit = "cpu"  # LLVM CPU code (no GPU or NPU target is configured through chipfit)
 
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         # fp32 PyTorch models go through TVM's torch importer (and TVM's own fusion), the rest through ONNX.
@@ -47,6 +48,11 @@ class TvmBackend(BackendBase):
             raise TargetError(
                 f"{target.source_file}: backend_options.tvm.target {options['target']} is not a valid TVM target: {exc}"
             ) from exc
+
+    def check_toolchain(self, target: TargetSpec) -> tuple[str, ...]:
+        from compiler.backends.tvm.lower import toolchain_problems
+
+        return toolchain_problems(target, self.resolve_options(target, detect_host()))
 
     def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered:
         from compiler.backends.tvm import lower as _lower

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import shutil
 from pathlib import Path
@@ -73,13 +74,57 @@ def debian_package(compiler: str) -> str:
     return name
 
 
-def check_cross_compiler(target: TargetSpec, options: dict[str, Any]) -> None:
+def _llvm_features(triple: str) -> set[str]:
+    """Every feature name some CPU LLVM knows for ``triple`` has: what an ``mattr`` may name."""
+    import tvm
+    from tvm.target import codegen
+
+    base = tvm.target.Target({"kind": "llvm", "mtriple": triple})
+    features: set[str] = set()
+    for cpu in codegen.llvm_get_cpu_archlist(base):
+        features |= set(codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mtriple": triple, "mcpu": cpu})))
+    return features
+
+
+def toolchain_problems(target: TargetSpec, options: dict[str, Any]) -> tuple[str, ...]:
+    """What this machine lacks to build ``target``: the cross compiler, and an ``mcpu`` or ``mattr`` that LLVM does
+    not know for the triple (LLVM would only warn and build for a generic CPU)."""
+    from tvm.target import codegen
+
+    problems = []
     cross = options["cross_compiler"]
     if cross and shutil.which(cross) is None:
-        raise BuildError(
-            f"target {target.id} cross-compiles with {cross!r}, which is not on PATH; on Debian/Ubuntu install it "
-            f"with `apt-get install {debian_package(cross)}`"
-        )
+        problems.append(f"target {target.id} cross-compiles with {cross!r}, which is not on PATH; on Debian/Ubuntu "
+                        f"install it with `apt-get install {debian_package(cross)}`")
+    spec = options["target"]
+    if spec.get("kind") != "llvm":
+        return tuple(problems)
+    triple = spec.get("mtriple") or codegen.llvm_get_system_triple()
+    where = f"{target.source_file}: backend_options.tvm.target"
+    mcpu = spec.get("mcpu")
+    if mcpu and not codegen.llvm_is_valid_cpu(mcpu, triple):
+        import tvm
+
+        known = codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": triple}))
+        close = difflib.get_close_matches(mcpu, known, n=3, cutoff=0.5)
+        problems.append(f"{where}.mcpu {mcpu!r} is not a CPU LLVM knows for {triple} (it would build for a generic "
+                        f"CPU)" + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
+                        + f" Known: {', '.join(sorted(known))}")
+    attrs = spec.get("mattr") or []
+    attrs = attrs.split(",") if isinstance(attrs, str) else list(attrs)
+    if attrs:
+        known_features = _llvm_features(triple)
+        unknown = [a for a in attrs if a.lstrip("+-") not in known_features]
+        if unknown:
+            problems.append(f"{where}.mattr {unknown} names features LLVM does not know for {triple}; write them as "
+                            "LLVM spells them, e.g. '+v' (riscv64), '+neon' (aarch64), '+avx2' (x86_64)")
+    return tuple(problems)
+
+
+def check_cross_compiler(target: TargetSpec, options: dict[str, Any]) -> None:
+    problems = toolchain_problems(target, options)
+    if problems:
+        raise BuildError("; ".join(problems))
 
 
 def _compile(mod, target_dict: dict[str, Any], pipeline: str, tuned: bool = False, measure: bool = False):

@@ -10,15 +10,20 @@ from targets.host import HostInfo
 SCHEMA = OptionSchema(
     "tvm",
     {
-        # A TVM target as a JSON-style table, e.g. { kind = "llvm", mcpu = "cortex-a76", mtriple = "aarch64-linux-gnu" }.
-        # mcpu = "detect": this machine's CPU (the host target), with its core count.
-        "target": OptionField(dict, required=True),
-        # Compiler driver used to link the shared library; needed when cross-compiling.
-        "cross_compiler": OptionField(str, default=""),
-        # Relax pipeline applied before tvm.compile ("zero" fuses and legalizes; tvm.compile alone does not fuse on CPU).
-        "pipeline": OptionField(str, choices=("zero", "default"), default="zero"),
-        # Apply the tuning records `chipfit tune` kept for this target (chipfit's cache, tvm-tuning/).
-        "use_tuning": OptionField(bool, default=True),
+        "target": OptionField(
+            dict, required=True,
+            help="a TVM target as a JSON-style table, e.g. { kind = \"llvm\", mcpu = \"cortex-a76\", mtriple = "
+                 "\"aarch64-linux-gnu\", mattr = [\"+neon\"] }; mcpu = \"detect\" is this machine's CPU with its "
+                 "core count; `chipfit targets validate` checks mcpu and mattr against LLVM"),
+        "cross_compiler": OptionField(str, default="",
+                                      help="compiler driver that links the shared library when cross-compiling, e.g. "
+                                           "aarch64-linux-gnu-g++ (must be on PATH)"),
+        "pipeline": OptionField(str, choices=("zero", "default"), default="zero",
+                                help="Relax pipeline before tvm.compile (\"zero\" fuses and legalizes; tvm.compile "
+                                     "alone does not fuse on CPU)"),
+        "use_tuning": OptionField(bool, default=True,
+                                  help="apply the tuning records `chipfit tune` kept for this target (chipfit's cache, "
+                                       "tvm-tuning/)"),
     },
 )
 DETECT = "detect"

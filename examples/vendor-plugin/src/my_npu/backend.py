@@ -54,6 +54,7 @@ class MyNpuBackend(BackendBase):
     program_precisions = ()
     symbolic_dims = True
     accepted_domains = ()  # standard ONNX ops only: contrib fusions are skipped for this backend
+    compute_unit = "npu"  # estimates use the spec's [hardware.units.<name>] of this kind, where it declares units
 
     def versions(self) -> dict[str, str]:
         return {"onnxruntime": ort.__version__, "my-npu-compiler": "0.1.0 (template)"}
