@@ -568,7 +568,12 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     progress = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     reports = []
     with contextlib.redirect_stdout(sys.stderr):
-        for target_id in ids:
+        for target_id in ids if args.node_suite else ():
+            from compiler.node_suite import sweep
+
+            progress(f"node suite: {target_id}")
+            reports += sweep(target_id, args.backend, budget_s=args.case_budget, progress=progress, ctx=ctx)
+        for target_id in () if args.node_suite else ids:
             progress(f"conformance: {target_id}")
             reports.append(run_conformance(target_id, ops=OP_TESTS[: args.ops] if args.ops else OP_TESTS,
                                            models=not args.no_models, progress=progress, ctx=ctx, llm=args.llm,
@@ -987,6 +992,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--markdown", help="write a Markdown table of pass rates here (docs/conformance.md is made so)")
     c.add_argument("--backend", help="test this backend of the target only (default: every backend it lists)")
     c.add_argument("--ops", type=int, help="run only the first N op tests")
+    c.add_argument("--node-suite", action="store_true",
+                   help="instead of the batteries: every case of ONNX's node suite (about 1900), each in a worker with "
+                        "a time budget, beside ONNX Runtime run directly on the same cases")
+    c.add_argument("--case-budget", type=float, default=60.0, metavar="S",
+                   help="node suite: seconds a case may take before it is killed and counted as failed (default 60)")
     c.add_argument("--no-models", action="store_true", help="skip the model zoo (op, artifact and profile checks only)")
     c.add_argument("--llm", action="store_true", help="also the LLM battery: a decoder LM of every supported family")
     c.add_argument("--llm-families", metavar="A,B", help="only these families in the LLM battery (e.g. llama,gemma2)")

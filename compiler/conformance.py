@@ -65,6 +65,8 @@ class Report:
     outcomes: list[Outcome] = field(default_factory=list)
     unsupported_ops: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: node suite only: case -> whether ONNX Runtime run directly on it passes (the baseline an ORT target keeps)
+    runtime_direct: dict[str, bool] = field(default_factory=dict)
 
     def pass_rates(self) -> dict[str, dict[str, Any]]:
         """Per stage: how many items reached it, how many of those failed it, and (RUN, MISMATCH) how many got as
@@ -92,7 +94,8 @@ class Report:
                 "failed": total - passed - not_run, "not_run": not_run,
                 "pass_rate": round(passed / (total - not_run), 4) if total - not_run else None,
                 "stages": self.pass_rates(), "unsupported_ops": self.unsupported_ops, "notes": self.notes,
-                "outcomes": [asdict(o) for o in self.outcomes]}
+                "outcomes": [asdict(o) for o in self.outcomes]} | (
+                    {"runtime_direct": self.runtime_direct} if self.runtime_direct else {})
 
 
 def _stage_applies(kind: str, stage: str) -> bool:
@@ -119,7 +122,10 @@ def _precision_for_ops(target, backend) -> str:
     return target.default_precision
 
 
-def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence[str], progress) -> None:
+def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence[str], progress,
+                   cases: Sequence[Any] | None = None) -> None:
+    """The named node tests (or ``cases``, already collected) lowered for ``target`` by ``backend``; ``progress``
+    hears ``stage <STAGE>`` as each case enters a stage, so a caller that kills a hung case knows where it hung."""
     from dataclasses import replace
 
     from calibration.readers import CalibrationSet
@@ -136,7 +142,7 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
     precision = _precision_for_ops(target, backend)
     tolerance = target.tolerance(precision)
     host = detect_host()
-    cases = _node_cases(ops)
+    cases = _node_cases(ops) if cases is None else cases
     if cases and not backend.lowers_onnx(_onnx_probe(), precision):
         report.notes.append(f"op battery not applicable to {backend.name}: it lowers torch programs, and ONNX's node "
                             "tests are ONNX graphs; its op coverage shows in the model battery")
@@ -149,6 +155,7 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
         progress(f"op {case.name} ({backend.name})")
         inputs_list, outputs_list = case.data_sets[0]
         model = case.model
+        progress("stage LOAD")
         try:
             signature = signature_from_onnx(model)
             inputs = {t.name: np.asarray(a) for t, a in zip(signature.inputs, inputs_list)}
@@ -157,6 +164,7 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
         except Exception as exc:
             report.outcomes.append(row(case.name, False, "LOAD", f"{type(exc).__name__}: {exc}"))
             continue
+        progress("stage QUANTIZE")
         try:
             if precision in backend.graph_precisions:
                 if precision == "fp16":
@@ -173,6 +181,7 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
             continue
         out = workdir / "ops" / case.name
         out.mkdir(parents=True, exist_ok=True)
+        progress("stage LOWER")
         try:
             lowered = backend.lower(traced, target, precision, out)
         except Exception as exc:  # any failure to lower is this target's result for the op
@@ -185,12 +194,14 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
         except NotRunnable as exc:
             report.outcomes.append(row(case.name, True, "", f"lowered; not run here: {exc}", ran=False))
             continue
+        progress("stage RUN")
         try:
             got = plan.runner.run(inputs)
         except Exception as exc:
             report.outcomes.append(row(case.name, False, "RUN", f"{type(exc).__name__}: {str(exc)[:300]}"))
             continue
         expected = {t.name: np.asarray(a) for t, a in zip(signature.outputs, outputs_list)}
+        progress("stage MISMATCH")
         try:
             errors = compare_outputs({k: v.astype(np.float64) for k, v in expected.items()}, got)
             bad = [e for e in errors if not within(e, tolerance)]
@@ -409,7 +420,8 @@ def run_conformance(target_id: str, *, ops: Sequence[str] = OP_TESTS, models: bo
     with tempfile.TemporaryDirectory(prefix=f"chipfit-conformance-{target.id}-") as tmp:
         work = Path(tmp)
         for b in backends:
-            run_op_battery(target, b, work / b.name, report, ops, progress)
+            run_op_battery(target, b, work / b.name, report, ops,
+                           lambda m: None if m.startswith("stage ") else progress(m))
             if models:
                 run_model_battery(target.id, b, work, report, ctx, progress)
             if llm:
