@@ -92,7 +92,7 @@ class DaskExecutor:
                                              host="127.0.0.1", dashboard_address=None)
                 where = "the local Dask cluster"
             try:
-                client = Client(self._cluster or self._scheduler, timeout="30s")
+                client = Client(self._cluster or self._scheduler, timeout="10s")
             except (OSError, TimeoutError) as exc:
                 self._close_cluster()
                 raise UsageError(f"--scheduler {self._scheduler}: cannot reach it ({exc})") from None
