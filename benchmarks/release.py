@@ -10,7 +10,10 @@ example for every registered built-in target at its default precision:
 * warm: the cache filled, into an empty dist/ (copies verified entries) and into the same dist/
   (finds them in place);
 * with profiling: the first profile of a dist/, a repeat that keeps the measurements it already has, and a
-  warm release into an empty dist/ (a CI job's), which takes the profiles kept in the cache.
+  warm release into an empty dist/ (a CI job's), which takes the profiles kept in the cache;
+* executors (with ``distributed`` installed): cold and warm, the local executor (two worker processes) against
+  ``--executor dask`` (a local cluster of two Dask workers on 127.0.0.1, started by the run), the cache a
+  folder and, for Dask, a ``file://`` URL (the object-store code path).
 
 Prints wall seconds and ratios (target for warm: a few seconds, at least 10x faster than cold).
 """
@@ -57,6 +60,20 @@ def main() -> None:
         # what every CI job does: the cache holds artifacts and their profiles, dist/ starts empty
         rows.append(("release warm + profile, empty dist/ (CI)", run("d5", "c2")))
         cold = rows[2][1]
+        try:
+            import distributed  # noqa: F401
+
+            rows.append(("executor local -j2, cold", run("e1", "x1", "--no-profile", "-j", "2")))
+            rows.append(("executor dask 2 workers, cold", run("e2", "x2", "--no-profile", "-j", "2",
+                                                             "--executor", "dask")))
+            rows.append(("executor dask 2 workers, cold, file:// cache",
+                         timed(["release", str(release), "-o", str(root / "e3"), "--cache", f"file://{root / 'x3'}",
+                                "-q", "--no-profile", "-j", "2", "--executor", "dask"])))
+            rows.append(("executor local -j2, warm, empty dist/", run("e4", "x1", "--no-profile", "-j", "2")))
+            rows.append(("executor dask, warm, empty dist/", run("e5", "x2", "--no-profile", "-j", "2",
+                                                                "--executor", "dask")))
+        except ImportError:
+            print("(distributed is not installed: no executor rows; pip install 'chipfit[dask]')")
         print(f"{len(TARGETS)} targets, example model; {root}")
         print(f"{'run':<42} {'wall s':>8} {'vs cold -j2':>12}")
         for name, seconds in rows:

@@ -488,7 +488,15 @@ def cmd_release(args: argparse.Namespace) -> int:
     config = load_release(args.release)
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be at least 1")
-    cache_dir = temporary_cache() if args.no_cache else Path(args.cache) if args.cache else default_cache_dir()
+    from compiler.release.cache import is_url
+
+    if args.scheduler and args.executor != "dask":
+        raise UsageError("--scheduler is for --executor dask")
+    cache_dir = (temporary_cache() if args.no_cache else (args.cache if is_url(args.cache) else Path(args.cache))
+                 if args.cache else default_cache_dir())
+    if args.executor == "dask" and args.scheduler and args.no_cache:
+        raise UsageError("--no-cache with --scheduler: the cluster's workers cannot reach a throwaway cache on this "
+                         "machine; give --cache a shared path or URL")
     progress = (lambda m: None) if args.quiet else print_progress_line
     from compiler.release.cache import default_cache_max_gb
 
@@ -498,7 +506,8 @@ def cmd_release(args: argparse.Namespace) -> int:
     options = ReleaseOptions(out_dir=Path(args.output), cache_dir=cache_dir, jobs=args.jobs,
                              check_reproducible=args.check_reproducible,
                              profile=not args.no_profile,
-                             cell_timeout_s=args.cell_timeout, cache_max_bytes=int(max_gb * 2**30))
+                             cell_timeout_s=args.cell_timeout, cache_max_bytes=int(max_gb * 2**30),
+                             executor=args.executor, scheduler=args.scheduler)
     if args.dry_run:
         rows = [(c.model.name, c.precision, c.target.id, c.key[:12], what) for c, what in dry_run(config, options)]
         print(_table(("model", "precision", "target", "cache key", "would"), rows))
@@ -534,6 +543,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
     from compiler.release.cache import BuildCache, default_cache_dir
 
+    from compiler.release.cache import is_url
+
+    if args.cache and is_url(args.cache):
+        raise UsageError(f"cache {args.action} --cache {args.cache}: works on a cache folder; a URL's store keeps "
+                         "entries by its own retention policy (e.g. an S3 lifecycle rule)")
     cache = BuildCache(Path(args.cache) if args.cache else default_cache_dir())
     if args.action == "prune":
         if args.max_age_days is None and args.max_size_gb is None:
@@ -963,8 +977,15 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("release", help="build, verify and profile every model x target of a release file, cached")
     r.add_argument("release", help="a release.toml (models, precisions, targets, thresholds)")
     r.add_argument("-o", "--output", default="dist", help="output folder (default: dist)")
-    r.add_argument("-j", "--jobs", type=int, default=1, help="cells built at once, each in its own process (default 1)")
-    r.add_argument("--cache", help="build cache folder (default: $CHIPFIT_CACHE_DIR or ~/.cache/chipfit)")
+    r.add_argument("-j", "--jobs", type=int, default=1, help="cells built at once, each in its own process (default 1); "
+                   "with --executor dask and no --scheduler, the local cluster's workers")
+    r.add_argument("--cache", help="build cache: a folder (default: $CHIPFIT_CACHE_DIR or ~/.cache/chipfit), or an "
+                                   "fsspec URL (s3://bucket/prefix, file:///shared/cache) that every worker reaches")
+    r.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="where cache misses are built: worker processes here (default), or a Dask cluster "
+                        "(pip install 'chipfit[dask]')")
+    r.add_argument("--scheduler", help="--executor dask: the scheduler's address (tcp://host:8786); default: a "
+                                       "local cluster of --jobs workers on 127.0.0.1")
     r.add_argument("--no-cache", action="store_true", help="build everything in a throwaway cache")
     r.add_argument("--check-reproducible", action="store_true",
                    help="build every cell a second time, outside the cache, and compare the artifacts")

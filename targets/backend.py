@@ -279,6 +279,12 @@ class BackendBase:
     def fingerprint(self) -> dict[str, str]:
         return code_fingerprint(self)
 
+    def build_resources(self, target: TargetSpec) -> dict[str, float]:
+        """What a build machine must offer to lower for ``target`` (Dask worker resources, e.g. ``{"coreml": 1}``
+        for a backend whose packaging runs only on macOS, ``{"vendor-sdk": 1}`` for a licensed SDK); none by
+        default: every machine with the backend's Python packages can build."""
+        return {}
+
     decoder_precisions: tuple[str, ...] = ()
     decoder_families: tuple[str, ...] = ()
 
@@ -316,6 +322,17 @@ def code_fingerprint(backend: object) -> dict[str, str]:
             continue
     return {f"backend:{getattr(backend, 'name', top)}:package": version,
             f"backend:{getattr(backend, 'name', top)}:code": h.hexdigest()}
+
+
+def build_resources(backends: Sequence[object], target: TargetSpec) -> dict[str, float]:
+    """What a machine must offer to build ``target`` with all of ``backends``: each backend's `build_resources`
+    (an optional hook: a plugin without it needs nothing), the largest amount of each."""
+    needed: dict[str, float] = {}
+    for backend in backends:
+        hook = getattr(backend, "build_resources", None)
+        for name, amount in (hook(target) if hook is not None else {}).items():
+            needed[name] = max(needed.get(name, 0.0), float(amount))
+    return dict(sorted(needed.items()))
 
 
 def check_backend(obj: object, name: str) -> "Backend":

@@ -219,6 +219,24 @@ def set_options(request: Any, values: Mapping[str, Any]) -> Any:
     return request
 
 
+def _is_file_option(opt: Option, value: Any) -> bool:
+    return opt.path and isinstance(value, str) and value not in ("example", "random")
+
+
+def paths_of(request: BuildRequest) -> list[str]:
+    """The files and folders ``request`` names (its ``path`` options), in declaration order."""
+    return [v for p, _, opt in options(type(request)) if _is_file_option(opt, v := get_option(request, p))]
+
+
+def with_paths(request: BuildRequest, where: Callable[[str], str]) -> BuildRequest:
+    """``request`` with every file it names replaced by ``where(path)`` (e.g. a worker's copy of it)."""
+    for p, _, opt in options(type(request)):
+        value = get_option(request, p)
+        if _is_file_option(opt, value):
+            request = _set(request, p, where(value))
+    return request
+
+
 def check_request(request: BuildRequest, spelled: Callable[[Option], str] = lambda o: o.name) -> None:
     """Every option within its declared choices and bounds; the error names the option as the user wrote it
     (``spelled`` gives the flag or the release key)."""
@@ -249,7 +267,7 @@ def _keyed(obj: Any, digest: Callable[[str], str]) -> Any:
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
             opt = f.metadata.get("option")
-            if opt is not None and opt.path and isinstance(value, str) and value not in ("example", "random"):
+            if opt is not None and _is_file_option(opt, value):
                 out[f.name] = {"content": digest(value)}
             else:
                 out[f.name] = _keyed(value, digest)

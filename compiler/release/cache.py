@@ -12,12 +12,15 @@ Layout under the cache root::
 
     entries/<key>/entry.json         what was built, from what, and each artifact's manifest sha256
     entries/<key>/<artifact dir>/    the artifacts, exactly as built
+    inputs/<sha256>.tar              a cell's input files, for workers on other machines (`inputs`)
     locks/<key>.lock                 flock'ed while a process looks up or builds the key
-    tmp/                             staging for builds and commits (abandoned ones are removed)
+    tmp/<host id>/                   staging for builds and commits; each host removes only its own
+                                     abandoned ones (a process id means nothing on another machine)
 
 An entry is committed by renaming a complete staging directory, so it either exists whole or not at
 all. Every lookup re-hashes the entry's files against its manifests: a corrupt entry is removed and
-rebuilt, never used.
+rebuilt, never used. A cache given as a URL (``s3://...``, ``file://...``) is `UrlBuildCache`
+(`compiler.release.url_cache`): the same layout, committed by put-if-absent instead of rename and lock.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +41,10 @@ import onnx
 
 from compiler.artifact import MANIFEST_NAME, STAGING_MARK, remove_abandoned
 from compiler.errors import UsageError
-from targets.files import digest_path, file_lock, sha256_file
+from compiler.release import inputs
+from targets.files import digest_path, file_lock, sha256_file, write_text_atomic
 from targets.manifest import read_artifact
+from targets.profile import PROFILE_NAME
 from targets.request import BuildRequest, artifact_key_form, digest_json
 from compiler.cache_dir import default_cache_dir  # noqa: F401 (re-exported for the CLI)
 
@@ -45,6 +52,31 @@ ENTRY_NAME = "entry.json"
 ENTRY_SCHEMA_VERSION = 1
 #: chipfit's own code that shapes an artifact; a change to it invalidates every entry.
 SOURCE_PACKAGES = ("compiler", "targets", "calibration")
+
+
+def host_id() -> str:
+    """This machine's name in the cache's staging folders: ``$CHIPFIT_HOST_ID``, else the host name.
+
+    Set it where host names repeat (containers) or to run several "hosts" on one machine (the tests).
+    """
+    name = os.environ.get("CHIPFIT_HOST_ID") or socket.gethostname() or "localhost"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def is_url(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+def open_cache(location: str | Path, host: str | None = None, mirror: Path | None = None):
+    """The build cache at ``location``: a folder (`BuildCache`), or an fsspec URL (`UrlBuildCache`, whose entries
+    are copied into ``mirror``, a local folder: default one per URL under ``$CHIPFIT_CACHE_DIR/mirrors``)."""
+    if not is_url(location):
+        return BuildCache(location, host)
+    from compiler.release.url_cache import UrlBuildCache
+
+    if mirror is None:
+        mirror = default_cache_dir() / "mirrors" / hashlib.sha256(str(location).encode()).hexdigest()[:16]
+    return UrlBuildCache(str(location), mirror, host)
 
 
 def default_cache_max_gb() -> float:
@@ -97,9 +129,14 @@ def cache_key(components: Mapping[str, str]) -> str:
 
 
 def toolchain_digest(backends) -> str:
+    return digest_json(toolchain_of(backends))
+
+
+def toolchain_of(backends) -> dict[str, str]:
+    """The toolchain fingerprint (package versions, backends' code) whose digest is a key's ``toolchain``."""
     from compiler.toolchain import toolchain_fingerprint
 
-    return digest_json(toolchain_fingerprint(backends))
+    return toolchain_fingerprint(backends)
 
 
 def key_components(request: BuildRequest, spec, backends, host, toolchain: str | None = None,
@@ -128,6 +165,30 @@ def key_components(request: BuildRequest, spec, backends, host, toolchain: str |
     }
 
 
+def entry_problem(key: str, path: Path) -> str | None:
+    """What is wrong with the entry folder ``path`` for ``key`` (its record, its artifacts' files), or None."""
+    try:
+        record = json.loads((path / ENTRY_NAME).read_text())
+    except (OSError, ValueError) as exc:
+        return f"{ENTRY_NAME} unreadable: {exc}"
+    if record.get("schema_version") != ENTRY_SCHEMA_VERSION or record.get("key") != key:
+        return f"{ENTRY_NAME} is for schema {record.get('schema_version')!r}, key {str(record.get('key'))[:12]}"
+    for name, manifest_sha in record.get("artifacts", {}).items():
+        artifact_dir = path / name
+        manifest = artifact_dir / MANIFEST_NAME
+        if not manifest.is_file():
+            return f"{name}/{MANIFEST_NAME} missing"
+        if sha256_file(manifest) != manifest_sha:
+            return f"{name}/{MANIFEST_NAME} sha256 differs from the entry's"
+        try:
+            problems = read_artifact(artifact_dir).file_problems()
+        except UsageError as exc:
+            return str(exc)
+        if problems:
+            return f"{name}: {problems[0]}"
+    return None
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     key: str
@@ -140,8 +201,21 @@ class CacheEntry:
 
 
 class BuildCache:
-    def __init__(self, root: str | Path) -> None:
+    """The cache in a folder (local, or a shared POSIX/NFS path mounted at the same place on every worker)."""
+
+    def __init__(self, root: str | Path, host: str | None = None) -> None:
         self.root = Path(root)
+        self.host = host or host_id()
+
+    @property
+    def location(self) -> str:
+        """Where a worker finds this cache (absolute: a Dask worker's working folder is not the driver's)."""
+        return str(self.root.absolute())
+
+    @property
+    def calibration_dir(self) -> Path:
+        """Calibration statistics, kept between releases (a local folder)."""
+        return self.root / "calibration"
 
     def _entry_dir(self, key: str) -> Path:
         return self.root / "entries" / key
@@ -196,7 +270,7 @@ class BuildCache:
         path = self._entry_dir(key)
         if not path.exists():
             return None, ""
-        problem = self._problem(key, path)
+        problem = entry_problem(key, path)
         if problem is None:
             os.utime(path / ENTRY_NAME)  # last use, for `prune`
             return CacheEntry(key, path, json.loads((path / ENTRY_NAME).read_text())), ""
@@ -208,30 +282,8 @@ class BuildCache:
         path = self._entry_dir(key)
         if not path.exists():
             return False, ""
-        problem = self._problem(key, path)
+        problem = entry_problem(key, path)
         return problem is None, f"cache entry {key[:12]} is corrupt ({problem})" if problem else ""
-
-    def _problem(self, key: str, path: Path) -> str | None:
-        try:
-            record = json.loads((path / ENTRY_NAME).read_text())
-        except (OSError, ValueError) as exc:
-            return f"{ENTRY_NAME} unreadable: {exc}"
-        if record.get("schema_version") != ENTRY_SCHEMA_VERSION or record.get("key") != key:
-            return f"{ENTRY_NAME} is for schema {record.get('schema_version')!r}, key {str(record.get('key'))[:12]}"
-        for name, manifest_sha in record.get("artifacts", {}).items():
-            artifact_dir = path / name
-            manifest = artifact_dir / MANIFEST_NAME
-            if not manifest.is_file():
-                return f"{name}/{MANIFEST_NAME} missing"
-            if sha256_file(manifest) != manifest_sha:
-                return f"{name}/{MANIFEST_NAME} sha256 differs from the entry's"
-            try:
-                problems = read_artifact(artifact_dir).file_problems()
-            except UsageError as exc:
-                return str(exc)
-            if problems:
-                return f"{name}: {problems[0]}"
-        return None
 
     def _discard(self, path: Path) -> None:
         doomed = self.root / "tmp" / f"discard-{uuid.uuid4().hex[:8]}"
@@ -240,13 +292,43 @@ class BuildCache:
         shutil.rmtree(doomed, ignore_errors=True)
 
     def staging(self, label: str) -> Path:
-        """A fresh directory for one build; ones left by dead processes are removed first."""
+        """A fresh directory for one build in this host's staging folder; the ones there left by dead processes
+        are removed first (another host's are not: its process ids mean nothing here)."""
         tmp = self.root / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        remove_abandoned(tmp, f"*{STAGING_MARK}*")
-        path = tmp / f"{label}{STAGING_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        mine = tmp / self.host
+        mine.mkdir(parents=True, exist_ok=True)
+        remove_abandoned(tmp, f"*{STAGING_MARK}*")  # left by chipfit versions before host folders
+        remove_abandoned(mine, f"*{STAGING_MARK}*")
+        path = mine / f"{label}{STAGING_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         path.mkdir()
         return path
+
+    def keep_profile(self, key: str, artifact: str, text: str) -> None:
+        """A profile measured for an entry's artifact, kept beside it (call with the key's lock held)."""
+        folder = self._entry_dir(key) / artifact
+        if folder.is_dir():
+            write_text_atomic(folder / PROFILE_NAME, text)
+
+    def put_input(self, path: str | Path) -> str:
+        """Store an input file or folder as a content-addressed archive; returns its sha256."""
+        data = inputs.pack(path)
+        sha = inputs.digest(data)
+        dest = self.root / "inputs" / f"{sha}{inputs.SUFFIX}"
+        if not dest.is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            tmp.write_bytes(data)
+            tmp.replace(dest)
+        return sha
+
+    def get_input(self, sha: str, name: str, into: Path) -> Path:
+        """The input ``sha`` unpacked under ``into`` (once); ``name``: the file or folder it was packed from."""
+        if (into / sha).is_dir():
+            return into / sha / name
+        source = self.root / "inputs" / f"{sha}{inputs.SUFFIX}"
+        if not source.is_file():
+            raise inputs.InputError(f"input {sha[:12]} ({name}) is not in the cache {self.location}")
+        return inputs.unpack(source.read_bytes(), sha, name, into)
 
     def commit(self, key: str, artifacts: Mapping[str, Path], record: Mapping[str, Any]) -> CacheEntry:
         """Copy built artifact directories (name -> path) in as one entry; call with the key's lock held."""

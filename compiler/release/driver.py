@@ -3,9 +3,10 @@
 1. **plan**: read the release file, resolve targets (ids or spec files) and precisions, and compute
    each cell's cache key. Anything wrong (a target that does not build a precision, int8 without
    calibration data, a threshold for a target not in the release) stops here, before any work.
-2. **build**: up to ``jobs`` cells at once. Under the key's lock, a verified cache entry is used as is;
-   otherwise the cell is built by ``python -m compiler.release.worker`` into a staging folder and
-   committed to the cache. A worker that fails or crashes is reported in its cell; the others go on.
+2. **build**: under the key's lock, a verified cache entry is used as is; otherwise the cell goes to the
+   executor (`compiler.release.executor`: this machine's worker processes, ``jobs`` at once, or a Dask
+   cluster), which builds it with ``python -m compiler.release.worker`` and commits it to the cache. A
+   worker that fails or crashes is reported in its cell; the others go on.
 3. **fill dist/**: each cell's artifacts are copied to ``dist/<model>/<precision>/<target>[@backend]``
    by atomic rename; artifacts of cells no longer in the release are removed.
 4. **check** (``--check-reproducible``): every cell is built a second time, outside the cache, and
@@ -35,18 +36,18 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from compiler import __version__
 from compiler.artifact import FAILED_SUFFIX, MANIFEST_NAME, STAGING_MARK, swap_into
 from compiler.errors import UsageError
-from compiler.release.cache import (BuildCache, CacheEntry, cache_key, digest_source_code, key_components,
-                                    toolchain_digest)
+from compiler.release.cache import CacheEntry, cache_key, digest_source_code, key_components, open_cache, toolchain_of
 from compiler.release.config import ModelEntry, ReleaseConfig
-from compiler.release.pool import Spawn, WorkerPool, spawn_worker
+from compiler.release.executor import CellBuild, CellTask, Executor, make_executor, untar
+from compiler.release.pool import Spawn
 from compiler.release.summary import summary_markdown
-from compiler.release.worker import RESULT_NAME
 from compiler.reproducibility import compare_builds
 from targets.files import file_lock, sha256_file, utc_now, write_text_atomic
 from targets.manifest import read_artifact, read_manifest
 from targets.release_index import (INDEX_NAME, INDEX_SCHEMA_VERSION, ArtifactEntry, CellEntry, NumericsSummary,
                                    ProfileSummary, ReleaseIndex, ReproducibilityCheck)
-from targets.request import BuildRequest
+from targets.backend import build_resources
+from targets.request import BuildRequest, digest_json
 from targets.spec import TargetError, TargetSpec, load_spec
 
 SUMMARY_NAME = "summary.md"
@@ -58,13 +59,17 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class ReleaseOptions:
     out_dir: Path
-    cache_dir: Path
+    cache_dir: Path | str  # a folder, or an fsspec URL (``s3://bucket/prefix``, ``file:///shared/cache``)
     jobs: int = 1
     check_reproducible: bool = False
     profile: bool = True
     cell_timeout_s: float = 1800.0
     #: after the release, the cache is pruned to this size, least recently used entries first (None: no cap)
     cache_max_bytes: int | None = None
+    #: where cache misses are built: "local" (worker processes here) or "dask" (a cluster)
+    executor: str = "local"
+    #: the Dask scheduler's address (None: a local cluster of ``jobs`` workers on 127.0.0.1)
+    scheduler: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,10 @@ class CellPlan:
     request: BuildRequest  # everything the worker needs to build the cell
     components: Mapping[str, str]
     key: str
+    #: the toolchain the key was computed for: {"digest", "fingerprint", "source"} (a worker checks its own)
+    toolchain: Mapping[str, Any] = field(default_factory=dict)
+    #: what a worker must offer to build the cell (from its backends; used by the Dask executor)
+    resources: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -165,7 +174,7 @@ def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
     backends, host = backend_registry(), detect_host()
     signatures: dict[str, Any] = {}
     source_code = digest_source_code()
-    toolchains: dict[tuple[str, ...], str] = {}
+    toolchains: dict[tuple[str, ...], dict[str, Any]] = {}
     cells: list[CellPlan] = []
     for n, model in enumerate(config.models):
         for ref in model.targets or config.targets:
@@ -198,11 +207,17 @@ def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
                 try:
                     used = [backends.get(b) for b in spec.backends]
                     if spec.backends not in toolchains:
-                        toolchains[spec.backends] = toolchain_digest(used)
-                    components = key_components(request, spec, used, host, toolchains[spec.backends], source_code)
+                        fingerprint = toolchain_of(used)
+                        toolchains[spec.backends] = {"digest": digest_json(fingerprint), "fingerprint": fingerprint,
+                                                     "source": source_code}
+                    toolchain = toolchains[spec.backends]
+                    components = key_components(request, spec, used, host, toolchain["digest"], source_code)
+                    building = [b for b in used if not request.backend or b.name == request.backend]
+                    resources = build_resources(building, spec)
                 except TargetError as exc:
                     raise UsageError(f"target {spec.id}: {exc}") from None
-                cells.append(CellPlan(model, spec, spec_file, precision, request, components, cache_key(components)))
+                cells.append(CellPlan(model, spec, spec_file, precision, request, components, cache_key(components),
+                                      toolchain, resources))
     return registry, cells
 
 
@@ -256,31 +271,30 @@ def _check_decoder(model: ModelEntry, request: BuildRequest, registry, n: int, f
 # --- build -----------------------------------------------------------------------------------------
 
 
-def _request(cell: CellPlan, out_dir: Path, calibration_cache: Path, log: Path) -> dict[str, Any]:
-    return {"request": cell.request.to_dict(), "out_dir": str(out_dir), "calibration_cache": str(calibration_cache),
-            "log": str(log)}
+def _task(cell: CellPlan, options: ReleaseOptions, commit: bool = True) -> CellTask:
+    return CellTask(cell.label, cell.slug, cell.model.name, cell.key, dict(cell.components), cell.request.to_dict(),
+                    dict(cell.toolchain), options.cell_timeout_s, commit, dict(cell.resources))
 
 
-def _run_worker(cell: CellPlan, cache: BuildCache, log: Path, spawn: Spawn, timeout_s: float
-                ) -> tuple[Path, list[dict[str, Any]] | None, str]:
-    """Build one cell in a worker; returns (staging dir, results or None, error message)."""
-    staging = cache.staging(cell.slug)
-    out = staging / "out"
-    out.mkdir()
-    request = staging / "request.json"
-    request.write_text(json.dumps(_request(cell, out, cache.root / "calibration", log.resolve()), indent=2))
+def _run(cell: CellPlan, executor: Executor, options: ReleaseOptions, log: Path, commit: bool = True) -> CellBuild:
+    """One cell through the executor; its log goes to ``log`` (in dist/logs, written here: only the driver
+    writes dist/). An executor's own failure (no worker can take the cell, a lost worker) is the cell's error."""
+    try:
+        build = executor.submit(_task(cell, options, commit)).result()
+    except Exception as exc:  # noqa: BLE001 (the cell fails, the release goes on)
+        build = CellBuild("error", error=f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))
     log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text("")
-    code = spawn(request, log, timeout_s)
-    result = out / RESULT_NAME
-    if code != 0 or not result.is_file():
-        how = f"signal {-code}" if code < 0 else f"exit {code}"
-        tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:]) if log.exists() else ""
-        return staging, None, f"the worker crashed ({how}); log {log}: {tail[-400:]}"
-    payload = json.loads(result.read_text())
-    if "error" in payload:
-        return staging, None, payload["error"]
-    return staging, payload["results"], ""
+    log.write_text(build.log)
+    log.with_suffix(".libraries.log").write_text(build.libraries_log)
+    return build
+
+
+def _crash_message(build: CellBuild, log: Path) -> str:
+    code = build.exit_code
+    how = f"signal {-code}" if code < 0 else f"exit {code}"
+    tail = " | ".join(build.log.strip().splitlines()[-3:])
+    where = f" on {build.worker}" if build.worker and build.worker != "local" else ""
+    return f"the worker crashed ({how}){where}; log {log}: {tail[-400:]}"
 
 
 def _artifact_record(path: Path, dist: Path) -> ArtifactEntry:
@@ -355,7 +369,7 @@ def _why_rebuilt(cell: CellPlan, previous: Mapping[str, Any]) -> str:
     return ("changed: " + ", ".join(changed)) if changed else "not in the cache"
 
 
-def _build_one(cell: CellPlan, cache: BuildCache, options: ReleaseOptions, spawn: Spawn,
+def _build_one(cell: CellPlan, cache, options: ReleaseOptions, executor: Executor,
                previous: Mapping[str, Any], progress: Progress, position: str) -> CellOutcome:
     start = time.perf_counter()
     log = options.out_dir / "logs" / f"{cell.slug}.log"
@@ -366,68 +380,84 @@ def _build_one(cell: CellPlan, cache: BuildCache, options: ReleaseOptions, spawn
             outcome = CellOutcome(cell, "cached", time.perf_counter() - start, artifacts)
             progress(f"{position} {cell.label}: cache hit ({len(artifacts)} artifact(s), {outcome.seconds:.1f} s)")
             return outcome
-        note = corrupt or _why_rebuilt(cell, previous)
-        progress(f"{position} {cell.label}: building ({note})")
-        staging, results, error = _run_worker(cell, cache, log, spawn, options.cell_timeout_s)
-        try:
-            if results is None:
-                outcome = CellOutcome(cell, "error", time.perf_counter() - start, message=error, cache_note=note,
-                                      log=str(log), stage="LOAD" if "worker crashed" not in error else "")
-            elif any(r["status"] not in ("verified", "not-run") for r in results):
-                bad = [r for r in results if r["status"] not in ("verified", "not-run")]
-                good = [r for r in results if r not in bad]
-                kept = _keep_failed(staging, cell, options.out_dir)
-                message = "; ".join(_failure(r) for r in bad) + (f" (kept: {', '.join(kept)})" if kept else "")
-                stage = next((r.get("stage") for r in bad if r.get("stage")), "")
-                if good:  # ship what verified; the gate decides about the rest (a partial cell is never cached)
-                    artifacts = _copy_into_dist({Path(r["artifact"]).name: Path(r["artifact"]) for r in good}, cell,
-                                                options.out_dir)
-                    outcome = CellOutcome(cell, "partial", time.perf_counter() - start, artifacts, message=message,
-                                          cache_note=note, log=str(log), stage=stage,
-                                          failed_backends=tuple(r["backend"] for r in bad))
-                else:
-                    outcome = CellOutcome(cell, "failed" if all(r["status"] == "failed" for r in bad) else "error",
-                                          time.perf_counter() - start, message=message, cache_note=note, log=str(log),
-                                          stage=stage, failed_backends=tuple(r["backend"] for r in bad))
-            else:
-                built = {Path(r["artifact"]).name: Path(r["artifact"]) for r in results}
-                entry = cache.commit(cell.key, built, {"cell": cell.label, "components": dict(cell.components),
-                                                       "built": utc_now(), "results": results})
-                artifacts = _materialize(entry, cell, options.out_dir)
-                outcome = CellOutcome(cell, "built", time.perf_counter() - start, artifacts, cache_note=note,
-                                      log=str(log))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    verdict = outcome.status if outcome.status == "built" else f"{outcome.status.upper()}: {outcome.message}"
+    note = corrupt or _why_rebuilt(cell, previous)
+    progress(f"{position} {cell.label}: building ({note})")
+    build = _run(cell, executor, options, log)
+    if build.status in ("built", "cached"):  # "cached": another run committed it while this one waited
+        with cache.lock(cell.key):
+            entry, problem = cache.lookup(cell.key)
+        if entry is None:
+            outcome = CellOutcome(cell, "error", time.perf_counter() - start, cache_note=note, log=str(log),
+                                  message=f"the worker committed the cell, but its cache entry is unusable: {problem}")
+        else:
+            outcome = CellOutcome(cell, build.status, time.perf_counter() - start,
+                                  _materialize(entry, cell, options.out_dir), cache_note=note,
+                                  log=str(log) if build.status == "built" else None)
+    elif build.status == "crashed":
+        outcome = CellOutcome(cell, "error", time.perf_counter() - start, message=_crash_message(build, log),
+                              cache_note=note, log=str(log))
+    elif build.status == "error":
+        outcome = CellOutcome(cell, "error", time.perf_counter() - start, message=build.error, cache_note=note,
+                              log=str(log), stage=build.stage)
+    else:
+        outcome = _not_cached(cell, build, cache, options, note, log, start)
+    verdict = outcome.status if outcome.status in ("built", "cached") else f"{outcome.status.upper()}: {outcome.message}"
     progress(f"{position} {cell.label}: {verdict} ({outcome.seconds:.1f} s)")
     return outcome
 
 
-def _check_reproducible(outcome: CellOutcome, cache: BuildCache, options: ReleaseOptions, spawn: Spawn,
-                        progress: Progress) -> None:
-    """Build the cell again outside the cache and compare each artifact with the one in dist."""
-    cell = outcome.cell
-    log = options.out_dir / "logs" / f"{cell.slug}.rebuild.log"
-    staging, results, error = _run_worker(cell, cache, log, spawn, options.cell_timeout_s)
+def _not_cached(cell: CellPlan, build: CellBuild, cache, options: ReleaseOptions, note: str, log: Path,
+                start: float) -> CellOutcome:
+    """A cell some of whose backends failed: what verified ships (a partial cell is never cached), the failed
+    artifacts are kept in dist as ``<target>.failed`` for inspection."""
+    results = list(build.results)
+    bad = [r for r in results if r["status"] not in ("verified", "not-run")]
+    good = [r for r in results if r not in bad]
+    staging = cache.staging(cell.slug)
     try:
-        if results is None:
-            outcome.reproducible = [ReproducibilityCheck(False, cell.label, f"second build failed: {error}")]
-            return
-        second = {Path(r["artifact"]).name: Path(r["artifact"]) for r in results if r["artifact"]}
-        checks = []
-        for record in outcome.artifacts:
-            name = Path(record.path).name
-            first_manifest = read_manifest(options.out_dir / record.path / MANIFEST_NAME)
-            if name not in second:
-                checks.append(ReproducibilityCheck(False, record.path, "the second build made no such artifact"))
-                continue
-            same, detail = compare_builds(first_manifest, read_manifest(second[name] / MANIFEST_NAME))
-            checks.append(ReproducibilityCheck(same, record.path, detail))
-        outcome.reproducible = checks
-        for check in checks:
-            progress(f"reproducible? {check.artifact}: {'yes' if check.ok else 'NO'} ({check.detail})")
+        built = staging / "out" / cell.model.name
+        untar(build.outputs, built)
+        kept = _keep_failed(staging, cell, options.out_dir)
+        message = "; ".join(_failure(r) for r in bad) + (f" (kept: {', '.join(kept)})" if kept else "")
+        stage = next((r.get("stage") for r in bad if r.get("stage")), "")
+        if good:
+            artifacts = _copy_into_dist({Path(r["artifact"]).name: built / Path(r["artifact"]).name for r in good},
+                                        cell, options.out_dir)
+            return CellOutcome(cell, "partial", time.perf_counter() - start, artifacts, message=message,
+                               cache_note=note, log=str(log), stage=stage,
+                               failed_backends=tuple(r["backend"] for r in bad))
+        return CellOutcome(cell, "failed" if all(r["status"] == "failed" for r in bad) else "error",
+                           time.perf_counter() - start, message=message, cache_note=note, log=str(log),
+                           stage=stage, failed_backends=tuple(r["backend"] for r in bad))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_reproducible(outcome: CellOutcome, executor: Executor, options: ReleaseOptions,
+                        progress: Progress) -> None:
+    """Build the cell again outside the cache, in a fresh process, and compare each artifact with dist's."""
+    from targets.manifest import Manifest
+
+    cell = outcome.cell
+    log = options.out_dir / "logs" / f"{cell.slug}.rebuild.log"
+    build = _run(cell, executor, options, log, commit=False)
+    if build.status not in ("results", "built"):
+        error = _crash_message(build, log) if build.status == "crashed" else build.error
+        outcome.reproducible = [ReproducibilityCheck(False, cell.label, f"second build failed: {error}")]
+        return
+    checks = []
+    for record in outcome.artifacts:
+        name = Path(record.path).name
+        first_manifest = read_manifest(options.out_dir / record.path / MANIFEST_NAME)
+        if name not in build.manifests:
+            checks.append(ReproducibilityCheck(False, record.path, "the second build made no such artifact"))
+            continue
+        second = Manifest.from_dict(json.loads(build.manifests[name]), f"{cell.label} (second build)/{name}")
+        same, detail = compare_builds(first_manifest, second)
+        checks.append(ReproducibilityCheck(same, record.path, detail))
+    outcome.reproducible = checks
+    for check in checks:
+        progress(f"reproducible? {check.artifact}: {'yes' if check.ok else 'NO'} ({check.detail})")
 
 
 def _previous_index(dist: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -455,7 +485,7 @@ def _remove_stale(dist: Path, previous: Mapping[str, Any], outcomes: Sequence[Ce
 
 def dry_run(config: ReleaseConfig, options: ReleaseOptions, registry=None) -> list[tuple[CellPlan, str]]:
     """Each cell and what a release would do with it ("cached", or "build: <why>"); builds nothing."""
-    cache = BuildCache(options.cache_dir)
+    cache = open_cache(options.cache_dir)
     _, previous_cells = _previous_index(options.out_dir)
     plan = []
     for cell in plan_release(config, registry):
@@ -466,30 +496,22 @@ def dry_run(config: ReleaseConfig, options: ReleaseOptions, registry=None) -> li
 
 def release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress = lambda m: None,
             spawn: Spawn | None = None, registry=None) -> ReleaseReport:
-    """Build, check and profile the release; ``spawn`` runs one cell's worker (default: a `WorkerPool`)."""
-    pool = WorkerPool(max(1, options.jobs)) if spawn is None else None
-    try:
-        # The second build of --check-reproducible runs in a fresh process: nondeterminism that shows only
-        # across processes (hash seeds, addresses) would be missed by a worker that built the first.
-        return _release(config, options, progress, spawn or pool, registry, spawn or spawn_worker,
-                        pool.close if pool is not None else (lambda: None))
-    except BaseException:
-        if pool is not None:
-            pool.kill()  # an interrupted cell leaves only its staging folder, removed by the next run
-        raise
-    finally:
-        if pool is not None:
-            pool.close()
-
-
-def _release(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, spawn: Spawn,
-             registry, check_spawn: Spawn, built: Callable[[], None]) -> ReleaseReport:
+    """Build, check and profile the release. Cache misses go to the executor ``options.executor`` names;
+    ``spawn`` (local executor only) runs one cell's worker instead of a `WorkerPool` (tests)."""
     start = time.perf_counter()
     registry, cells = _plan(config, registry)
     dist = options.out_dir
     dist.mkdir(parents=True, exist_ok=True)
     with _dist_lock(dist):
-        return _fill(config, options, progress, spawn, registry, check_spawn, built, cells, start)
+        cache = open_cache(options.cache_dir)
+        executor = make_executor(options.executor, cache, options.jobs, options.scheduler, spawn)
+        try:
+            return _fill(config, options, progress, executor, cache, registry, cells, start)
+        except BaseException:
+            executor.kill()  # an interrupted cell leaves only its staging folder, removed by the next run
+            raise
+        finally:
+            executor.close()
 
 
 @contextlib.contextmanager
@@ -502,13 +524,12 @@ def _dist_lock(dist: Path) -> Iterator[None]:
         yield
 
 
-def _fill(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, spawn: Spawn, registry,
-          check_spawn: Spawn, built: Callable[[], None], cells: list[CellPlan], start: float) -> ReleaseReport:
+def _fill(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, executor: Executor, cache, registry,
+          cells: list[CellPlan], start: float) -> ReleaseReport:
     dist = options.out_dir
-    cache = BuildCache(options.cache_dir)
     previous, previous_cells = _previous_index(dist)
-    progress(f"release {config.name}: {len(cells)} cell(s) ({len(config.models)} model(s)); cache {cache.root}; "
-             f"{options.jobs} job(s)")
+    progress(f"release {config.name}: {len(cells)} cell(s) ({len(config.models)} model(s)); cache "
+             f"{cache.location}; {executor.description}")
     lock = threading.Lock()
 
     def say(message: str) -> None:
@@ -516,13 +537,14 @@ def _fill(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, sp
             progress(message)
 
     width = len(str(len(cells)))
-    threads = ThreadPoolExecutor(max_workers=max(1, options.jobs))
+    # the driver's threads wait on the executor: as many as it takes cells at once
+    threads = ThreadPoolExecutor(max_workers=max(1, min(executor.slots, len(cells))))
     try:
-        futures = [threads.submit(_build_one, cell, cache, options, spawn, previous_cells, say,
+        futures = [threads.submit(_build_one, cell, cache, options, executor, previous_cells, say,
                                   f"[{n:>{width}}/{len(cells)}]") for n, cell in enumerate(cells, 1)]
         outcomes = [f.result() for f in futures]
         if options.check_reproducible:
-            checks = [threads.submit(_check_reproducible, o, cache, options, check_spawn, say) for o in outcomes
+            checks = [threads.submit(_check_reproducible, o, executor, options, say) for o in outcomes
                       if o.status in ("built", "cached")]
             for f in checks:
                 f.result()
@@ -531,7 +553,7 @@ def _fill(config: ReleaseConfig, options: ReleaseOptions, progress: Progress, sp
         threads.shutdown(wait=False, cancel_futures=True)
         raise
     threads.shutdown()
-    built()  # the workers end before profiling: idle build processes must not share the CPUs being timed
+    executor.idle()  # the workers end before profiling: idle build processes must not share the CPUs being timed
     for rel in _remove_stale(dist, previous, outcomes):
         progress(f"removed {rel}: no longer in the release")
     report = ReleaseReport(config, outcomes)
@@ -575,7 +597,7 @@ def _profile(report: ReleaseReport, options: ReleaseOptions, progress: Progress,
                     p.artifact_mb, p.reused_measurement, p.llm))
 
 
-def _keep_profiles(report: ReleaseReport, cache: BuildCache, dist: Path) -> None:
+def _keep_profiles(report: ReleaseReport, cache, dist: Path) -> None:
     """Each cached cell's profiles go into its cache entry, beside its artifacts: a later release of the same
     artifacts on the same host and runtimes, into any dist/ (a CI job's is empty), reuses the measurements."""
     from targets.profile import PROFILE_NAME
@@ -584,12 +606,10 @@ def _keep_profiles(report: ReleaseReport, cache: BuildCache, dist: Path) -> None
         if outcome.status not in ("built", "cached"):
             continue
         with cache.lock(outcome.cell.key):
-            entry = cache.root / "entries" / outcome.cell.key
             for record in outcome.artifacts:
                 profile = dist / record.path / PROFILE_NAME
-                folder = entry / Path(record.path).name
-                if profile.is_file() and folder.is_dir():
-                    write_text_atomic(folder / PROFILE_NAME, profile.read_text())
+                if profile.is_file():
+                    cache.keep_profile(outcome.cell.key, Path(record.path).name, profile.read_text())
 
 
 def _write_index(report: ReleaseReport, options: ReleaseOptions) -> ReleaseIndex:
