@@ -90,6 +90,7 @@ def _quantize(ov_model, model: TracedModel, target: TargetSpec, options: dict[st
     transformer = any(n.op_type in _TRANSFORMER_OPS for n in model.onnx_model.graph.node)
     subset = min(options["calibration_subset"], len(samples))
     ranges = getattr(RangeEstimatorParametersSet, options["activation_ranges"].upper())
+    correction = options["bias_correction"]
     logging.getLogger("nncf").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
@@ -97,14 +98,16 @@ def _quantize(ov_model, model: TracedModel, target: TargetSpec, options: dict[st
             warnings.simplefilter("ignore")
             quantized = nncf.quantize(ov_model, nncf.Dataset(samples), preset=preset, subset_size=subset,
                                       model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+                                      fast_bias_correction=correction == "fast",
                                       advanced_parameters=AdvancedQuantizationParameters(
-                                          activations_range_estimator_params=ranges))
+                                          activations_range_estimator_params=ranges,
+                                          disable_bias_correction=correction == "none"))
     except Exception as exc:
         raise QuantizeError(f"NNCF could not quantize {model.name}: {type(exc).__name__}: {exc}") from exc
     record = {"name": "nncf.quantize", "nncf": nncf.__version__, "preset": preset.value, "subset_size": subset,
               "samples_from": model.calibration.origin, "random_data": model.calibration.is_random,
               "model_type": "transformer" if transformer else "default",
-              "activation_ranges": options["activation_ranges"],
+              "activation_ranges": options["activation_ranges"], "bias_correction": correction,
               "note": "NNCF's own range estimators (backend option activation_ranges); chipfit's --method does not "
                       "apply"}
     return quantized, record

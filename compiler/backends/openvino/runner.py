@@ -43,23 +43,19 @@ class OpenVinoRunner(RunnerBase):
         self._compiled = self._compile(threads)
         return True
 
-    def _batch(self, compiled) -> int | None:
-        """The IR's static batch, or None where its first input's batch dim is dynamic."""
-        shape = compiled.inputs[0].get_partial_shape()
-        return shape[0].get_length() if shape.rank.get_length() and shape[0].is_static else None
+    def _feeds(self, compiled, inputs: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
+        """Inputs by port index: a port carries the ONNX input's tensor name, else it is in the graph's order."""
+        names = [t.name for t in self._signature.inputs]
+        feeds = {}
+        for index, port in enumerate(compiled.inputs):
+            name = next((n for n in names if n in port.get_names()), names[index])
+            feeds[index] = np.ascontiguousarray(inputs[name])
+        return feeds
 
     def _infer(self, compiled, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        request = compiled.create_infer_request()
-        names = [t.name for t in self._signature.inputs]
-        batch, n = self._batch(compiled), len(inputs[names[0]])
-        step = batch if batch and batch != n else n
-        pieces = []
-        # a static-shaped IR (the NPU's) takes a batch of samples one IR-batch at a time
-        for start in range(0, n, step):
-            feeds = {name: np.ascontiguousarray(inputs[name][start:start + step]) for name in names}
-            result = request.infer(feeds)
-            pieces.append([np.array(result[compiled.outputs[i]]) for i in range(len(self._signature.outputs))])
-        return {t.name: np.concatenate([p[i] for p in pieces]) for i, t in enumerate(self._signature.outputs)}
+        # a static-shaped IR (the NPU's) gets its batch from the caller (verification runs it batch by batch)
+        result = compiled.create_infer_request().infer(self._feeds(compiled, inputs))
+        return {t.name: np.array(result[compiled.outputs[i]]) for i, t in enumerate(self._signature.outputs)}
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._infer(self._compiled, inputs)
@@ -69,8 +65,7 @@ class OpenVinoRunner(RunnerBase):
         threads = self._compiled.get_property("INFERENCE_NUM_THREADS")
         compiled = self._compile(int(threads), profile=True)
         request = compiled.create_infer_request()
-        names = [t.name for t in self._signature.inputs]
-        feeds = {name: np.ascontiguousarray(inputs[name][: self._batch(compiled) or len(inputs[name])]) for name in names}
+        feeds = self._feeds(compiled, inputs)
         totals: dict[str, dict[str, Any]] = {}
         for _ in range(runs):
             request.infer(feeds)

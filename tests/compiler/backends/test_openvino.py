@@ -144,3 +144,16 @@ def test_mobilenetv2_builds_and_verifies_on_the_cpu_plugin(ctx, tmp_path):
     assert fp32.numerics.min_cosine > 0.99999
     assert int8.status == "verified", int8.numerics.summary()
     assert _manifest(int8)["backend"]["options"]["device"] == "CPU"
+
+
+def test_runner_takes_threads_and_gives_per_op_times(example_traced, ctx, tmp_path):
+    from targets.host import detect_host
+
+    target = ctx.targets.get(CPU)
+    lowered = backend.lower(example_traced, target, "fp32", tmp_path)
+    runner = backend.plan_run(tmp_path, lowered.options, lowered.signature, target, detect_host()).runner
+    assert runner.set_threads(1)
+    images = {"image": example_traced.samples["image"][:4]}
+    assert runner.run(images)["linear"].shape == (4, 10)
+    rows = runner.profile_ops(images, runs=2)
+    assert rows and {"node", "op", "mean_us"} <= set(rows[0]) and rows[0]["mean_us"] >= rows[-1]["mean_us"]
