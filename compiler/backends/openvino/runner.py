@@ -49,7 +49,7 @@ class OpenVinoRunner(RunnerBase):
         feeds = {}
         for index, port in enumerate(compiled.inputs):
             name = next((n for n in names if n in port.get_names()), names[index])
-            feeds[index] = np.ascontiguousarray(inputs[name])
+            feeds[index] = np.asarray(inputs[name], order="C")  # ascontiguousarray makes a 0-d input 1-d
         return feeds
 
     def _infer(self, compiled, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
