@@ -8,13 +8,16 @@ FFN 3072, 4 layers, 128 tokens) and a Llama forward (2 layers of width 512, 64-t
 
 Contenders, all timed in the same interleaved rounds (this host's speed drifts 2-3x between minutes):
 
-* chipfit: `build` for host, x86-64-avx2 and arm64-cortex-a76 at fp32 and int8 (calibrated on 32 samples);
-  every artifact that runs here, through the backend's own runner, i.e. as a user's runtime loads it
-  (ONNX Runtime at its default ORT_ENABLE_ALL; TVM's VM; ExecuTorch's runtime). The Arm target's artifact
-  runs here only as a proxy (the same .pte / ONNX file on this CPU);
+* chipfit: `build` for host, x86-64-avx2, arm64-cortex-a76 and intel-core-ultra-cpu at fp32 and int8 (calibrated
+  on 32 samples); every artifact that runs here, through the backend's own runner, i.e. as a user's runtime
+  loads it (ONNX Runtime at its default ORT_ENABLE_ALL; TVM's VM; ExecuTorch's runtime; OpenVINO's CPU plugin
+  at an f32 precision hint). The Arm target's artifact runs here only as a proxy (the same .pte / ONNX file on
+  this CPU);
 * peers at their best settings: ONNX Runtime on the plain `torch.onnx.export` graph at ORT_ENABLE_ALL;
   ORT int8 QDQ (`quantize_static`, per-channel) with uint8 and with int8 activations, the faster one kept;
-  ExecuTorch/XNNPACK fp32 and int8 (XNNPACKQuantizer); torch eager.
+  ExecuTorch/XNNPACK fp32 and int8 (XNNPACKQuantizer); OpenVINO on the same plain export (`convert_model`, CPU
+  plugin at f32: its bf16 default on AVX-512 BF16 CPUs is not an fp32 peer) and NNCF int8 (`nncf.quantize`
+  with its defaults); torch eager.
 
 Ratios are best fp32 peer / contender (above 1: faster than the best peer). With ``--tune-trials N`` ResNet-18's
 TVM kernels are tuned for the host first (`chipfit tune`, records kept in a scratch cache) and the TVM host
@@ -38,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TARGETS = ("host", "x86-64-avx2", "arm64-cortex-a76")
+TARGETS = ("host", "x86-64-avx2", "arm64-cortex-a76", "intel-core-ultra-cpu")
 
 
 class _Logits(torch.nn.Module):
@@ -129,6 +132,25 @@ def _once(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def openvino_peers(module, example, samples, work: Path) -> dict[str, tuple[str, Callable[[], object]]]:
+    import nncf
+    import openvino as ov
+
+    plain = work / "peer.onnx"  # written by ort_peers: the same plain export
+    core, peers = ov.Core(), {}
+    model = ov.convert_model(str(plain))
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    feed = [example.numpy()]
+    peers["OpenVINO fp32 (plain export, CPU plugin, f32)"] = ("fp32", lambda c=compiled: c(feed))
+    try:
+        quantized = nncf.quantize(ov.convert_model(str(plain)), nncf.Dataset(list(samples(32))), subset_size=32)
+        compiled8 = core.compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        peers["OpenVINO int8 (NNCF defaults, CPU plugin)"] = ("int8", lambda c=compiled8: c(feed))
+    except Exception as exc:  # noqa: BLE001
+        print(f"  OpenVINO int8 failed: {type(exc).__name__}: {str(exc)[:120]}")
+    return peers
 
 
 def executorch_peers(module, example, samples, work: Path) -> dict[str, tuple[str, Callable[[], object]]]:
@@ -250,7 +272,8 @@ def main() -> None:
             contenders |= chipfit_contenders(name, module, example, samples, work, print)
             if args.tune_trials and name == "resnet18":
                 contenders |= tuned_tvm(name, work, args.tune_trials, example)
-            peers = ort_peers(module, example, samples, work) | executorch_peers(module, example, samples, work)
+            peers = (ort_peers(module, example, samples, work) | openvino_peers(module, example, samples, work)
+                     | executorch_peers(module, example, samples, work))
             with torch.no_grad():
                 peers["torch eager fp32"] = ("fp32", lambda: module(example))
                 peers["torch eager fp32"][1]()
@@ -276,7 +299,7 @@ def main() -> None:
         ratio = f"{peer / mine:12.2f}x" if peer else "           -"
         print(f"{name:<12} {target:<18} {precision:<5} {mine:10.3f} {peer if peer else float('nan'):12.3f} {ratio}")
     print("\npeer/chipfit above 1: chipfit's artifact is faster than the best peer of that precision "
-          "(int8 peers: ORT QDQ, ExecuTorch int8). Arm artifacts are timed here as proxies.")
+          "(int8 peers: ORT QDQ, OpenVINO NNCF, ExecuTorch int8). Arm artifacts are timed here as proxies.")
 
 
 if __name__ == "__main__":

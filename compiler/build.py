@@ -25,7 +25,7 @@ from calibration import CalibrationSet
 from calibration.readers import CalibrationError, from_arrays, load_labels, load_samples, random_samples
 from compiler import __version__
 from compiler.artifact import FAILED_SUFFIX, Staging, hash_files, swap_into
-from compiler.backends import Backend, NotRunnable
+from compiler.backends import Backend, NotRunnable, calibrated_precisions
 from compiler.errors import BuildError, ChipfitError, LowerError, RunError, UsageError, stage_of
 from compiler.frontend import concretize
 from compiler.fusion_stage import FusionOptions, FusionStage
@@ -78,6 +78,15 @@ class Cell:
     @property
     def rewrites_program(self) -> bool:
         return self.precision in self.backend.program_precisions
+
+    @property
+    def quantizes_itself(self) -> bool:
+        """The backend quantizes this precision with its own tool, from the calibration samples."""
+        return self.precision in calibrated_precisions(self.backend)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.precision == "int8" and (self.rewrites_graph or self.rewrites_program or self.quantizes_itself)
 
 
 @dataclass(frozen=True)
@@ -262,7 +271,7 @@ def _tokenizer(request: BuildRequest) -> Path | None:
 
 
 def _calibration(model: TracedModel, request: BuildRequest, cells: Sequence[Cell]) -> CalibrationSet | None:
-    needed = any(c.precision == "int8" and (c.rewrites_graph or c.rewrites_program) for c in cells)
+    needed = any(c.calibrated for c in cells)
     calibration = request.data.calibration
     try:
         if calibration == "random":
@@ -335,7 +344,7 @@ def _manifest(model: TracedModel, cell: Cell, lowered, files: Mapping[str, FileR
         fusion_record = {"applied": False, "reason": "the backend lowers the torch program and fuses in its own compiler"}
     else:
         fusion_record = {"applied": False, "reason": "disabled (--no-fusion)"}
-    uses_calibration = calibration is not None and cell.precision == "int8" and (cell.rewrites_graph or cell.rewrites_program)
+    uses_calibration = calibration is not None and cell.calibrated
     return Manifest(
         schema_version=MANIFEST_SCHEMA_VERSION,
         chipfit_version=__version__,
@@ -599,6 +608,11 @@ def _lower_variant(model: TracedModel, cell_model: TracedModel, fusion_report, c
             report = prepared_program.report
             cell_model = replace(cell_model, exported_program=prepared_program.program,
                                  graph_precision=cell.precision, passes=prepared_program.passes)
+        if cell.quantizes_itself:
+            if shared.calibration is None:
+                raise UsageError(f"{cell.backend.name} quantizes {cell.precision} from calibration samples: pass "
+                                 "--calibration PATH, or --calibration random")
+            cell_model = replace(cell_model, calibration=shared.calibration)
         where.stage = "LOWER"
         lowered = cell.backend.lower(cell_model, cell.target, cell.precision, path)
     except ChipfitError:

@@ -37,3 +37,6 @@ class TracedModel:
     #: Precision of ``onnx_model`` after the precision stage ("fp32" as traced), and the passes that made it.
     graph_precision: str = "fp32"
     passes: tuple[Mapping[str, Any], ...] = ()
+    #: Calibration samples (a `CalibrationSet`), handed only to a backend that quantizes this precision with its
+    #: own tool (`BackendBase.calibrated_precisions`, e.g. NNCF); None otherwise.
+    calibration: Any = field(default=None, repr=False, compare=False)

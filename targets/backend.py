@@ -260,6 +260,11 @@ class BackendBase:
     def check_toolchain(self, target: TargetSpec) -> tuple[str, ...]:
         return ()
 
+    #: Precisions the backend quantizes with its own tool (e.g. OpenVINO's NNCF) from the calibration samples the
+    #: build hands it as ``model.calibration``; it lowers the float graph for them. Optional: read it with
+    #: `calibrated_precisions`, so that plugins written before it existed still load.
+    calibrated_precisions: tuple[str, ...] = ()
+
     def resolve_options(self, target: TargetSpec, host: HostInfo) -> dict[str, Any]:
         schema = getattr(self, "SCHEMA", None)
         return schema.resolve(target) if schema is not None else dict(target.options_for(self.name))
@@ -295,6 +300,11 @@ class BackendBase:
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
                       host: HostInfo, form: str = "main") -> GenerationPlan:
         raise NotRunnable(f"backend {self.name} has no decoder runner")
+
+
+def calibrated_precisions(backend: object) -> tuple[str, ...]:
+    """The precisions ``backend`` quantizes itself from calibration samples (`BackendBase.calibrated_precisions`)."""
+    return tuple(getattr(backend, "calibrated_precisions", ()))
 
 
 def code_fingerprint(backend: object) -> dict[str, str]:

@@ -77,3 +77,7 @@ def snapdragon_8gen3() -> TargetSpec:
 
 def intel_npu_3720() -> TargetSpec:
     return _spec("intel-npu-3720.toml")
+
+
+def intel_core_ultra_cpu() -> TargetSpec:
+    return _spec("intel-core-ultra-cpu.toml")

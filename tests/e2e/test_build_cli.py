@@ -17,7 +17,8 @@ from compiler.backends.tvm.lower import elf_machine
 from compiler.cli import main
 
 CHIPFIT = [sys.executable, "-m", "compiler.cli"]
-BUILTIN = ["apple-a17", "arm64-cortex-a76", "host", "intel-npu-3720", "snapdragon-8gen3", "x86-64-avx2"]
+BUILTIN = ["apple-a17", "arm64-cortex-a76", "host", "intel-core-ultra-cpu", "intel-npu-3720", "snapdragon-8gen3",
+           "x86-64-avx2"]
 
 
 def chipfit(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -72,8 +73,13 @@ def test_each_target_gets_the_artifact_its_spec_asks_for(example_build):
     assert qnn["precision"] == "int8" and qnn["backend"]["options"]["execution_provider"] == "QNNExecutionProvider"
     assert qnn["numerics"]["proxy"] and qnn["calibration"]["samples"] == 64 and not qnn["calibration"]["random"]
     assert (model_dir / "snapdragon-8gen3" / "ep_config.json").is_file()
-    npu = load("intel-npu-3720")
-    assert npu["precision"] == "fp16" and npu["backend"]["options"]["provider_options"]["device_type"] == "NPU"
+    npu = load("intel-npu-3720")  # an OpenVINO IR for the NPU plugin, run here on the CPU plugin as a proxy
+    assert npu["precision"] == "fp16" and npu["backend"]["name"] == "openvino"
+    assert npu["backend"]["options"]["device"] == "NPU" and npu["numerics"]["proxy"]
+    assert (model_dir / "intel-npu-3720" / "model.xml").is_file()
+    core_ultra = load("intel-core-ultra-cpu")  # the same IR format, verified natively on OpenVINO's CPU plugin
+    assert core_ultra["backend"]["name"] == "openvino" and core_ultra["numerics"]["status"] == "verified"
+    assert not core_ultra["numerics"]["proxy"]
 
 
 def test_inspect_describes_artifact_and_checks_hashes(example_build, capsys):
@@ -84,7 +90,7 @@ def test_inspect_describes_artifact_and_checks_hashes(example_build, capsys):
     assert "all files match their sha256" in text
     assert main(["inspect", str(example_build[0]), "--json"]) == 0
     reports = json.loads(capsys.readouterr().out)
-    assert len(reports) == 7 and all(not r["file_problems"] for r in reports)
+    assert len(reports) == 8 and all(not r["file_problems"] for r in reports)
 
 
 def test_inspect_flags_a_tampered_artifact(example_build, tmp_path, capsys):

@@ -57,7 +57,7 @@ def test_qnn_artifact_is_qdq_with_provider_options_and_runs_as_proxy(example_tra
 
 
 def test_fp16_artifact_holds_fp16_weights(conv_traced, registry, tmp_path):
-    lowered = backend.lower(at_precision(conv_traced, "fp16"), registry.get("intel-npu-3720"), "fp16", tmp_path)
+    lowered = backend.lower(at_precision(conv_traced, "fp16"), registry.get("snapdragon-8gen3"), "fp16", tmp_path)
     graph = onnx.load(tmp_path / "model.onnx")
     assert any(t.data_type == TensorProto.FLOAT16 for t in graph.graph.initializer)
     assert lowered.signature.inputs[0].dtype == "float32"  # I/O kept fp32
