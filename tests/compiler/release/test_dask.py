@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,10 +78,13 @@ def _plugin_site(root: Path, version: str) -> Path:
 
 
 def _spec(folder: Path, target_id: str, backend: str = "onnxruntime") -> Path:
+    """The Intel NPU spec with ``backend`` (an ONNX Runtime backend under another name) as its only backend."""
     text = (SPECS / "intel-npu-3720.toml").read_text().replace('id = "intel-npu-3720"', f'id = "{target_id}"')
-    text = text.replace('backends = ["onnxruntime"]', f'backends = ["{backend}"]')
+    text = text.replace('backends = ["openvino"]', f'backends = ["{backend}"]')
+    text = re.sub(r"\[backend_options\.openvino\]\n.*?\n\n", f"[backend_options.{backend}]\nexecution_provider = "
+                  '"OpenVINOExecutionProvider"\ngraph_optimization = "basic"\n\n', text, count=1, flags=re.S)
     path = folder / f"{target_id}.toml"
-    path.write_text(text.replace("[backend_options.onnxruntime]", f"[backend_options.{backend}]"))
+    path.write_text(text)
     return path
 
 

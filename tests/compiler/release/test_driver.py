@@ -173,7 +173,7 @@ def test_a_corrupt_cache_entry_is_detected_and_rebuilt(built, tmp_path):
     paths = copy_of(built, tmp_path)
     cell = next(c for c in index(paths)["cells"] if c["target"] == "intel-npu-3720" and c["model"] == "digits")
     entry = paths["cache"] / "entries" / cell["key"]
-    victim = next(p for p in entry.rglob("model.onnx"))
+    victim = next(p for p in entry.rglob("model.bin"))  # the OpenVINO IR's weights
     data = bytearray(victim.read_bytes())
     data[-5] ^= 0xFF
     victim.write_bytes(bytes(data))
@@ -181,7 +181,7 @@ def test_a_corrupt_cache_entry_is_detected_and_rebuilt(built, tmp_path):
     report = run(paths, spawn=spy, profile=False)
     assert report.ok and spy.cells == ["digits/fp16/intel-npu-3720"]
     rebuilt = next(o for o in report.outcomes if o.cell.label == "digits/fp16/intel-npu-3720")
-    assert "corrupt" in rebuilt.cache_note and "model.onnx" in rebuilt.cache_note
+    assert "corrupt" in rebuilt.cache_note and "model.bin" in rebuilt.cache_note
     # the dist copy never took the corrupt bytes
     assert not any(a.file_problems() for a in find_artifacts(paths["dist"]))
 
@@ -359,7 +359,7 @@ def test_a_cell_that_fails_verification_is_kept_for_inspection_and_not_cached(tm
     dist, cache = tmp_path / "dist", tmp_path / "cache"
     assert main(["release", str(file), "-o", str(dist), "--cache", str(cache), "-q"]) == 1
     err = capsys.readouterr().err
-    assert "example/fp16/strict-npu: onnxruntime: verification failed (min cosine" in err
+    assert "example/fp16/strict-npu: openvino: verification failed (min cosine" in err
     assert "tolerance atol 0.0, rtol 0.0" in err and "kept: example/fp16/strict-npu.failed" in err
     data = json.loads((dist / "index.json").read_text())
     by = {c["target"]: c for c in data["cells"]}
@@ -375,7 +375,7 @@ def test_dry_run_says_what_would_be_built_and_touches_nothing(built, tmp_path, c
     spec = paths["root"] / "test-avx2.toml"
     spec.write_text(spec.read_text().replace('description = "', 'description = "(edited) ', 1))
     cell = next(c for c in index(paths)["cells"] if c["target"] == "intel-npu-3720" and c["model"] == "conv")
-    victim = next((paths["cache"] / "entries" / cell["key"]).rglob("model.onnx"))
+    victim = next((paths["cache"] / "entries" / cell["key"]).rglob("model.bin"))
     victim.write_bytes(victim.read_bytes()[:-10])
     before = sorted(p.name for p in (paths["cache"] / "entries").iterdir())
     assert main(["release", str(paths["file"]), "-o", str(paths["dist"]), "--cache", str(paths["cache"]),
