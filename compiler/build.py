@@ -25,7 +25,7 @@ from calibration import CalibrationSet
 from calibration.readers import CalibrationError, from_arrays, load_labels, load_samples, random_samples
 from compiler import __version__
 from compiler.artifact import FAILED_SUFFIX, Staging, hash_files, swap_into
-from compiler.backends import Backend, NotRunnable
+from compiler.backends import Backend, BuildData, NotRunnable
 from compiler.errors import BuildError, ChipfitError, LowerError, RunError, UsageError, stage_of
 from compiler.frontend import concretize
 from compiler.fusion_stage import FusionOptions, FusionStage
@@ -78,6 +78,11 @@ class Cell:
     @property
     def rewrites_program(self) -> bool:
         return self.precision in self.backend.program_precisions
+
+    @property
+    def calibrates_itself(self) -> bool:
+        """The backend quantizes with its vendor's quantizer from chipfit's samples (an optional attribute)."""
+        return self.precision in getattr(self.backend, "calibrated_precisions", ())
 
 
 @dataclass(frozen=True)
@@ -262,7 +267,8 @@ def _tokenizer(request: BuildRequest) -> Path | None:
 
 
 def _calibration(model: TracedModel, request: BuildRequest, cells: Sequence[Cell]) -> CalibrationSet | None:
-    needed = any(c.precision == "int8" and (c.rewrites_graph or c.rewrites_program) for c in cells)
+    needed = any(c.precision == "int8" and (c.rewrites_graph or c.rewrites_program or c.calibrates_itself)
+                 for c in cells)
     calibration = request.data.calibration
     try:
         if calibration == "random":
@@ -335,7 +341,8 @@ def _manifest(model: TracedModel, cell: Cell, lowered, files: Mapping[str, FileR
         fusion_record = {"applied": False, "reason": "the backend lowers the torch program and fuses in its own compiler"}
     else:
         fusion_record = {"applied": False, "reason": "disabled (--no-fusion)"}
-    uses_calibration = calibration is not None and cell.precision == "int8" and (cell.rewrites_graph or cell.rewrites_program)
+    uses_calibration = calibration is not None and cell.precision == "int8" and (
+        cell.rewrites_graph or cell.rewrites_program or cell.calibrates_itself)
     return Manifest(
         schema_version=MANIFEST_SCHEMA_VERSION,
         chipfit_version=__version__,
@@ -600,7 +607,11 @@ def _lower_variant(model: TracedModel, cell_model: TracedModel, fusion_report, c
             cell_model = replace(cell_model, exported_program=prepared_program.program,
                                  graph_precision=cell.precision, passes=prepared_program.passes)
         where.stage = "LOWER"
-        lowered = cell.backend.lower(cell_model, cell.target, cell.precision, path)
+        lower_with_data = getattr(cell.backend, "lower_with_data", None)  # an optional hook of the protocol
+        if lower_with_data is not None:
+            lowered = lower_with_data(cell_model, cell.target, cell.precision, path, _build_data(cell, shared))
+        else:
+            lowered = cell.backend.lower(cell_model, cell.target, cell.precision, path)
     except ChipfitError:
         raise
     except Exception as exc:  # a backend's own failure is this cell's LOWER failure
@@ -611,6 +622,13 @@ def _lower_variant(model: TracedModel, cell_model: TracedModel, fusion_report, c
     numerics, latency, failed_stage, run_plan = _check(cell, path, lowered, shared, ctx, options)
     return _Variant(cell_model, lowered, files, numerics, latency, failed_stage, run_plan, report, fusion_report,
                     seconds)
+
+
+def _build_data(cell: Cell, shared: _Shared) -> BuildData:
+    """The samples a backend taking `BuildData` gets: calibration only where it quantizes itself."""
+    calibration = shared.calibration if cell.calibrates_itself else None
+    return BuildData(calibration.batched() if calibration is not None else None,
+                     calibration.origin if calibration is not None else "", shared.inputs, shared.inputs_label)
 
 
 def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildOptions, ctx: BuildContext) -> CellResult:

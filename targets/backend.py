@@ -60,6 +60,22 @@ class Lowered:
 
 
 @dataclass(frozen=True)
+class BuildData:
+    """What a build hands a backend besides the graph, through the optional hook ``lower_with_data``.
+
+    A backend that quantizes with its vendor's own quantizer (its ``calibrated_precisions``) takes chipfit's
+    calibration samples here; a backend whose artifacts run only where they are built (a vendor simulator that
+    cannot load its own exported file) runs the verification inputs right after building. Arrays are batched
+    along axis 0, in the model's own layout, keyed by input name.
+    """
+
+    calibration: Mapping[str, np.ndarray] | None = None
+    calibration_origin: str = ""
+    verify_inputs: Mapping[str, np.ndarray] | None = None
+    verify_label: str = ""
+
+
+@dataclass(frozen=True)
 class DecoderForm:
     """How a backend laid a decoder LM out in its artifact."""
 
@@ -287,6 +303,9 @@ class BackendBase:
 
     decoder_precisions: tuple[str, ...] = ()
     decoder_families: tuple[str, ...] = ()
+    #: Precisions the backend quantizes itself (its vendor's quantizer) from chipfit's calibration samples, which
+    #: it takes through ``lower_with_data``; chipfit's precision stage leaves the graph float for them.
+    calibrated_precisions: tuple[str, ...] = ()
 
     def lower_decoder(self, model: "DecoderModel", target: TargetSpec, precision: str, workdir: Path,
                       context: int, prefill_chunk: int | None) -> Lowered:
