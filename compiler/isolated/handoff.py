@@ -96,7 +96,9 @@ def run_isolated(state: EnvironmentState, script: Path, folder: Path, timeout_s:
         raise error(f"{what}: the isolated process exited {code} without writing status.json{_tail(log)}")
     status = json.loads(status_file.read_text())
     if not status.get("ok"):
-        raise error(f"{what}: {status.get('error', 'failed')}{_tail(log)}")
+        # SDKs wrap their reason in a traceback of their own: its last line says it
+        lines = [line for line in _ANSI.sub("", str(status.get("error", "failed"))).splitlines() if line.strip()]
+        raise error(f"{what}: {lines[-1].strip() if lines else 'failed'}{_tail(log)}")
     return status
 
 
