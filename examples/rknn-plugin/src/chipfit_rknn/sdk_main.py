@@ -59,10 +59,15 @@ def main(request: dict, folder: Path) -> dict:
             # verification inputs run here, right after the build, on the same RKNN object.
             _check("init_runtime (simulator)", rknn.init_runtime())
             arrays = [np.load(folder / request["verify"]["inputs"][t["name"]]) for t in inputs]
-            batch = max(1, int(request["batch"]))
+            # the model takes its inputs' declared shapes: k samples run as k calls, each input sliced by its own
+            # leading dim (inputs without a batch, e.g. the two matrices of a MatMul, run as given)
+            firsts = [t["shape"][0] if t["shape"] and isinstance(t["shape"][0], int) else 1 for t in inputs]
+            k = len(arrays[0]) // firsts[0] if arrays[0].ndim and firsts[0] else 1
+            if any(a.ndim == 0 or len(a) != k * f for a, f in zip(arrays, firsts)):
+                k = 1
             chunks = []
-            for start in range(0, len(arrays[0]), batch):
-                feed = [a[start:start + batch] for a in arrays]
+            for n in range(k):
+                feed = [a[n * f:(n + 1) * f] if k > 1 else a for a, f in zip(arrays, firsts)]
                 got = rknn.inference(inputs=feed, data_format=["nchw"] * len(feed) if images else None)
                 if got is None:
                     raise RuntimeError("rknn-toolkit2 inference returned None (the SDK's reason is in the log)")
