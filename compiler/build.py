@@ -25,7 +25,7 @@ from calibration import CalibrationSet
 from calibration.readers import CalibrationError, from_arrays, load_labels, load_samples, random_samples
 from compiler import __version__
 from compiler.artifact import FAILED_SUFFIX, Staging, hash_files, swap_into
-from compiler.backends import Backend, NotRunnable, calibrated_precisions
+from compiler.backends import Backend, BuildData, NotRunnable, calibrated_precisions
 from compiler.errors import BuildError, ChipfitError, LowerError, RunError, UsageError, stage_of
 from compiler.frontend import concretize
 from compiler.fusion_stage import FusionOptions, FusionStage
@@ -614,7 +614,11 @@ def _lower_variant(model: TracedModel, cell_model: TracedModel, fusion_report, c
                                  "--calibration PATH, or --calibration random")
             cell_model = replace(cell_model, calibration=shared.calibration)
         where.stage = "LOWER"
-        lowered = cell.backend.lower(cell_model, cell.target, cell.precision, path)
+        lower_with_data = getattr(cell.backend, "lower_with_data", None)  # an optional hook of the protocol
+        if lower_with_data is not None:
+            lowered = lower_with_data(cell_model, cell.target, cell.precision, path, _build_data(cell, shared))
+        else:
+            lowered = cell.backend.lower(cell_model, cell.target, cell.precision, path)
     except ChipfitError:
         raise
     except Exception as exc:  # a backend's own failure is this cell's LOWER failure
@@ -625,6 +629,13 @@ def _lower_variant(model: TracedModel, cell_model: TracedModel, fusion_report, c
     numerics, latency, failed_stage, run_plan = _check(cell, path, lowered, shared, ctx, options)
     return _Variant(cell_model, lowered, files, numerics, latency, failed_stage, run_plan, report, fusion_report,
                     seconds)
+
+
+def _build_data(cell: Cell, shared: _Shared) -> BuildData:
+    """The samples a backend taking `BuildData` gets: calibration only where it quantizes itself."""
+    calibration = shared.calibration if cell.quantizes_itself else None
+    return BuildData(calibration.batched() if calibration is not None else None,
+                     calibration.origin if calibration is not None else "", shared.inputs, shared.inputs_label)
 
 
 def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildOptions, ctx: BuildContext) -> CellResult:

@@ -1041,6 +1041,10 @@ def parser() -> argparse.ArgumentParser:
     tu.add_argument("-q", "--quiet", action="store_true")
     tu.set_defaults(func=cmd_tune)
 
+    from compiler.isolated.commands import add_parser as add_toolchain_parser
+
+    add_toolchain_parser(sub)
+
     i = sub.add_parser("inspect", help="describe an artifact (or every artifact under a folder), or a model's inputs")
     i.add_argument("path", help="an artifact or a folder of them; or a model (.pt2, .onnx, a model folder, 'example')")
     i.add_argument("--json", action="store_true")

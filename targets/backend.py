@@ -60,6 +60,22 @@ class Lowered:
 
 
 @dataclass(frozen=True)
+class BuildData:
+    """What a build hands a backend besides the graph, through the optional hook ``lower_with_data``.
+
+    A backend that quantizes with its vendor's own quantizer (its ``calibrated_precisions``) takes chipfit's
+    calibration samples here; a backend whose artifacts run only where they are built (a vendor simulator that
+    cannot load its own exported file) runs the verification inputs right after building. Arrays are batched
+    along axis 0, in the model's own layout, keyed by input name.
+    """
+
+    calibration: Mapping[str, np.ndarray] | None = None
+    calibration_origin: str = ""
+    verify_inputs: Mapping[str, np.ndarray] | None = None
+    verify_label: str = ""
+
+
+@dataclass(frozen=True)
 class DecoderForm:
     """How a backend laid a decoder LM out in its artifact."""
 
@@ -260,9 +276,10 @@ class BackendBase:
     def check_toolchain(self, target: TargetSpec) -> tuple[str, ...]:
         return ()
 
-    #: Precisions the backend quantizes with its own tool (e.g. OpenVINO's NNCF) from the calibration samples the
-    #: build hands it as ``model.calibration``; it lowers the float graph for them. Optional: read it with
-    #: `calibrated_precisions`, so that plugins written before it existed still load.
+    #: Precisions the backend quantizes with its own tool (OpenVINO's NNCF, Rockchip's RKNN quantizer) from
+    #: chipfit's calibration samples, handed over as ``model.calibration`` (in process) or through
+    #: ``lower_with_data`` (isolated backends); chipfit's precision stage leaves the graph float for them.
+    #: Optional: read it with `calibrated_precisions`, so that plugins written before it existed still load.
     calibrated_precisions: tuple[str, ...] = ()
 
     def resolve_options(self, target: TargetSpec, host: HostInfo) -> dict[str, Any]:

@@ -15,6 +15,12 @@ from torch import nn
 os.environ.setdefault("TQDM_DISABLE", "1")
 # chipfit's cache (kept tuning records, remembered speed decisions, the release cache's default) is per test
 # session: a developer's own ~/.cache/chipfit must not change what the tests see, nor the tests write into it
+# Isolated backends' environments (`chipfit toolchain install`, run by .ci/setup) are installed machine state like
+# .venv, not cache: the tests use the machine's, found where they were installed before the cache moves.
+if "CHIPFIT_TOOLCHAINS_DIR" not in os.environ:
+    from compiler.isolated.environment import toolchains_dir
+
+    os.environ["CHIPFIT_TOOLCHAINS_DIR"] = str(toolchains_dir())
 os.environ["CHIPFIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="chipfit-test-cache-")
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", module="torch")

@@ -12,6 +12,7 @@ from targets.backend import (
     BACKEND_API_VERSION,
     Backend,
     BackendBase,
+    BuildData,
     DecoderForm,
     DecoderRunner,
     Device,

@@ -1,0 +1,66 @@
+"""``chipfit toolchain install BACKEND`` and ``chipfit toolchain list``: the isolated backends' environments."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from compiler.errors import UsageError
+from compiler.isolated.environment import inspect_environment, install_environment, toolchains_dir
+
+
+def _isolated_backends() -> tuple[dict[str, object], dict[str, str]]:
+    """Registered backends that declare an environment (other backends run in chipfit's own), and load errors."""
+    from targets.registry import backend_registry
+
+    loaded, failed = backend_registry().load_all()
+    return {name: b for name, b in sorted(loaded.items()) if getattr(b, "environment", None) is not None}, failed
+
+
+def cmd_toolchain(args: argparse.Namespace) -> int:
+    root = Path(args.dir) if args.dir else toolchains_dir()
+    isolated, failed = _isolated_backends()
+    if args.action == "install":
+        if not args.backend:
+            raise UsageError("toolchain install needs a backend name; backends with their own environment: "
+                             + (", ".join(isolated) or "none registered"))
+        if args.backend not in isolated:
+            known = ", ".join(isolated) or "none registered (is the plugin on the Python path?)"
+            hint = f" ({failed[args.backend]})" if args.backend in failed else ""
+            raise UsageError(f"backend {args.backend!r} declares no isolated environment{hint}; those that do: {known}")
+        env = isolated[args.backend].environment
+        progress = (lambda m: None) if args.quiet else (lambda m: print(f"toolchain: {m}", file=sys.stderr, flush=True))
+        state = install_environment(env, root, force=args.force, progress=progress)
+        print(f"{args.backend}: complete at {state.path} ({len(state.packages)} packages, Python {state.python})")
+        return 0
+    if not isolated:
+        print(f"no registered backend declares an isolated environment (root: {root})")
+    incomplete = 0
+    for name, backend in isolated.items():
+        state = inspect_environment(backend.environment, root)
+        status = "complete" if state.complete else "INCOMPLETE: " + "; ".join(state.problems)
+        incomplete += not state.complete
+        print(f"{name}: {status}\n  path: {state.path}" + (f"\n  python: {state.python}" if state.python else ""))
+        shown = backend.environment.reported if not args.all else tuple(state.packages)
+        for package in shown:
+            print(f"  {package}: {state.packages.get(package, 'missing')}")
+        if state.exists and not args.all:
+            print(f"  ({len(state.packages)} packages in all; --all lists them)")
+        if not state.complete:
+            print(f"  fix: chipfit toolchain install {name}")
+    for name, error in failed.items():
+        print(f"error: backend {name!r} failed to load: {error}", file=sys.stderr)
+    return 1 if incomplete else 0  # another plugin that does not load is reported, not this command's failure
+
+
+def add_parser(sub) -> None:
+    tc = sub.add_parser("toolchain", help="isolated backends' own environments: install one, or list them")
+    tc.add_argument("action", choices=("install", "list"))
+    tc.add_argument("backend", nargs="?", help="install: the backend whose environment to make")
+    tc.add_argument("--dir", help="where environments live (default: $CHIPFIT_TOOLCHAINS_DIR, else "
+                                  "<chipfit cache dir>/toolchains); builds read $CHIPFIT_TOOLCHAINS_DIR")
+    tc.add_argument("--force", action="store_true", help="install: make it again even if complete")
+    tc.add_argument("--all", action="store_true", help="list: every package of each environment")
+    tc.add_argument("-q", "--quiet", action="store_true")
+    tc.set_defaults(func=cmd_toolchain)

@@ -1,0 +1,210 @@
+"""An isolated backend's own virtual environment: what it declares, where it lives, installing and inspecting it.
+
+A vendor SDK that pins an old stack (rknn-toolkit2 wants onnx<=1.18, protobuf<=4.25) cannot share chipfit's
+environment. Its backend declares the environment it needs (`Environment`); ``chipfit toolchain install``
+makes it as a virtual environment from registry wheels only, and records the declaration it was made from, so
+a changed declaration shows as incomplete instead of running with the wrong stack.
+
+Environments live under ``$CHIPFIT_TOOLCHAINS_DIR``, else ``<chipfit cache dir>/toolchains``: installed
+machine state like ``.venv``, not a cache that a run may throw away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Mapping
+
+from compiler.cache_dir import default_cache_dir
+from compiler.errors import UsageError
+
+#: the record written into an environment once every step of its install succeeded
+MARKER = "chipfit-environment.json"
+INSTALL_LOG = "chipfit-install.log"
+TOOLCHAINS_ENV = "CHIPFIT_TOOLCHAINS_DIR"
+
+
+class ToolchainInstallError(UsageError):
+    """An isolated environment could not be installed; the message names the step and its log."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The environment an isolated backend runs in, as data.
+
+    ``requirements`` are pip requirement strings, pinned (``onnx==1.18.0``); ``torch`` is the version of the
+    local CPU torch wheel when the SDK imports torch (installed first and pinned: an unpinned torch pulls GBs of
+    CUDA); ``no_deps`` are installed with ``--no-deps`` (an SDK whose declared pins cannot be met and which runs
+    anyway, as measured); ``check`` is Python code that must run in the finished environment (an import).
+    """
+
+    name: str
+    requirements: tuple[str, ...] = ()
+    torch: str = ""
+    no_deps: tuple[str, ...] = ()
+    check: str = ""
+    #: packages whose versions enter every manifest (all of them enter the build cache key)
+    reported: tuple[str, ...] = ()
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+    def pins(self) -> dict[str, str]:
+        """Distribution name (normalised) -> pinned version, for every ``==`` requirement and torch."""
+        pins = {}
+        for req in (*self.requirements, *self.no_deps):
+            if "==" in req:
+                name, version = req.split("==", 1)
+                pins[_norm(name)] = version.strip()
+        if self.torch:
+            pins["torch"] = self.torch
+        return pins
+
+
+@dataclass(frozen=True)
+class EnvironmentState:
+    """An environment as found on disk."""
+
+    name: str
+    path: Path
+    exists: bool
+    complete: bool
+    problems: tuple[str, ...] = ()
+    python: str = ""
+    packages: Mapping[str, str] = field(default_factory=dict)  # every distribution installed -> version
+
+    @property
+    def python_exe(self) -> Path:
+        return self.path / "bin" / "python"
+
+    def packages_digest(self) -> str:
+        lines = "".join(f"{n}=={v}\n" for n, v in sorted(self.packages.items()))
+        return hashlib.sha256(f"python {self.python}\n{lines}".encode()).hexdigest()
+
+    def how_to_fix(self) -> str:
+        return f"run `chipfit toolchain install {self.name}`"
+
+
+def toolchains_dir() -> Path:
+    """``$CHIPFIT_TOOLCHAINS_DIR``, else ``<chipfit cache dir>/toolchains``."""
+    if os.environ.get(TOOLCHAINS_ENV):
+        return Path(os.environ[TOOLCHAINS_ENV])
+    return default_cache_dir() / "toolchains"
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+def _site_packages(path: Path) -> list[Path]:
+    return sorted(path.glob("lib/python3*/site-packages"))
+
+
+def _python_version(path: Path) -> str:
+    cfg = path / "pyvenv.cfg"
+    if not cfg.is_file():
+        return ""
+    for line in cfg.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in ("version", "version_info"):
+            return value.strip()
+    return ""
+
+
+def inspect_environment(env: Environment, root: Path | None = None) -> EnvironmentState:
+    """What is installed for ``env`` under ``root``, read from its metadata (nothing in it is run)."""
+    path = (root or toolchains_dir()) / env.name
+    if not (path / "bin" / "python").exists():
+        return EnvironmentState(env.name, path, False, False, ("not installed",))
+    packages = {}
+    for dist in metadata.distributions(path=[str(p) for p in _site_packages(path)]):
+        name = dist.metadata["Name"]
+        if name:
+            packages[_norm(name)] = dist.version
+    problems = []
+    marker = path / MARKER
+    if not marker.is_file():
+        problems.append("its install did not finish")
+    else:
+        try:
+            recorded = json.loads(marker.read_text()).get("declaration_digest")
+        except ValueError:
+            recorded = None
+        if recorded != env.digest():
+            problems.append("the backend's declared environment changed since it was installed")
+    for name, version in env.pins().items():
+        have = packages.get(name)
+        if have is None:
+            problems.append(f"{name} is missing")
+        elif have.split("+")[0] != version.split("+")[0]:
+            problems.append(f"{name} is {have}, the backend pins {version}")
+    return EnvironmentState(env.name, path, True, not problems, tuple(problems), _python_version(path),
+                            dict(sorted(packages.items())))
+
+
+def install_environment(env: Environment, root: Path | None = None, force: bool = False,
+                        progress: Callable[[str], None] = lambda m: None) -> EnvironmentState:
+    """Make ``env`` under ``root`` (from registry wheels only); a complete one is kept unless ``force``."""
+    root = root or toolchains_dir()
+    state = inspect_environment(env, root)
+    if state.complete and not force:
+        progress(f"{env.name}: already complete at {state.path}")
+        return state
+    if state.path.exists():
+        shutil.rmtree(state.path)  # an incomplete or stale environment is made again from scratch
+    root.mkdir(parents=True, exist_ok=True)
+    path = state.path
+    started = time.perf_counter()
+    progress(f"{env.name}: creating a virtual environment at {path}")
+    _step([sys.executable, "-m", "venv", str(path)], root / f"{env.name}.{INSTALL_LOG}", "create the venv")
+    log = path / INSTALL_LOG
+    (root / f"{env.name}.{INSTALL_LOG}").replace(log)
+    pip = [str(path / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--only-binary=:all:"]
+    if env.torch:
+        progress(f"{env.name}: installing torch=={env.torch} (the CPU wheel)")
+        _step([*pip, f"torch=={env.torch}"], log, f"install torch=={env.torch}")
+    if env.requirements:
+        progress(f"{env.name}: installing {len(env.requirements)} pinned requirements")
+        pinned_torch = [f"torch=={env.torch}"] if env.torch else []  # keeps pip from replacing the CPU wheel
+        _step([*pip, *env.requirements, *pinned_torch], log, "install the requirements")
+    if env.no_deps:
+        progress(f"{env.name}: installing {', '.join(env.no_deps)} without their dependencies")
+        _step([*pip, "--no-deps", *env.no_deps], log, "install the --no-deps packages")
+    if env.check:
+        progress(f"{env.name}: checking it works ({env.check})")
+        _step([str(path / "bin" / "python"), "-c", env.check], log, f"run {env.check!r} in it")
+    state = inspect_environment(_write_marker(env, path), root)
+    if not state.complete:
+        raise ToolchainInstallError(f"{env.name}: installed, but {'; '.join(state.problems)} (log: {log})")
+    progress(f"{env.name}: complete in {time.perf_counter() - started:.0f} s")
+    return state
+
+
+def _write_marker(env: Environment, path: Path) -> Environment:
+    """Write the record that the install finished, for the declaration ``env``."""
+    (path / MARKER).write_text(json.dumps({"declaration": asdict(env), "declaration_digest": env.digest(),
+                                           "python": sys.version.split()[0]}, indent=2) + "\n")
+    return env
+
+
+def _step(command: list[str], log: Path, what: str) -> None:
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(command)}\n")
+        out.flush()
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=_clean_env())
+    if done.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise ToolchainInstallError(f"could not {what} (exit {done.returncode}); the end of {log}:\n{tail}")
+
+
+def _clean_env() -> dict[str, str]:
+    """chipfit's own PYTHONPATH (a plugin folder, a worktree) must not leak into another interpreter."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}

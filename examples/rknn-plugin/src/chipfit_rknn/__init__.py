@@ -1,0 +1,1 @@
+"""chipfit's Rockchip RKNN plugin: `backend` (runs in chipfit), `sdk_main` (runs in the isolated environment)."""
