@@ -208,3 +208,38 @@ def lost_cases(report: Any) -> list[str]:
     direct = data.get("runtime_direct") or {}
     ok = {o["item"] for o in data["outcomes"] if o["passed"]}
     return sorted(n for n, passed in direct.items() if passed and n not in ok)
+
+
+def summary_markdown(reports: Sequence[dict[str, Any]]) -> str:
+    """The sweep for the docs: per backend its pass rates by stage, then, for each stage, the ops whose cases
+    failed there (how many cases), and the comparison with ONNX Runtime run directly."""
+    from onnx.backend.test.case.node import collect_testcases
+
+    from compiler.conformance import STAGES
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        op_of = {c.name: (c.model.graph.node[0].op_type if c.model.graph.node else "?") for c in collect_testcases()}
+    stages = [s for s in STAGES if s != "PROFILE"]
+    lines = ["| target | backend | passed | failed | not run here | " + " | ".join(stages) + " |",
+             "|---|---|---|---|---|" + "---|" * len(stages)]
+    for r in reports:
+        rates = " | ".join("-" if r["stages"][s]["pass_rate"] is None else f"{r['stages'][s]['pass_rate'] * 100:.1f}%"
+                           for s in stages)
+        lines.append(f"| {r['target']} | {', '.join(r['backends'])} | {r['passed']}/{r['total']} | {r['failed']} | "
+                     f"{r['not_run']} | {rates} |")
+    lines.append("")
+    for r in reports:
+        lines += [f"**{r['target']} ({', '.join(r['backends'])})**", ""]
+        lines += [f"- {note}" for note in r.get("notes", [])]
+        for stage in stages:
+            failed: dict[str, int] = {}
+            for o in r["outcomes"]:
+                if not o["passed"] and o["stage"] == stage:
+                    op = op_of.get(o["item"], "?")
+                    failed[op] = failed.get(op, 0) + 1
+            if failed:
+                ops = ", ".join(f"{op} ({n})" if n > 1 else op for op, n in sorted(failed.items()))
+                lines.append(f"- failed at {stage}, {sum(failed.values())} cases: {ops}")
+        lines.append("")
+    return "\n".join(lines)
