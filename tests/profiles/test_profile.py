@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -130,7 +132,8 @@ def rpc_farm():
     """A TVM RPC tracker and one server (key 'testbox') on 127.0.0.1, as a device farm would run them."""
     tracker_port, server_port = _free_port(), _free_port()
     tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
-                                "--port", str(tracker_port), "--port-end", str(tracker_port + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--port", str(tracker_port), "--port-end", str(tracker_port + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     server = None
     try:
         for _ in range(100):
@@ -140,7 +143,8 @@ def rpc_farm():
             time.sleep(0.1)
         server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
                                    "--port", str(server_port), "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{tracker_port}",
-                                   "--key", "testbox"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   "--key", "testbox"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
         from tvm import rpc
 
         for _ in range(100):
@@ -153,8 +157,8 @@ def rpc_farm():
         yield f"127.0.0.1:{tracker_port}"
     finally:
         for proc in (server, tracker):
-            if proc is not None:
-                proc.terminate()
+            if proc is not None:  # the whole group: the server's session workers would outlive it
+                os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=10)
 
 
