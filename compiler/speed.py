@@ -16,6 +16,10 @@ from typing import Callable, Mapping
 #: a rewrite (or a later backend in the target's order) must be at least this much faster to be chosen, so that
 #: two contenders within the noise give the same decision in every build (and byte-identical artifacts)
 MARGIN = 0.03
+#: a contender this many times slower than the fastest at warm-up is outclassed: no drift of this host (2-3x)
+#: could let it win, so its warm-up time stands and the rounds are not spent on it (an untuned TVM BERT took
+#: 6.6 s a run: most of a 10-minute build went to timing a candidate that was 300x behind)
+OUTCLASSED = 10.0
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,8 @@ class RaceResult:
 
 def race(contenders: Mapping[str, Callable[[], object]], *, rounds: int = 5, budget_s: float = 2.0,
          max_runs: int = 50) -> dict[str, RaceResult]:
-    """Median latency (ms) of each contender over ``rounds`` interleaved rounds within about ``budget_s``."""
+    """Median latency (ms) of each contender over ``rounds`` interleaved rounds within about ``budget_s``; a
+    contender `OUTCLASSED` at warm-up keeps its warm-up time (one figure) and sits the rounds out."""
     names = list(contenders)
     first: dict[str, float] = {}
     for name in names:  # warm up (first-run allocation, lazy kernel selection), and size the rounds
@@ -41,8 +46,11 @@ def race(contenders: Mapping[str, Callable[[], object]], *, rounds: int = 5, bud
         start = time.perf_counter()
         fn()
         first[name] = max(time.perf_counter() - start, 1e-6)
+    fastest = min(first.values())
+    outclassed = {n: first[n] * 1e3 for n in names if first[n] > OUTCLASSED * fastest}
+    names = [n for n in names if n not in outclassed]
     per_round = budget_s / max(rounds, 1)
-    runs = max(1, min(max_runs, int(per_round / sum(first.values()))))
+    runs = max(1, min(max_runs, int(per_round / sum(first[n] for n in names))))
     medians: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
@@ -53,7 +61,9 @@ def race(contenders: Mapping[str, Callable[[], object]], *, rounds: int = 5, bud
                 fn()
                 samples.append((time.perf_counter() - start) * 1e3)
             medians[name].append(statistics.median(samples))
-    return {n: RaceResult(statistics.median(m), tuple(round(x, 4) for x in m)) for n, m in medians.items()}
+    timed = {n: RaceResult(statistics.median(m), tuple(round(x, 4) for x in m)) for n, m in medians.items()}
+    return {n: timed[n] if n in timed else RaceResult(outclassed[n], (round(outclassed[n], 4),))
+            for n in contenders}
 
 
 def faster(challenger_ms: float, incumbent_ms: float, margin: float = MARGIN) -> bool:

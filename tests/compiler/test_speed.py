@@ -15,6 +15,21 @@ def test_race_times_every_contender_in_every_round():
     assert not faster(1.0, 1.0) and not faster(1.0 - MARGIN / 2, 1.0)
 
 
+def test_a_contender_far_behind_at_warm_up_sits_the_rounds_out():
+    calls = {"slow": 0, "fast": 0}
+
+    def run(name, seconds):
+        def fn():
+            calls[name] += 1
+            time.sleep(seconds)
+        return fn
+
+    timed = race({"slow": run("slow", 0.05), "fast": run("fast", 0.001)}, rounds=3, budget_s=0.3)
+    assert calls["slow"] == 2 and calls["fast"] > 3  # the slow one ran its warm-up only
+    assert timed["slow"].median_ms >= 50 and len(timed["slow"].round_medians_ms) == 1
+    assert not faster(timed["slow"].median_ms, timed["fast"].median_ms)
+
+
 def test_a_fusion_stays_only_if_the_artifact_measured_faster_with_it(example_traced, tmp_path):
     (result,) = build(example_traced, BuildOptions(["host"], tmp_path, backend="onnxruntime"))
     manifest = json.loads((tmp_path / "example" / "host" / "manifest.json").read_text())
