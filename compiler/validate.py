@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.backends import backend_registry
+from targets.registry import compute_unit
 from compiler.errors import UsageError
 from compiler.passes.fusion import fusion_passes
 from targets.spec import TargetError, TargetSpec, load_spec
@@ -23,13 +24,6 @@ class Check:
     name: str
     ok: bool
     detail: str
-
-
-def _unit_kind(registry, name: str) -> str:
-    try:
-        return registry.get(name).compute_unit
-    except TargetError:
-        return ""
 
 
 def validate_spec(path: str | Path) -> tuple[TargetSpec | None, list[Check]]:
@@ -72,6 +66,6 @@ def validate_spec(path: str | Path) -> tuple[TargetSpec | None, list[Check]]:
     checks.append(Check("figures", True, "all known" if not unknown else
                         f"unknown (the estimate model will say so): {', '.join(unknown)}"))
     for unit in spec.hardware.units.values():
-        runs = [b for b in spec.backends if spec.unit_for(b, _unit_kind(registry, b)) is unit]
+        runs = [b for b in spec.backends if spec.unit_for(b, compute_unit(registry, b)) is unit]
         checks.append(Check(f"unit {unit.name}", True, f"{unit.kind}; runs {', '.join(runs) or 'no backend of this target'}"))
     return spec, checks

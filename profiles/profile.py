@@ -35,7 +35,7 @@ from targets.files import utc_now, write_text_atomic
 from targets.host import detect_host
 from targets.manifest import Artifact, find_artifacts
 from targets.profile import MEASURED_FIELDS, PROFILE_NAME, PROFILE_SCHEMA_VERSION, Profile
-from targets.registry import backend_registry, target_registry
+from targets.registry import backend_registry, compute_unit, target_registry
 from targets.request import ProfileRequest
 from targets.spec import TargetSpec
 
@@ -127,13 +127,6 @@ def _estimate(artifact: Artifact, target: TargetSpec, kind: str, efficiency: flo
     figures, unit = target.figures_for(artifact.backend, kind)
     return replace(estimate(cost, figures, efficiency, source, overhead_us=OVERHEAD_US_PER_OP * overhead_scale),
                    compute_unit=unit)
-
-
-def _unit_kind(backends, name: str) -> str:
-    try:
-        return backends.get(name).compute_unit
-    except TargetError:
-        return ""  # a backend that is not installed here: its artifacts are estimated on the chip as a whole
 
 
 @dataclass
@@ -235,7 +228,7 @@ def profile_artifacts(root: str | Path, options: ProfileRequest = ProfileRequest
     # Fit the estimate's efficiency per backend on what was measured here, then estimate everything.
     pairs: dict[str, list[tuple[float, float, float]]] = {}
     for artifact, profile, target in measured:
-        at_one = _estimate(artifact, target, _unit_kind(backends, artifact.backend), 1.0, "unit")
+        at_one = _estimate(artifact, target, compute_unit(backends, artifact.backend), 1.0, "unit")
         if at_one and at_one.latency_ms and profile["runner"] == "host":
             pairs.setdefault(artifact.backend, []).append(
                 (at_one.latency_ms - at_one.overhead_ms, at_one.overhead_ms, profile["latency"].latency_ms_p50))
@@ -243,7 +236,7 @@ def profile_artifacts(root: str | Path, options: ProfileRequest = ProfileRequest
     run.fit = {b: f.__dict__ for b, f in fits.items()} or None
     best = max(fits.items(), key=lambda item: item[1].efficiency, default=None)
     for artifact, profile, target in measured + pending:
-        kind = _unit_kind(backends, artifact.backend)
+        kind = compute_unit(backends, artifact.backend)
         scale = 1.0
         if artifact.backend in fits:
             fit = fits[artifact.backend]
@@ -312,7 +305,7 @@ def _estimate_decoders(decoders: list[tuple[Artifact, dict[str, Any], TargetSpec
         llm = profile["llm"] or {}
         if profile["runner"] == "host" and llm.get("prompts"):
             bandwidth, source = bandwidth_for(target)
-            figures, _ = target.figures_for(artifact.backend, _unit_kind(backends, artifact.backend))
+            figures, _ = target.figures_for(artifact.backend, compute_unit(backends, artifact.backend))
             bound = roofline(artifact.manifest.llm, figures, llm, bandwidth, source)
             llm["roofline"] = bound
             first = llm["prompts"][0]
@@ -331,7 +324,7 @@ def _estimate_decoders(decoders: list[tuple[Artifact, dict[str, Any], TargetSpec
         record = artifact.manifest.llm
         bandwidth, source = bandwidth_for(target)
         lengths = list(options.prompt_lengths)
-        figures, unit = target.figures_for(artifact.backend, _unit_kind(backends, artifact.backend))
+        figures, unit = target.figures_for(artifact.backend, compute_unit(backends, artifact.backend))
         estimate = estimate_decoder(record, figures, lengths, bw_eff, comp_eff, eff_source,
                                     bandwidth, source)
         estimate["compute_unit"] = unit

@@ -119,3 +119,13 @@ def backend_registry(entry_points: Iterable[metadata.EntryPoint] | None = None) 
     from targets.backend import check_backend
 
     return EntryPointRegistry(BACKENDS_GROUP, "backend", entry_points, check_backend)
+
+
+def compute_unit(backends: "EntryPointRegistry[Backend]", name: str) -> str:
+    """The kind of compute unit backend ``name`` declares; "" where it declares none or is not installed here (its
+    artifacts are then estimated on the chip as a whole, or on the unit the spec assigns it)."""
+    try:
+        return backends.get(name).compute_unit
+    except TargetError:
+        return ""
+
