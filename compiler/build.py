@@ -155,8 +155,9 @@ class BuildOptions:
                  fusion: FusionOptions | bool | None = None, profile: ProfileRequest | None = None,
                  force: bool = False, **settings: Any) -> None:
         self.targets = tuple(targets) or tuple(r.target for r in requests)
-        self.out_dir = Path(out_dir)
-        self.cache_dir = cache_dir
+        # absolute: child processes (onnxruntime-genai's builder, isolated backends) run in other folders
+        self.out_dir = Path(out_dir).absolute()
+        self.cache_dir = Path(cache_dir).absolute() if cache_dir is not None else None
         self.measure_latency = measure_latency
         self.force = force  # replace an artifact of another precision at the same place
         # ``fusion`` is the request option (a bool), or FusionOptions: that option plus where to dump graphs
@@ -206,7 +207,7 @@ def plan(model: TracedModel, options: BuildOptions, ctx: BuildContext) -> list[C
         else:
             names = list(target.backends)
         precision = request.precision or target.default_precision
-        settings = settings_for(target, precision, request.quantization)
+        settings = settings_for(target, precision, request.quantization, options.force)
         backends = [ctx.backends.get(name) for name in names]
         able = [b for b in backends if precision in b.precisions]
         if not able:
@@ -335,8 +336,8 @@ def _evaluation_set(model: TracedModel, request: BuildRequest, calibration: Cali
 def _manifest(model: TracedModel, cell: Cell, lowered, files: Mapping[str, FileRecord], numerics: Numerics,
               calibration: CalibrationSet | None, report: Mapping[str, Any] | None, seconds: float,
               versions: dict[str, str], cost=None, fusion: Mapping[str, Any] | None = None,
-              reproducibility=None, extra_notes: Sequence[str] = (), speed_checks: Sequence[SpeedCheck] = ()
-              ) -> Manifest:
+              reproducibility=None, extra_notes: Sequence[str] = (), speed_checks: Sequence[SpeedCheck] = (),
+              host: HostInfo | None = None) -> Manifest:
     target = cell.target
     if fusion:
         fusion_record: Mapping[str, Any] = dict(fusion)
@@ -369,6 +370,7 @@ def _manifest(model: TracedModel, cell: Cell, lowered, files: Mapping[str, FileR
         notes=tuple(lowered.notes) + tuple(extra_notes),
         build_seconds=round(seconds, 3),
         speed_checks=tuple(speed_checks),
+        host=host.facts() if host is not None else None,
     )
 
 
@@ -423,6 +425,7 @@ def build(model, options: BuildOptions, ctx: BuildContext | None = None) -> list
             cache_dir=options.cache_dir or options.out_dir / ".cache" / "calibration",
             accuracy_budget=request.quantization.accuracy_budget,
             progress=ctx.progress,
+            host_arithmetic=ctx.host.isa.int8_arithmetic,
         )
     labels = None
     if model.samples and "label" in model.samples and inputs_label.startswith(f"{VERIFY_SAMPLES} bundled"):
@@ -678,7 +681,7 @@ def _build_cell(model: TracedModel, cell: Cell, shared: _Shared, options: BuildO
                                    fusion=chosen.fusion, speed_checks=checks,
                                    reproducibility=content_digest(commit.path, chosen.files,
                                                                   cell.backend.normalizers()),
-                                   extra_notes=shared.warnings)
+                                   extra_notes=shared.warnings, host=ctx.host)
                 numerics = chosen.numerics
                 size = sum(f.bytes for f in chosen.files.values())
                 if numerics.status == "failed":
@@ -721,7 +724,8 @@ def _timing_batch(signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.n
 
 
 def _host_key(host: HostInfo) -> dict[str, Any]:
-    return {"cpu": host.model_name, "cores": host.cores, "arch": host.arch}
+    # the ISA class too: a choice measured where int8 runs on VNNI is not replayed where it does not
+    return {"cpu": host.model_name, "cores": host.cores, "arch": host.arch, "isa": host.isa.label}
 
 
 def _files_key(files: Mapping[str, FileRecord], backend: Backend) -> str:

@@ -132,6 +132,8 @@ def _broken_backends(specs) -> dict[str, list[str]]:
 
 
 def _describe_target(spec: TargetSpec) -> str:
+    from targets.isa import ARITHMETIC
+
     hw = spec.hardware
     lines = [
         f"{spec.id}: {spec.name} ({spec.vendor})",
@@ -143,9 +145,16 @@ def _describe_target(spec: TargetSpec) -> str:
         f"  reach: {spec.reach.kind}" + (f", arch {spec.reach.arch}" if spec.reach.arch else "")
         + (f", tracker key {spec.reach.rpc_key}" if spec.reach.rpc_key else "")
         + (f" ({spec.reach.reason})" if spec.reach.reason else ""),
-        "",
-        "backend options:",
+        f"  isa: {spec.isa.label}; int8 arithmetic: {spec.isa.int8_arithmetic} ({ARITHMETIC[spec.isa.int8_arithmetic]})",
     ]
+    if spec.id == "host" or spec.reach.kind == "local":
+        from targets.host import detect_host
+
+        facts = detect_host().facts()
+        lines.append(f"  this machine: {facts.vendor} {facts.cpu}, {facts.arch}, {facts.cores} cores, "
+                     f"{facts.memory_gb} GB; isa {', '.join(facts.isa) or 'baseline'}; int8 arithmetic "
+                     f"{facts.int8_arithmetic}")
+    lines += ["", "backend options:"]
     for backend, options in spec.backend_options.items():
         lines.append(f"  [{backend}]")
         lines.extend(f"    {k} = {json.dumps(v)}" for k, v in options.items())
@@ -284,6 +293,14 @@ def _quantization_lines(results) -> list[str]:
         settings = ", ".join(f"{k} {v}" for k, v in q["settings"].items() if k != "precision")
         lines.append(f"\n{q['settings']['precision']} ({settings}) for {', '.join(dict.fromkeys(targets))}:")
         lines.append(f"  {_accuracy_text(q['accuracy'])}")
+        if q.get("scheme", {}).get("refused"):
+            refused, tried = q["scheme"]["refused"], q["scheme"]["tried"]
+            lines.append(f"  scheme: {q['scheme']['chosen']} (exact on the target's {q['scheme']['arithmetic']}; tried "
+                         + ", ".join(f"{t['scheme']} SQNR {t['sqnr_db']:g} dB" for t in tried)
+                         + f"); {refused['scheme']} refused: on the target cos {refused['cosine']:.6f}, SQNR "
+                         f"{refused['sqnr_db']:g} dB")
+        elif q.get("scheme", {}).get("note"):
+            lines.append(f"  scheme: {q['scheme']['chosen']}: {q['scheme']['note']}")
         if q.get("statistics"):
             st = q["statistics"]
             lines.append(f"  ranges: {st['method']}, " + ("reused from the statistics cache" if st["from_cache"] else "calibrated now and cached")
@@ -503,7 +520,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     max_gb = args.cache_max_gb if args.cache_max_gb is not None else default_cache_max_gb()
     if max_gb <= 0:
         raise UsageError(f"--cache-max-gb {max_gb}: must be positive")
-    options = ReleaseOptions(out_dir=Path(args.output), cache_dir=cache_dir, jobs=args.jobs,
+    options = ReleaseOptions(out_dir=Path(args.output).absolute(), cache_dir=cache_dir, jobs=args.jobs,
                              check_reproducible=args.check_reproducible,
                              profile=not args.no_profile,
                              cell_timeout_s=args.cell_timeout, cache_max_bytes=int(max_gb * 2**30),
@@ -951,7 +968,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--dump-all", metavar="DIR", help="write the graph after every pass to DIR")
     b.add_argument("--html", help="with --profile: also write an HTML report with plots here")
     b.add_argument("--force", action="store_true",
-                   help="replace an artifact of another precision already at build/<model>/<target>")
+                   help="replace an artifact of another precision already at build/<model>/<target>; build an --int8-weights "
+                        "scheme the target's ISA does not compute exactly (verified with the target's arithmetic)")
     b.set_defaults(func=cmd_build)
 
     pr = sub.add_parser("profile", help="latency, memory and energy of artifacts: measured or estimated")

@@ -20,6 +20,7 @@ import onnx
 from calibration import CalibrationSet, compare_outputs
 from calibration.readers import CalibrationError
 from calibration.statistics import Ranges, collect_ranges, graph_digest
+from compiler.arithmetic import EXECUTIONS, NATIVE, execution_for, run_as
 from compiler.errors import QuantizeError, UsageError
 from compiler.passes.fusion import FUSIONS, FusionPass
 from compiler.passes.quantize import (
@@ -73,6 +74,8 @@ class PrecisionStage:
     cache_dir: Path
     accuracy_budget: float | None = None
     progress: Callable[[str], None] = lambda m: None
+    #: this host's int8 arithmetic: a quantized graph is judged by what the *target* computes (`compiler.arithmetic`)
+    host_arithmetic: str = ""
     _prepared: dict[tuple, Any] = field(default_factory=dict)
     #: graph digest of a bias-corrected float graph -> the same graph before the correction
     _uncorrected: dict[str, onnx.ModelProto] = field(default_factory=dict)
@@ -140,7 +143,7 @@ class PrecisionStage:
         rows = []
         for node in candidates[:MAX_SENSITIVITY_LAYERS]:
             alone = self._rewrite(float_model, settings, ranges, only=[node.name])
-            errors = compare_outputs(self.reference, run_graph(alone, self.evaluation.inputs))
+            errors = compare_outputs(self.reference, self._run(alone, settings))
             worst = min((e.sqnr_db if e.sqnr_db is not None else 300.0) for e in errors)
             rows.append({"node": node.name, "op": node.op_type, "sqnr_db": round(worst, 2),
                          "cosine": round(min(e.cosine for e in errors), 6)})
@@ -205,7 +208,7 @@ class PrecisionStage:
                           else "precision: trying plain int8")
             ranges = self._ranges(graph, settings)
             quantized = FusionPass(FUSIONS["qdq_cleanup"]).run(quantize_int8(graph, settings, ranges)).model
-            accuracy = self.accuracy(run_graph(quantized, self.evaluation.inputs))
+            accuracy = self.accuracy(self._run(quantized, settings))
             drop = self.drop(accuracy)
             sqnr = min((o["sqnr_db"] if o["sqnr_db"] is not None else 300.0) for o in accuracy["outputs"])
             record["tried"].append({"variant": name, "drop": round(drop, 4), "sqnr_db": round(sqnr, 2),
@@ -219,8 +222,56 @@ class PrecisionStage:
                            "highest output SQNR; the plain graph on a tie")
         return graph, record
 
+    def _run(self, graph: onnx.ModelProto, settings: QuantSettings) -> dict[str, np.ndarray]:
+        """The evaluation inputs through ``graph`` computed as the target computes them."""
+        if settings.precision != "int8" or not settings.arithmetic or not self.host_arithmetic:
+            return run_graph(graph, self.evaluation.inputs)
+        return run_as(graph, self.evaluation.inputs,
+                      execution_for(graph, settings.arithmetic, self.host_arithmetic))
+
+    def _choose_scheme(self, settings: QuantSettings, float_model: onnx.ModelProto
+                       ) -> tuple[QuantSettings, dict[str, Any]]:
+        """The target's int8 scheme: the default one where its ISA computes it exactly, else the most accurate
+        of those it does (each quantized plainly and judged on the evaluation set by the target's arithmetic);
+        the default scheme's error on the target is measured too, so the record says what was avoided."""
+        record: dict[str, Any] = {"arithmetic": settings.arithmetic, "tried": []}
+        if settings.scheme_note:
+            record["note"] = settings.scheme_note
+        if not settings.candidates:
+            record.update(chosen=settings.scheme.name, rule="the target's default scheme, exact on its ISA"
+                          if not settings.scheme_note.startswith("forced") else "forced by --int8-weights and --force")
+            return settings, record
+        best = None
+        for scheme in settings.candidates:
+            concrete = settings.with_scheme(scheme)
+            self.progress(f"precision: trying the int8 scheme {scheme.name}")
+            quantized = quantize_int8(float_model, concrete, self._ranges(float_model, concrete))
+            accuracy = self.accuracy(self._run(quantized, concrete))
+            row = _scheme_row(scheme.name, accuracy, self.drop(accuracy), "exact on the target")
+            record["tried"].append(row)
+            rank = (row["drop"], -row["sqnr_db"])
+            if best is None or rank < best[0]:
+                best = (rank, concrete)
+        default = settings.with_scheme(type(settings.scheme)(settings.activation_dtype))
+        quantized = quantize_int8(float_model, default, self._ranges(float_model, default))
+        execution = execution_for(quantized, settings.arithmetic, self.host_arithmetic)
+        accuracy = self.accuracy(self._run(quantized, default))
+        record["refused"] = {**_scheme_row(default.scheme.name, accuracy, self.drop(accuracy),
+                                           f"not exact on the target; measured {EXECUTIONS[execution]}"
+                                           + (" (this host computes it as the target does)"
+                                              if execution == NATIVE else "")),
+                             "why": settings.scheme_note}
+        chosen = best[1]
+        record.update(chosen=chosen.scheme.name,
+                      rule="schemes the target computes exactly, each quantized and judged on the evaluation set; "
+                           "the smallest accuracy drop wins, then the highest SQNR; the first on a tie")
+        return chosen, record
+
     def _prepare(self, settings: QuantSettings, float_model: onnx.ModelProto) -> PreparedGraph:
         pre = None
+        scheme = None
+        if settings.precision == "int8":
+            settings, scheme = self._choose_scheme(settings, float_model)
         if settings.precision == "int8":
             float_model, pre = self._pre_quantization(settings, float_model)
         ranges = self._ranges(float_model, settings) if settings.precision == "int8" else None
@@ -233,7 +284,9 @@ class PrecisionStage:
             cleaned = FusionPass(FUSIONS["qdq_cleanup"]).run(graph)
             graph, qdq_cleanup = cleaned.model, cleaned.details["fired"]
         report: dict[str, Any] = {"qdq_pairs_removed": qdq_cleanup, "settings": settings.to_dict(),
-                                  "accuracy": self.accuracy(run_graph(graph, self.evaluation.inputs))}
+                                  "accuracy": self.accuracy(self._run(graph, settings))}
+        if scheme is not None:
+            report["scheme"] = scheme
         if pre is not None:
             report["pre_quantization"] = pre
         if ranges is not None:
@@ -291,7 +344,7 @@ class PrecisionStage:
             self.progress(f"precision: over budget ({self.drop(report['accuracy']):.2f} > {budget} {what}); "
                           f"keeping {row['node']} in float")
             graph = self._rewrite(float_model, settings, ranges, exclude=kept)
-            report["accuracy"] = self.accuracy(run_graph(graph, self.evaluation.inputs))
+            report["accuracy"] = self.accuracy(self._run(graph, settings))
         report["kept_in_float"] = kept
         final = self.drop(report["accuracy"])
         report["budget"]["final_drop"] = final
@@ -302,6 +355,13 @@ class PrecisionStage:
                 "give more representative calibration samples, or try another --method"
             )
         return graph
+
+
+def _scheme_row(name: str, accuracy: Mapping[str, Any], drop: float, how: str) -> dict[str, Any]:
+    outputs = accuracy["outputs"]
+    return {"scheme": name, "drop": round(drop, 4),
+            "sqnr_db": round(min((o["sqnr_db"] if o["sqnr_db"] is not None else 300.0) for o in outputs), 2),
+            "cosine": round(min(o["cosine"] for o in outputs), 6), "how": how}
 
 
 def _restore_biases(model: onnx.ModelProto, uncorrected: onnx.ModelProto, nodes) -> onnx.ModelProto:

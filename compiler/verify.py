@@ -46,6 +46,7 @@ def verify(
         reason="" if ok else "outside tolerance: " + ", ".join(e.output for e in errors if not within(e, tolerance)),
         runner=plan.runner.description + (f" [{plan.note}]" if plan.note else ""),
         proxy=plan.proxy,
+        execution=plan.execution,
         inputs=inputs_label,
         tolerance=tolerance,
         outputs=errors,

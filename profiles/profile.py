@@ -52,9 +52,12 @@ def host_facts() -> dict[str, Any]:
     governor = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     return {
         "cpu": info.model_name,
+        "vendor": info.vendor,
         "arch": info.arch,
         "cores": info.cores,
+        "memory_gb": info.memory_gb,
         "isa": info.isa_features,
+        "int8_arithmetic": info.isa.int8_arithmetic,
         "governor": governor.read_text().strip() if governor.exists() else "unknown (no cpufreq)",
         "loadavg": list(os.getloadavg()),
         "python": platform.python_version(),
@@ -374,7 +377,7 @@ def _reusable(artifact: Artifact, profile: Mapping[str, Any], options: ProfileRe
         previous = read_profile(path)
     except (ValueError, ChipfitError):
         return None
-    same_host = all(previous.host.get(k) == profile["host"].get(k) for k in ("cpu", "arch", "cores"))
+    same_host = all(previous.host.get(k) == profile["host"].get(k) for k in ("cpu", "arch", "cores", "isa"))
     if (previous.artifact_digest == profile["artifact_digest"] and same_host
             and previous.tool_versions == profile["tool_versions"] and previous.settings == profile["settings"]
             and previous.runner in ("host", "estimate")):

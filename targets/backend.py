@@ -174,6 +174,9 @@ class RunPlan:
     runner: Runner
     proxy: bool = False
     note: str = ""
+    #: which execution computes the outputs (`compiler.arithmetic`): "native", "qdq" (Q/DQ as written) or
+    #: "emulated" (the target's int8 arithmetic in numpy); said in the numerics column
+    execution: str = "native"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from importlib import resources
 from typing import Any
 
 from targets.host import HostInfo, detect_host
+from targets.isa import KNOWN_FEATURES
 from targets.spec import UNKNOWN, TargetSpec, load_spec, spec_from_dict
 
 #: From shared/data/chips.toml [chip.x86_avx512_vnni_core] (2 FMA ports, Ice Lake-SP reference).
@@ -51,6 +52,9 @@ def host_spec_data(info: HostInfo, text: str) -> dict[str, Any]:
         sources["peak_gops"] = AVX512_SOURCE
     hw["peak_gops"] = peak
     data["reach"]["arch"] = info.arch
+    # the host target is this machine: its ISA is the detected one (an accelerator-less VM reports what it has)
+    isa = info.isa
+    data["isa"] = {"arch": isa.arch, "features": list(isa.features)} if isa.arch in KNOWN_FEATURES else {"arch": "npu"}
     return data
 
 

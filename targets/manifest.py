@@ -17,13 +17,14 @@ from targets.cost import GraphCost
 from targets.decoder import LanguageModelRecord
 from targets.errors import SchemaError, UsageError
 from targets.files import sha256_file
+from targets.host import HostFacts
 from targets.numerics import Numerics
 from targets.request import BuildRequest
 from targets.schema import check_version, from_json, to_json
 from targets.signature import Signature
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_SCHEMA_VERSION = 2
+MANIFEST_SCHEMA_VERSION = 3
 STAGING_MARK = ".staging-"
 #: a build whose verification failed is kept beside its place as ``<target>.failed``, for inspection
 FAILED_SUFFIX = ".failed"
@@ -136,6 +137,8 @@ class Manifest:
     speed_checks: tuple[SpeedCheck, ...] = ()
     #: for a target with several backends: the candidates and why this one is primary
     backend_choice: BackendChoice | None = None
+    #: the machine that built and verified the artifact (its ISA decides which execution verified it)
+    host: HostFacts | None = None
 
     @property
     def size_bytes(self) -> int:

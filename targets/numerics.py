@@ -10,6 +10,8 @@ from targets.spec import Tolerance
 
 #: numerics statuses: run here and within tolerance / outside it / could not run here
 STATUSES = ("verified", "failed", "not-run")
+#: how the numerics column names an execution other than the artifact's own runtime
+EXECUTION_LABELS = {"qdq": "QDQ semantics", "emulated": "emulated int16 pairs"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,17 @@ class Numerics:
     task: Mapping[str, Any] | None = None
     #: Language models: greedy generation against the reference and teacher-forced agreement.
     generation: Mapping[str, Any] | None = None
+    #: which execution computed the outputs: native, qdq (Q/DQ as written) or emulated (the target's int8
+    #: arithmetic), chosen from the target's and this host's ISAs
+    execution: str = "native"
+
+    @property
+    def _head(self) -> str:
+        head = {"verified": "ok", "failed": "FAILED"}[self.status]
+        label = EXECUTION_LABELS.get(self.execution)
+        if label:
+            return f"{head} ({label})"
+        return head + (" (proxy)" if self.proxy else "")
 
     @property
     def passed(self) -> bool:
@@ -64,9 +77,8 @@ class Numerics:
         if self.status == "not-run":
             return f"not run here: {self.reason}"
         if self.generation:
-            head = {"verified": "ok", "failed": "FAILED"}[self.status] + (" (proxy)" if self.proxy else "")
-            return f"{head} {self.generation.get('summary', '')}".rstrip()
+            return f"{self._head} {self.generation.get('summary', '')}".rstrip()
         if not self.outputs:
             return f"FAILED: {self.reason}"
-        head = {"verified": "ok", "failed": "FAILED"}[self.status] + (" (proxy)" if self.proxy else "")
+        head = self._head
         return f"{head} cos {self.min_cosine:.6f} max|err| {self.max_abs_error:.2e}"

@@ -75,6 +75,9 @@ class QuantizationRequest:
     method: str = option("minmax", name="method", choices=METHODS, help="int8 activation calibration method")
     activation_dtype: str | None = option(None, name="activation_dtype", choices=ACTIVATION_DTYPES,
                                           help="int8 activation type (default: the target's first)")
+    int8_weights: str = option("auto", name="int8_weights", choices=("auto", "int8", "int8-7bit", "uint8"),
+                               help="int8 weight scheme: auto (full-range int8 where the target's ISA computes it "
+                                    "exactly, else the most accurate exact one: 7-bit int8 or uint8), or one of them")
     block_size: int | None = option(None, name="block_size", minimum=16,
                                     help="int4 weight block size (default: the target's first)")
     accuracy_budget: float | None = option(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from targets.errors import SpecError, TargetError
+from targets.isa import ACCELERATOR_ARCHS, KNOWN_FEATURES, Isa, from_cpuinfo, unknown_features
 from targets.schema import check_keys, expect, is_number
 
 SCHEMA_VERSION = 1
@@ -143,6 +144,8 @@ class TargetSpec:
     quantization: QuantizationSupport | None = None
     #: Fusions the hardware executes (names of compiler.passes.fusion rules), in order.
     fusions: tuple[str, ...] = ()
+    #: The chip's instruction set: the int8 scheme and the verifying execution follow it, never the build host's.
+    isa: Isa = Isa("unknown")
     source_file: str = ""
 
     def options_for(self, backend: str) -> Mapping[str, Any]:
@@ -226,6 +229,17 @@ SPEC_TABLES: dict[str, tuple[Key, ...]] = {
         Key("quantization", False, "table", "required when a quantized precision is supported: see [quantization]"),
         Key("fusion", False, "table", "fusion rules the hardware executes: see [fusion]"),
         Key("hardware", True, "table", "datasheet figures with their sources: see [hardware]"),
+        Key("isa", False, "table",
+            "the chip's instruction set: see [isa] (default: reach.arch with the known features among "
+            "reach.cpu_flags)"),
+    ),
+    "isa": (
+        Key("arch", True, "string",
+            f"{', '.join(KNOWN_FEATURES)}, or an accelerator ({', '.join(ACCELERATOR_ARCHS)}: int8 accumulates in "
+            "int32)"),
+        Key("features", False, "list of strings",
+            "ISA features of the chip; the int8 scheme and the execution that verifies it follow them. "
+            + "; ".join(f"{arch}: {', '.join(names)}" for arch, names in KNOWN_FEATURES.items())),
     ),
     "supports": (
         Key("precisions", True, "list of strings", f"precisions the chip runs, of {', '.join(PRECISIONS)}"),
@@ -295,6 +309,7 @@ _QUANT_KEYS = _allowed("quantization")
 _TOLERANCE_KEYS = _allowed("verify.<precision>")
 _HARDWARE_KEYS = _allowed("hardware")
 _UNIT_KEYS = _allowed("hardware.units.<name>")
+_ISA_KEYS = _allowed("isa")
 _UNIT_FIGURES = ("peak_gops", "power_w")
 
 
@@ -418,6 +433,34 @@ def _load_quantization(table: Mapping[str, Any], precisions: list[str], file: st
     )
 
 
+def _load_isa(table: Any, reach: Reach, file: str) -> Isa:
+    """The declared ISA (or the one reach implies), checked against reach.arch and reach.cpu_flags."""
+    if table is None:
+        if reach.arch in KNOWN_FEATURES:
+            present = from_cpuinfo(reach.arch, reach.cpu_flags)
+            return Isa(reach.arch, tuple(f for f in KNOWN_FEATURES[reach.arch] if f in present))
+        return Isa(reach.arch or "unknown")
+    _expect(table, dict, "isa", file)
+    _check_keys(table, _ISA_KEYS, "isa.", file)
+    arch = _expect(table["arch"], str, "isa.arch", file)
+    archs = list(KNOWN_FEATURES) + list(ACCELERATOR_ARCHS)
+    if arch not in archs:
+        raise SpecError(f"{file}: isa.arch {arch!r} is not one chipfit knows; known: {', '.join(archs)}")
+    features = _expect(table.get("features", []), list, "isa.features", file)
+    unknown = unknown_features(arch, features)
+    if unknown:
+        known = ", ".join(KNOWN_FEATURES.get(arch, {})) or f"none (an {arch} declares no CPU features)"
+        raise SpecError(f"{file}: isa.features names {', '.join(map(repr, unknown))}, unknown for {arch}; "
+                        f"known: {known}")
+    if reach.arch and arch in KNOWN_FEATURES and reach.arch != arch:
+        raise SpecError(f"{file}: isa.arch = {arch!r} contradicts reach.arch = {reach.arch!r}")
+    implied = sorted(from_cpuinfo(arch, reach.cpu_flags) - set(features))
+    if implied:
+        raise SpecError(f"{file}: reach.cpu_flags require {', '.join(implied)}, which isa.features does not declare "
+                        f"({', '.join(features) or 'none'}): add them to isa.features or drop them from reach.cpu_flags")
+    return Isa(arch, tuple(f for f in KNOWN_FEATURES.get(arch, {}) if f in features))
+
+
 def spec_from_dict(data: Mapping[str, Any], file: str = "<spec>") -> TargetSpec:
     """Validate a parsed spec table and build the `TargetSpec`."""
     _check_keys(data, _TOP_KEYS, "", file)
@@ -511,6 +554,7 @@ def spec_from_dict(data: Mapping[str, Any], file: str = "<spec>") -> TargetSpec:
         hardware=_load_hardware(_expect(data["hardware"], dict, "hardware", file), backends, file),
         quantization=quantization,
         fusions=fusions,
+        isa=_load_isa(data.get("isa"), reach, file),
         source_file=file,
     )
 
@@ -548,6 +592,7 @@ __all__ = [
     "SPEC_TABLES",
     "UNIT_KINDS",
     "Hardware",
+    "Isa",
     "PRECISIONS",
     "QuantizationSupport",
     "Reach",

@@ -11,7 +11,7 @@ import contextlib
 import io
 import logging
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -21,6 +21,7 @@ import onnx
 from calibration.statistics import METHODS, Ranges
 from targets.request import QuantizationRequest
 from compiler.errors import BuildError, QuantizeError, UsageError
+from targets.isa import Int8Scheme, exact_on, exact_schemes
 from targets.signature import run_batched
 from targets.spec import TargetSpec
 
@@ -42,16 +43,42 @@ class QuantSettings:
     equalize: bool = False
     bias_correction: bool = False
     smoothquant: bool = False
+    #: 7-bit weights (ONNX Runtime's reduce_range): exact on x86 without VNNI
+    reduce_range: bool = False
+    #: the target's int8 arithmetic (`targets.isa.ARITHMETIC`): what verification and the accuracy report compute
+    arithmetic: str = ""
+    #: int8 schemes exact on the target to choose among by measured accuracy (the precision stage picks one)
+    candidates: tuple[Int8Scheme, ...] = ()
+    #: why the target's default scheme was not used, or the warning of a forced inexact one
+    scheme_note: str = ""
+
+    @property
+    def scheme(self) -> Int8Scheme:
+        return Int8Scheme(self.activation_dtype, self.weight_dtype or "int8", self.reduce_range)
+
+    def with_scheme(self, scheme: Int8Scheme) -> "QuantSettings":
+        return replace(self, activation_dtype=scheme.activation_dtype, weight_dtype=scheme.weight_dtype,
+                       reduce_range=scheme.reduce_range, candidates=())
 
     def to_dict(self) -> dict:
-        data = {k: v for k, v in asdict(self).items() if v not in ("", 0, False)}
+        data = {k: v for k, v in asdict(self).items()
+                if v not in ("", 0, False, ()) and k not in ("candidates", "scheme_note")}
         if self.precision == "int8":
             data["per_channel"] = self.per_channel
         return data
 
 
-def settings_for(target: TargetSpec, precision: str, request: QuantizationRequest) -> QuantSettings:
-    """The pass settings for ``target``; a request the target cannot honour is a `UsageError`."""
+#: --int8-weights choices -> (weight dtype, 7-bit)
+INT8_WEIGHTS = {"int8": ("int8", False), "int8-7bit": ("int8", True), "uint8": ("uint8", False)}
+
+
+def settings_for(target: TargetSpec, precision: str, request: QuantizationRequest, force: bool = False
+                 ) -> QuantSettings:
+    """The pass settings for ``target``; a request the target cannot honour is a `UsageError`.
+
+    The int8 scheme follows the target's ISA (`target.isa`), never the build host's: where the target's
+    arithmetic would not compute the default scheme exactly, the schemes that it computes exactly become
+    candidates, and the precision stage keeps the most accurate."""
     where = f"target {target.id} ({target.source_file})"
     if precision not in target.precisions:
         raise UsageError(f"{where} runs {', '.join(target.precisions)}, not {precision} (supports.precisions)")
@@ -71,11 +98,35 @@ def settings_for(target: TargetSpec, precision: str, request: QuantizationReques
         raise UsageError(
             f"{where} runs {'/'.join(q.activation_dtypes)} activations, not {activation} (quantization.activation_dtypes)"
         )
+    arithmetic = target.isa.int8_arithmetic
+    note = ""
+    if request.int8_weights == "auto":
+        candidates = exact_schemes([activation], arithmetic)
+        default = Int8Scheme(activation)
+        if default not in candidates:
+            note = (f"{exact_on(default, arithmetic)[1]}; target {target.id} declares {target.isa.label} "
+                    f"({target.source_file}: isa), so only schemes it computes exactly are built")
+    else:
+        weight, seven = INT8_WEIGHTS[request.int8_weights]
+        candidates = [Int8Scheme(activation, weight, seven)]
+        exact, why = exact_on(candidates[0], arithmetic)
+        if not exact:
+            if not force:
+                raise UsageError(
+                    f"--int8-weights {request.int8_weights} with {activation} activations: {where} declares "
+                    f"{target.isa.label}, which cannot compute it exactly ({why}). Leave --int8-weights at auto "
+                    "(chipfit builds a scheme the chip computes exactly), or add --force to build it anyway "
+                    "(verification then runs the target's arithmetic)")
+            note = f"forced (--force) although {target.id} does not compute it exactly: {why}"
     return QuantSettings(
         precision="int8",
         method=request.method,
-        activation_dtype=activation,
-        weight_dtype="int8",
+        activation_dtype=candidates[0].activation_dtype,
+        weight_dtype=candidates[0].weight_dtype,
+        reduce_range=candidates[0].reduce_range,
+        arithmetic=arithmetic,
+        candidates=tuple(candidates) if len(candidates) > 1 else (),
+        scheme_note=note,
         per_channel=q.per_channel,
         symmetric_activations=q.symmetric_activations,
         equalize=request.equalize,
@@ -136,6 +187,7 @@ def quantize_int8(
                 activation_type=QuantType[_QUANT_TYPE[settings.activation_dtype]],
                 weight_type=QuantType[_QUANT_TYPE[settings.weight_dtype]],
                 per_channel=settings.per_channel,
+                reduce_range=settings.reduce_range,
                 calibrate_method=CalibrationMethod[ranges.ort_method],
                 calibration_cache_path=str(ranges.path),
                 nodes_to_exclude=list(exclude),

@@ -16,10 +16,13 @@ from targets.spec import TargetSpec
 class OrtRunner(RunnerBase):
     per_op_source = "onnxruntime profiler"
 
-    def __init__(self, model_path: Path, provider: str, provider_options: Mapping[str, Any], threads: int = 0) -> None:
+    def __init__(self, model_path: Path, provider: str, provider_options: Mapping[str, Any], threads: int = 0,
+                 as_written: bool = False) -> None:
         self._model_path, self._provider, self._provider_options = model_path, provider, dict(provider_options)
+        self._as_written = as_written
         self.session = self._session(threads)
-        self.description = f"onnxruntime {ort.__version__} {provider} on this host ({model_path.name})"
+        self.description = (f"onnxruntime {ort.__version__} {provider} on this host ({model_path.name}"
+                            + (", graph optimizations off: Q/DQ as written)" if as_written else ")"))
         self._outputs = [o.name for o in self.session.get_outputs()]
 
     def _session(self, threads: int, profile: bool = False) -> ort.InferenceSession:
@@ -29,6 +32,8 @@ class OrtRunner(RunnerBase):
         # layout-specific kernels (NCHWc) apply here exactly as they will in the user's process.
         if threads:
             options.intra_op_num_threads = threads
+        if self._as_written:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.enable_profiling = profile
         provider = self._provider
         providers = [(provider, self._provider_options)] if provider != "CPUExecutionProvider" else [provider]
@@ -67,11 +72,53 @@ class OrtRunner(RunnerBase):
         return sorted(rows, key=lambda r: -r["mean_us"])
 
 
+class EmulatedRunner(RunnerBase):
+    """The artifact's QDQ graph computed with the target's int8 arithmetic (`compiler.arithmetic`)."""
+
+    def __init__(self, model_path: Path) -> None:
+        import onnx
+
+        from compiler.arithmetic import EmulatedGraph
+
+        self._graph = EmulatedGraph(onnx.load(str(model_path)))
+        self.description = (f"chipfit's emulation of x86 int16-pair int8 arithmetic ({model_path.name}: int8 layers "
+                            "in numpy, the other ops in ONNX's reference evaluator)")
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._graph.run(inputs)
+
+
+def _arithmetic_plan(model_path: Path, target: TargetSpec, host: HostInfo) -> RunPlan | None:
+    """Where the target's int8 arithmetic is not this host's and the graph has layers where they differ, the
+    execution that computes what the target computes; None where the artifact's own runtime does."""
+    import onnx
+
+    from compiler.arithmetic import EMULATED, QDQ, execution_for
+    from targets.isa import ARITHMETIC
+
+    ours, theirs = host.isa.int8_arithmetic, target.isa.int8_arithmetic
+    if ours == theirs or not model_path.exists():
+        return None
+    execution = execution_for(onnx.load(str(model_path)), theirs, ours)
+    why = (f"target {target.id} ({target.isa.label}): {ARITHMETIC[theirs]}; this host ({host.isa.label}): "
+           f"{ARITHMETIC[ours]}")
+    if execution == QDQ:
+        return RunPlan(OrtRunner(model_path, "CPUExecutionProvider", {}, as_written=True), proxy=True,
+                       note=f"proxy: Q/DQ run as written on this host's CPU provider ({why})", execution=QDQ)
+    if execution == EMULATED:
+        return RunPlan(EmulatedRunner(model_path), proxy=True,
+                       note=f"proxy: the target's int8 arithmetic emulated ({why})", execution=EMULATED)
+    return None
+
+
 def plan_run(artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> RunPlan:
     provider = options["execution_provider"]
     model = artifact_dir / ("model.ort" if options.get("ort_format") else "model.onnx")
     if not model.exists():
         raise NotRunnable(f"{model} is missing")
+    arithmetic = _arithmetic_plan(artifact_dir / "model.onnx", target, host)
+    if arithmetic is not None:
+        return arithmetic
     mismatch = host_mismatch(target, host)
     available = ort.get_available_providers()
     if mismatch is None and provider in available:
