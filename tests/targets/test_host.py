@@ -35,3 +35,37 @@ def test_host_spec_is_completed_from_detection():
     assert "derived" in spec.hardware.sources["peak_gops"][0]
     plain = spec_from_dict(host_spec_data(_info("avx2 fma"), text), "host.toml")
     assert plain.hardware.figures["peak_gops"] == {"fp32": "unknown", "int8": "unknown"}
+
+
+def test_host_facts_name_vendor_isa_and_int8_arithmetic(tmp_path):
+    (tmp_path / "cpuinfo").write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n"
+        "flags\t\t: fpu sse4_2 avx f16c avx2 fma bmi2\n"
+    )
+    (tmp_path / "meminfo").write_text("MemTotal:       16384000 kB\n")
+    facts = detect_host(tmp_path).facts()
+    assert (facts.vendor, facts.cpu, facts.memory_gb) == ("AuthenticAMD", "AMD EPYC", 15.6)
+    assert facts.isa == ("avx2", "fma", "f16c")
+    assert facts.int8_arithmetic == "x86-u8s8-int16-pairs"
+    assert _info("avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni").facts().int8_arithmetic == "int32-exact"
+
+
+def test_arm_features_are_read_by_their_canonical_names(tmp_path):
+    (tmp_path / "cpuinfo").write_text(
+        "processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 atomics fphp asimdhp asimddp i8mm\n"
+        "CPU implementer\t: 0x41\n"
+    )
+    (tmp_path / "meminfo").write_text("MemTotal:       8192000 kB\n")
+    info = detect_host(tmp_path)
+    arm = HostInfo("aarch64", info.model_name, info.flags, 4, None, 8.0, info.vendor)
+    assert arm.isa.features == ("neon", "dotprod", "i8mm", "fp16")
+    assert info.vendor == "ARM"
+    assert arm.isa.int8_arithmetic == "int32-exact"
+
+
+def test_the_host_target_declares_the_detected_isa():
+    text = resources.files("targets").joinpath("specs", "host.toml").read_text()
+    avx2 = spec_from_dict(host_spec_data(_info("avx2 fma f16c"), text), "host.toml")
+    assert avx2.isa.features == ("avx2", "fma", "f16c") and avx2.isa.int8_arithmetic == "x86-u8s8-int16-pairs"
+    vnni = spec_from_dict(host_spec_data(_info("avx2 fma avx512f avx512_vnni"), text), "host.toml")
+    assert vnni.isa.int8_arithmetic == "int32-exact"

@@ -88,7 +88,7 @@ class EmulatedRunner(RunnerBase):
         return self._graph.run(inputs)
 
 
-def _arithmetic_plan(model_path: Path, target: TargetSpec, host: HostInfo) -> RunPlan | None:
+def _arithmetic_plan(model_path: Path, provider: str, target: TargetSpec, host: HostInfo) -> RunPlan | None:
     """Where the target's int8 arithmetic is not this host's and the graph has layers where they differ, the
     execution that computes what the target computes; None where the artifact's own runtime does."""
     import onnx
@@ -104,10 +104,12 @@ def _arithmetic_plan(model_path: Path, target: TargetSpec, host: HostInfo) -> Ru
            f"{ARITHMETIC[ours]}")
     if execution == QDQ:
         return RunPlan(OrtRunner(model_path, "CPUExecutionProvider", {}, as_written=True), proxy=True,
-                       note=f"proxy: Q/DQ run as written on this host's CPU provider ({why})", execution=QDQ)
+                       note=f"proxy: the {provider} artifact's graph with Q/DQ run as written on this host's "
+                            f"CPUExecutionProvider ({why})", execution=QDQ)
     if execution == EMULATED:
         return RunPlan(EmulatedRunner(model_path), proxy=True,
-                       note=f"proxy: the target's int8 arithmetic emulated ({why})", execution=EMULATED)
+                       note=f"proxy: the {provider} artifact's graph with the target's int8 arithmetic emulated ({why})",
+                       execution=EMULATED)
     return None
 
 
@@ -116,7 +118,7 @@ def plan_run(artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
     model = artifact_dir / ("model.ort" if options.get("ort_format") else "model.onnx")
     if not model.exists():
         raise NotRunnable(f"{model} is missing")
-    arithmetic = _arithmetic_plan(artifact_dir / "model.onnx", target, host)
+    arithmetic = _arithmetic_plan(artifact_dir / "model.onnx", provider, target, host)
     if arithmetic is not None:
         return arithmetic
     mismatch = host_mismatch(target, host)

@@ -37,12 +37,15 @@ def test_every_family_generates_the_reference_tokens_on_host(family_dirs, tmp_pa
         assert manifest.llm.runtime == "onnxruntime-genai" and manifest.llm.cache_form == "dynamic"
 
 
-def test_the_genai_folder_loads_in_onnxruntime_genai_as_it_is(family_dirs, tmp_path):
+def test_the_genai_folder_loads_in_onnxruntime_genai_as_it_is(family_dirs, tmp_path, monkeypatch):
     import numpy as np
     import onnxruntime_genai as og
 
-    build(load_model(family_dirs["qwen2"]), BuildOptions(["host"], tmp_path, backend="onnxruntime"))
-    folder = tmp_path / "qwen2" / "host"
+    # a relative output folder, as `-o build/` gives: the builder's child process runs in a scratch folder
+    monkeypatch.chdir(tmp_path)
+    (result,) = build(load_model(family_dirs["qwen2"]), BuildOptions(["host"], "out", backend="onnxruntime"))
+    assert result.status == "verified", result.message
+    folder = tmp_path / "out" / "qwen2" / "host"
     model = og.Model(str(folder))  # no overlay, no edits: as a deployed app loads it
     tokenizer = og.Tokenizer(model)
     ids = tokenizer.encode("Once upon a time")
