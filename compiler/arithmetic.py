@@ -60,6 +60,10 @@ def _int8_layers(model: onnx.ModelProto):
         yield node, x, w, inits
 
 
+def has_int8_layers(model: onnx.ModelProto) -> bool:
+    return next(iter(_int8_layers(model)), None) is not None
+
+
 def saturation_exposed(model: onnx.ModelProto) -> bool:
     """Whether some int8 layer's arithmetic differs between an int16-pair CPU and an exact one: int8 weights
     beyond 7 bits in a layer that is not depthwise (depthwise kernels multiply in int32 on every CPU)."""
@@ -246,17 +250,26 @@ def qdq_session(model: onnx.ModelProto | str):
 
 
 def run_as(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], execution: str) -> dict[str, np.ndarray]:
-    """``model`` on ``inputs`` by ``execution`` (native: ONNX Runtime's CPU provider as an application loads it)."""
-    if execution == EMULATED:
-        return EmulatedGraph(model).run(inputs)
-    import onnxruntime as ort
+    """``model`` on ``inputs`` by ``execution`` (native: ONNX Runtime's CPU provider as an application loads it),
+    in chunks of the graph's batch where it is static."""
+    from targets.signature import run_batched
 
-    if execution == QDQ:
-        session = qdq_session(model)
+    if execution == EMULATED:
+        run = EmulatedGraph(model).run
     else:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    feeds = {i.name: inputs[i.name] for i in session.get_inputs()}
-    return dict(zip(names, session.run(names, feeds)))
+        import onnxruntime as ort
+
+        if execution == QDQ:
+            session = qdq_session(model)
+        else:
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+
+        def run(chunk: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return dict(zip(names, session.run(names, {i.name: chunk[i.name] for i in session.get_inputs()})))
+
+    first = model.graph.input[0].type.tensor_type.shape.dim[:1] if model.graph.input else []
+    batch = first[0].dim_value if first and first[0].HasField("dim_value") and first[0].dim_value > 0 else None
+    return run_batched(run, inputs, batch)

@@ -33,7 +33,9 @@ def test_host_spec_is_completed_from_detection():
     assert spec.hardware.figures["cores"] == 4
     assert spec.hardware.figures["peak_gops"] == {"fp32": 512.0, "int8": 2048.0}
     assert "derived" in spec.hardware.sources["peak_gops"][0]
-    plain = spec_from_dict(host_spec_data(_info("avx2 fma"), text), "host.toml")
+    avx2 = spec_from_dict(host_spec_data(_info("avx2 fma"), text), "host.toml")
+    assert avx2.hardware.figures["peak_gops"] == {"fp32": 256.0, "int8": "unknown"}  # 32 FLOP/clk x 2 GHz x 4
+    plain = spec_from_dict(host_spec_data(_info("sse4_2"), text), "host.toml")
     assert plain.hardware.figures["peak_gops"] == {"fp32": "unknown", "int8": "unknown"}
 
 

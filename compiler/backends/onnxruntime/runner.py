@@ -88,18 +88,23 @@ class EmulatedRunner(RunnerBase):
         return self._graph.run(inputs)
 
 
-def _arithmetic_plan(model_path: Path, provider: str, target: TargetSpec, host: HostInfo) -> RunPlan | None:
-    """Where the target's int8 arithmetic is not this host's and the graph has layers where they differ, the
-    execution that computes what the target computes; None where the artifact's own runtime does."""
+def _arithmetic_plan(model_path: Path, provider: str, target: TargetSpec, host: HostInfo, proxy: bool
+                     ) -> RunPlan | None:
+    """The execution that computes what the target computes, where the artifact's own runtime here would not
+    (None where it does): where the two int8 arithmetics differ on some layer of the graph, and for every proxy run
+    of an int8 graph for an exact chip (an NPU), so that the verdict is the same on every host kind."""
     import onnx
 
-    from compiler.arithmetic import EMULATED, QDQ, execution_for
-    from targets.isa import ARITHMETIC
+    from compiler.arithmetic import EMULATED, QDQ, execution_for, has_int8_layers
+    from targets.isa import ARITHMETIC, EXACT
 
     ours, theirs = host.isa.int8_arithmetic, target.isa.int8_arithmetic
-    if ours == theirs or not model_path.exists():
+    if not model_path.exists() or (ours == theirs and not (proxy and theirs == EXACT)):
         return None
-    execution = execution_for(onnx.load(str(model_path)), theirs, ours)
+    graph = onnx.load(str(model_path))
+    execution = execution_for(graph, theirs, ours)
+    if proxy and theirs == EXACT and has_int8_layers(graph):
+        execution = QDQ
     why = (f"target {target.id} ({target.isa.label}): {ARITHMETIC[theirs]}; this host ({host.isa.label}): "
            f"{ARITHMETIC[ours]}")
     if execution == QDQ:
@@ -118,11 +123,12 @@ def plan_run(artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
     model = artifact_dir / ("model.ort" if options.get("ort_format") else "model.onnx")
     if not model.exists():
         raise NotRunnable(f"{model} is missing")
-    arithmetic = _arithmetic_plan(artifact_dir / "model.onnx", provider, target, host)
-    if arithmetic is not None:
-        return arithmetic
     mismatch = host_mismatch(target, host)
     available = ort.get_available_providers()
+    proxy = mismatch is not None or provider not in available
+    arithmetic = _arithmetic_plan(artifact_dir / "model.onnx", provider, target, host, proxy)
+    if arithmetic is not None:
+        return arithmetic
     if mismatch is None and provider in available:
         return RunPlan(OrtRunner(model, provider, options.get("provider_options", {})))
     # The ONNX graph is portable: run it on the CPU provider and say that it is a proxy.

@@ -48,6 +48,12 @@ class TvmBackend(BackendBase):
             raise TargetError(
                 f"{target.source_file}: backend_options.tvm.target {options['target']} is not a valid TVM target: {exc}"
             ) from exc
+        from compiler.backends.tvm.options import mattr_contradictions
+
+        wrong = mattr_contradictions(options["target"].get("mattr"), target.isa.features)
+        if wrong:
+            raise TargetError(f"{target.source_file}: backend_options.tvm.target.mattr contradicts isa.features "
+                              f"({', '.join(target.isa.features) or 'none'}): {'; '.join(wrong)}; make them agree")
 
     def check_toolchain(self, target: TargetSpec) -> tuple[str, ...]:
         from compiler.backends.tvm.lower import toolchain_problems

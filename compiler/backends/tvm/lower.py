@@ -180,7 +180,9 @@ def _compile(mod, target_dict: dict[str, Any], pipeline: str, tuned: bool = Fals
     if kept:
         return executable, {**record, "default_rules_check": check}
     return plain, {**plain_record, "default_rules_check": check,
-                   "default_rules_dropped": record["default_rules_applied"]}
+                   "default_rules_dropped": record["default_rules_applied"],
+                   **({"default_rules_failed": record["default_rules_failed"]}
+                      if "default_rules_failed" in record else {})}
 
 
 def _vm_call(executable, mod):
@@ -199,6 +201,28 @@ def _vm_call(executable, mod):
 
     inputs = [tvm.runtime.tensor(np.zeros([size(d) for d in p.ty.shape], str(p.ty.dtype))) for p in params]
     return lambda: vm["main"](*inputs)
+
+
+def _where(exc: BaseException) -> str:
+    """Where in TVM an error without a useful message was raised: the innermost TVM frame (its pass or rule) and
+    the TIR/Relax function being transformed, when the frames hold one."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/tvm/" in f.filename.replace("\\", "/")]
+    if not frames:
+        return ""
+    inner = frames[-1]
+    module = inner.filename.replace("\\", "/").split("/tvm/")[-1].removesuffix(".py").replace("/", ".")
+    function = ""
+    tb = exc.__traceback__
+    while tb is not None:  # the innermost frame that has a function ("func" / "mod" with a name) in its locals
+        for key in ("func", "prim_func", "function"):
+            candidate = tb.tb_frame.f_locals.get(key)
+            name = getattr(getattr(candidate, "attrs", None), "get", lambda *_: None)("global_symbol")
+            if name:
+                function = str(name)
+        tb = tb.tb_next
+    return f" (in tvm.{module}.{inner.name}, line {inner.lineno}" + (f", function {function}" if function else "") + ")"
 
 
 def lower(
@@ -241,7 +265,8 @@ def lower(
         return executable, route
 
     def failed(exc: Exception) -> BuildError:
-        return BuildError(f"TVM could not compile {model.name} for {target.id}: {type(exc).__name__}: {exc}")
+        return BuildError(f"TVM could not compile {model.name} for {target.id}: {type(exc).__name__}: "
+                          f"{str(exc).strip() or '(no message)'}{_where(exc)}")
 
     signature: Signature = model.signature
     try:

@@ -42,6 +42,29 @@ X86_MCPU_BY_FEATURES: tuple[tuple[str, frozenset[str]], ...] = (
     ("x86-64-v2", frozenset({"sse4_2", "popcnt"})),
 )
 
+#: LLVM's attribute names (``mattr``) of the ISA features a target spec declares (`targets.isa`)
+LLVM_FEATURES = {
+    "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512vl": "avx512vl",
+    "avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni", "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16",
+    "amx-tile": "amx_tile", "amx-int8": "amx_int8", "amx-bf16": "amx_bf16",
+    "neon": "neon", "dotprod": "dotprod", "i8mm": "i8mm", "fullfp16": "fp16", "bf16": "bf16", "sve": "sve",
+}
+
+
+def mattr_contradictions(mattr: Any, features: tuple[str, ...]) -> list[str]:
+    """``mattr`` entries that enable an ISA feature the spec's [isa] does not declare, or disable one it does."""
+    attrs = mattr.split(",") if isinstance(mattr, str) else list(mattr or [])
+    problems = []
+    for attr in attrs:
+        sign, name = attr[:1], attr[1:]
+        feature = LLVM_FEATURES.get(name)
+        if feature is None or sign not in "+-":
+            continue
+        if (sign == "+") != (feature in features):
+            problems.append(f"{attr} ({'not declared' if sign == '+' else 'declared'} in isa.features)")
+    return problems
+
+
 def mcpu_for(host: HostInfo) -> str:
     """LLVM's name for this CPU: the first row of the table whose features it has."""
     if host.arch == "x86_64":

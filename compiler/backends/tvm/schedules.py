@@ -53,16 +53,32 @@ def schedule(mod, database: Path | None, default_rules: bool = True) -> tuple[An
     record["tuned_records_applied"] = sorted(tuned)
     by_rules: set[str] = set()
     if default_rules:
-        mod = dl.ApplyDefaultSchedule(dl.cpu.GEMV())(mod)
+        refused: list[dict[str, str]] = []
+        mod = _per_function(mod, sorted(_prim_funcs(mod) - _scheduled(mod)), dl, dl.cpu.GEMV(), "dlight.cpu.GEMV",
+                            refused)
         reductions = [g for g in _prim_funcs(mod) - _scheduled(mod) if not any(k in g for k in _NOT_REDUCTIONS)]
-        if reductions:
-            sub = dl.ApplyDefaultSchedule(dl.cpu.Reduction())(tvm_subset(mod, reductions))
-            for g, f in sub.functions_items():
-                mod[g] = f
+        mod = _per_function(mod, sorted(reductions), dl, dl.cpu.Reduction(), "dlight.cpu.Reduction", refused)
         by_rules = _scheduled(mod) - tuned
+        if refused:
+            record["default_rules_failed"] = refused
     record["default_rules_applied"] = sorted(by_rules)
     record["unscheduled"] = record["functions"] - len(tuned) - len(by_rules)
     return mod, record
+
+
+def _per_function(mod, names, dl, rule, rule_name: str, refused: list[dict[str, str]]):
+    """``rule`` applied to each function alone: a rule that fails on one kernel (dlight's GEMV asserts on some
+    reductions without a reduction loop, e.g. MobileViT's unfold at some shapes) leaves that kernel with LLVM's
+    plain loop nest, recorded by name, instead of failing the whole model."""
+    for name in names:
+        try:
+            sub = dl.ApplyDefaultSchedule(rule)(tvm_subset(mod, [name]))
+        except Exception as exc:  # a rule's own bug, for this kernel only
+            refused.append({"function": name, "rule": rule_name, "error": f"{type(exc).__name__}: {exc}".strip()})
+            continue
+        for g, f in sub.functions_items():
+            mod[g] = f
+    return mod
 
 
 def tvm_subset(mod, names):

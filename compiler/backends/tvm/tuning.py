@@ -66,6 +66,7 @@ def tune(mod, target: dict[str, Any], trials: int, *, rpc: tuple[str, int, str] 
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
+    _import_tensor_intrinsics()
     tvm_target = tvm.target.Target(target)
     with tvm_target:
         fused = relax.get_pipeline("zero")(mod)
@@ -74,7 +75,8 @@ def tune(mod, target: dict[str, Any], trials: int, *, rpc: tuple[str, int, str] 
         raise ValueError("the model has no kernels to tune")
     per_task = max_trials_per_task or max(1, trials // len(tasks))
     progress(f"tune: {len(tasks)} kernels, {trials} trials ({per_task} per kernel at most)")
-    builder, runner, where = "local", ms.runner.LocalRunner(), "this CPU"
+    builder = ms.builder.LocalBuilder(f_build=_builder())
+    runner, where = ms.runner.LocalRunner(), "this CPU"
     if rpc is not None:
         host, port, key = rpc
         config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key, session_timeout_sec=120)
@@ -87,7 +89,7 @@ def tune(mod, target: dict[str, Any], trials: int, *, rpc: tuple[str, int, str] 
                 mod.export_library(path, fcompile=cc.cross_compiler(_cc))
                 return path
 
-            builder = ms.builder.LocalBuilder(f_export=export)
+            builder = ms.builder.LocalBuilder(f_build=_builder(), f_export=export)
     try:
         import xgboost  # noqa: F401
 
@@ -109,6 +111,60 @@ def tune(mod, target: dict[str, Any], trials: int, *, rpc: tuple[str, int, str] 
         records = merge(Path(scratch), database_dir(target))
     return TuningResult(database_dir(target), len(tasks), trials, records, time.perf_counter() - start,
                         f"{where}; {strategy} search, cost model {cost_model}")
+
+
+def _import_tensor_intrinsics() -> None:
+    """``import tvm.s_tir.tensor_intrin`` (every TuneContext does it), in seconds instead of minutes.
+
+    The module parses some 500 TVMScript functions, and each parse calls ``inspect.stack()``, which resolves the
+    module of every frame on the stack by scanning ``sys.modules``: with torch and transformers loaded that took
+    50 s on a 2-core AVX2 host (367 s under a profiler). The parser reads only the frames and the calling line,
+    so for this import the stack is built from the frames and linecache directly."""
+    import inspect
+    import linecache
+    import sys
+
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+
+    def stack(context: int = 1) -> list[inspect.FrameInfo]:
+        frames, frame = [], sys._getframe(1)
+        while frame is not None:
+            code = frame.f_code
+            line = linecache.getline(code.co_filename, frame.f_lineno) if context else ""
+            frames.append(inspect.FrameInfo(frame, code.co_filename, frame.f_lineno, code.co_name,
+                                            [line] if line else None, 0 if line else None))
+            frame = frame.f_back
+        return frames
+
+    original = inspect.stack
+    inspect.stack = stack
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.stack = original
+
+
+def _builder():
+    """MetaSchedule's build function without its unconditional ``import tvm.s_tir.tensor_intrin``: that import takes
+    50 s in each fresh builder worker on a 2-core AVX2 host, past the builder's 30 s timeout, so every trial there
+    "timed out" and no record was kept. The module a worker builds is already scheduled (a tensorized block holds
+    the intrinsic's body), so the registry is only imported if a build needs it. Made here so cloudpickle sends it
+    by value: a worker needs no chipfit to run it."""
+
+    def build(mod, target, _params):
+        from tvm.driver import build as tvm_build
+        from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+        mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+        try:
+            return tvm_build(mod, target=target)
+        except Exception:  # a tensor intrinsic the module names: register them, build again
+            import tvm.s_tir.tensor_intrin  # noqa: F401
+
+            return tvm_build(mod, target=target)
+
+    return build
 
 
 @contextlib.contextmanager

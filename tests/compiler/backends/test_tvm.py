@@ -119,3 +119,44 @@ def test_tuning_a_remote_target_without_a_device_is_refused(capsys):
 
     assert main(["tune", "example", "-t", "arm64-cortex-a76", "--trials", "2"]) == 2
     assert "--rpc HOST:PORT" in capsys.readouterr().err
+
+
+def test_a_default_rule_that_fails_on_one_kernel_leaves_it_unscheduled_and_named(monkeypatch):
+    """dlight's GEMV rule asserted on one of MobileViT's kernels and took the whole model down; now the kernel keeps
+    LLVM's loop nest and the record names the rule, the function and the error."""
+    import torch
+    import tvm
+    from tvm.s_tir import dlight as dl
+
+    from compiler.backends.tvm import schedules
+    from compiler.backends.tvm.lower import _import_torch
+    from compiler.frontend import trace_module
+
+    model = trace_module(torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval(), (torch.zeros(1, 8),),
+                         name="mlp")
+
+    class Broken(dl.cpu.GEMV):
+        def apply(self, func, target, tunable):
+            assert False  # as dlight's normalize does, without a message
+
+    monkeypatch.setattr(dl.cpu, "GEMV", Broken)
+    target = tvm.target.Target({"kind": "llvm"})
+    with target:
+        fused = tvm.relax.get_pipeline("zero")(_import_torch(model))
+        mod, record = schedules.schedule(fused, None)
+        tvm.compile(mod, target=target)  # the model still compiles
+    assert record["default_rules_failed"]
+    assert all(f["rule"] == "dlight.cpu.GEMV" and f["error"].startswith("AssertionError") for f in record["default_rules_failed"])
+    assert {f["function"] for f in record["default_rules_failed"]} <= {g.name_hint for g, _ in mod.functions_items()}
+
+
+def test_an_mattr_that_contradicts_the_declared_isa_names_both(tmp_path):
+    from targets.errors import TargetError
+    from targets.spec import load_spec
+    from tests.targets.test_spec import SPECS
+
+    text = (SPECS / "arm64-cortex-a76.toml").read_text().replace('"+fullfp16"]', '"+fullfp16", "+i8mm"]')
+    (tmp_path / "a76.toml").write_text(text)
+    with pytest.raises(TargetError, match=r"mattr contradicts isa\.features \(neon, dotprod, fp16\): \+i8mm \(not declared"):
+        backend.check_options(load_spec(tmp_path / "a76.toml"))
+    backend.check_options(load_spec(SPECS / "arm64-cortex-a76.toml"))  # the built-in spec agrees with itself
