@@ -27,11 +27,13 @@ import torch
 from compiler.backends import backend_registry
 from compiler.frontend import load_model, trace_module
 from compiler.passes.fusion import fusion_passes
+from compiler.build.lowering import lower, make_job
 from compiler.passes.pipeline import run_pipeline
 from targets.signature import seeded_inputs
 from profiles.latency import time_callable
 from targets.host import detect_host
 from targets.registry import target_registry
+from targets.request import BuildRequest, ModelSource
 
 
 def _bert():
@@ -45,7 +47,8 @@ def _bert():
 
 def _time(backend, model, spec, precision, workdir: Path, runs: int) -> float:
     workdir.mkdir(parents=True)
-    lowered = backend.lower(model, spec, precision, workdir)
+    request = BuildRequest(ModelSource(model.source, model.name), spec.id, precision=precision)
+    lowered = lower(backend, make_job(backend, model, spec, precision, request, workdir, detect_host()))
     plan = backend.plan_run(workdir, lowered.options, lowered.signature, spec, detect_host())
     inputs = seeded_inputs(lowered.signature.concretized(), seed=0, symbolic_size=1)
     return time_callable(lambda: plan.runner.run(inputs), warmup=5, min_runs=runs, max_runs=runs, budget_s=0).latency_ms_p50

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from calibration.readers import CalibrationError
+from calibration.errors import CalibrationError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPEC_NAME = "preprocess.toml"

@@ -13,9 +13,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-
-class CalibrationError(ValueError):
-    """Calibration or sample data cannot be used. The message names the file and the input."""
+from calibration.errors import CalibrationError
 
 
 @dataclass(frozen=True)

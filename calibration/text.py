@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.readers import CalibrationError
+from calibration.errors import CalibrationError
 
 ID_NAMES = ("input_ids", "tokens", "ids")
 

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from compiler.passes.graph import copy_model
 from targets.isa import EXACT, X86_PAIRS
 
 NATIVE, QDQ, EMULATED = "native", "qdq", "emulated"
@@ -196,8 +197,7 @@ def _make_ops():
 
 def emulated_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with its int8 layers replaced by the emulating ops (the reference evaluator runs the rest)."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+    copy = copy_model(model)
     replaced = {node.name or node.output[0]: (x, w) for node, x, w, _ in _int8_layers(copy)}
     nodes = []
     for node in copy.graph.node:

@@ -115,9 +115,9 @@ def _node_cases(names: Sequence[str]):
     return [cases[n] for n in names if n in cases]
 
 
-def _precision_for_ops(target, backend) -> str:
+def precision_for_ops(target, backend) -> str:
     for p in ("fp32", "fp16", "int8"):
-        if p in target.precisions and p in backend.precisions:
+        if p in target.precisions and p in backend.capabilities.precisions:
             return p
     return target.default_precision
 
@@ -133,13 +133,15 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
     from compiler.backends import NotRunnable
     from compiler.errors import UnsupportedOpError
     from compiler.frontend.onnx_file import onnx_reference, signature_from_onnx
-    from compiler.passes.quantize import QuantSettings, quantize_int8, to_fp16
-    from compiler.traced import TracedModel
+    from compiler.build.lowering import lower, make_job
+    from compiler.passes.quantize import quantize_int8, settings_for, to_fp16
+    from targets.request import BuildRequest, ModelSource, QuantizationRequest
+    from targets.model import TracedModel
     from compiler.verify import within
     from calibration import compare_outputs
     from targets.host import detect_host
 
-    precision = _precision_for_ops(target, backend)
+    precision = precision_for_ops(target, backend)
     tolerance = target.tolerance(precision)
     host = detect_host()
     cases = _node_cases(ops) if cases is None else cases
@@ -166,14 +168,13 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
             continue
         progress("stage QUANTIZE")
         try:
-            if precision in backend.graph_precisions:
+            if precision in backend.capabilities.graph_precisions:
                 if precision == "fp16":
                     graph = to_fp16(model)
                 else:
                     # The test's own inputs, as one calibration sample (their leading dims are not a batch).
                     calib = CalibrationSet((inputs,), origin=case.name, digest=case.name)
-                    settings = QuantSettings("int8", "minmax", target.quantization.activation_dtypes[0], "int8",
-                                             target.quantization.per_channel, target.quantization.symmetric_activations)
+                    settings = settings_for(target, "int8", QuantizationRequest(method="minmax"))
                     graph = quantize_int8(model, settings, collect_ranges(model, calib, "minmax", workdir / "cache"))
                 traced = replace(traced, onnx_model=graph, graph_precision=precision)
         except Exception as exc:
@@ -183,7 +184,8 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
         out.mkdir(parents=True, exist_ok=True)
         progress("stage LOWER")
         try:
-            lowered = backend.lower(traced, target, precision, out)
+            request = BuildRequest(ModelSource(traced.source, traced.name), target.id, precision=precision)
+            lowered = lower(backend, make_job(backend, traced, target, precision, request, out, host))
         except Exception as exc:  # any failure to lower is this target's result for the op
             op = exc.op if isinstance(exc, UnsupportedOpError) else model.graph.node[0].op_type
             report.unsupported_ops.append(op)
@@ -273,7 +275,7 @@ def run_model_battery(target_id: str, backend, workdir: Path, report: Report, ct
                                            backend=backend.name))
             continue
         for precision in target.precisions:
-            if precision not in backend.precisions:
+            if precision not in backend.capabilities.precisions:
                 continue
             if precision == "int4" and name == "conv_net":
                 continue  # int4 is weight-only for matmuls; a conv net has none to quantize
@@ -302,7 +304,7 @@ def run_llm_battery(target_id: str, backend, workdir: Path, report: Report, ctx,
     from compiler.llm.synthetic import FAMILIES, config, save
 
     target = ctx.targets.get(target_id)
-    if not backend.decoder_precisions:
+    if not backend.capabilities.decoder_precisions:
         report.notes.append(f"llm battery not applicable to {backend.name}: it lowers no decoder language models")
         return
     for family in families or FAMILIES:
@@ -330,7 +332,7 @@ def run_artifact_checks(target_id: str, backend, workdir: Path, report: Report, 
     from compiler.frontend import load_model
 
     target = ctx.targets.get(target_id)
-    precision = next((p for p in target.precisions if p in backend.precisions), target.default_precision)
+    precision = next((p for p in target.precisions if p in backend.capabilities.precisions), target.default_precision)
     progress(f"artifacts: two builds of the example ({backend.name})")
     model = load_model("example")
     paths = []
@@ -379,7 +381,7 @@ def _onnx_probe():
     from onnx import TensorProto, helper
 
     from compiler.frontend.onnx_file import onnx_reference, signature_from_onnx
-    from compiler.traced import TracedModel
+    from targets.model import TracedModel
 
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],

@@ -69,12 +69,12 @@ def _worker(conn, target_id: str, backend_name: str, workdir: str, direct: bool)
     from onnx.backend.test.case.node import collect_testcases
 
     from compiler.build import BuildContext
-    from compiler.conformance import _precision_for_ops, run_op_battery
+    from compiler.conformance import precision_for_ops, run_op_battery
 
     ctx = BuildContext()
     target = ctx.targets.get(target_id)
     backend = ctx.backends.get(backend_name)
-    tolerance = target.tolerance(_precision_for_ops(target, backend))
+    tolerance = target.tolerance(precision_for_ops(target, backend))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cases = {c.name: c for c in collect_testcases()}

@@ -22,6 +22,8 @@ from calibration.readers import CalibrationError
 from calibration.statistics import Ranges, collect_ranges, graph_digest
 from compiler.arithmetic import EXECUTIONS, NATIVE, execution_for, run_as
 from compiler.errors import QuantizeError, UsageError
+from compiler.passes.graph import copy_model
+from targets.backend import ProgramQuantizer
 from compiler.passes.fusion import FUSIONS, FusionPass
 from compiler.passes.quantize import (
     QuantSettings,
@@ -310,17 +312,17 @@ class PrecisionStage:
             passes = ({"name": "pre-quantization", "chosen": pre["chosen"], "passes": pre["passes"]},) + passes
         return PreparedGraph(graph, passes, report)
 
-    def prepare_program(self, settings: QuantSettings, traced, quantizer: str = "arm_inductor") -> PreparedProgram:
-        """The (static) torch program of ``traced`` quantized with PT2E (``quantizer``: the backend's), with its
+    def prepare_program(self, settings: QuantSettings, traced, quantizer: ProgramQuantizer) -> PreparedProgram:
+        """The (static) torch program of ``traced`` quantized with PT2E (``quantizer``: the backend's own), with its
         accuracy report."""
         from compiler.passes.quantize_torch import quantize_program, run_program, settings_record
 
-        key = ("program", settings, quantizer, traced.source_digest, traced.signature)
+        key = ("program", settings, quantizer.tool, traced.source_digest, traced.signature)
         if key not in self._prepared:
             if self.calibration is None:
                 raise UsageError("int8 needs calibration samples: pass --calibration PATH, or --calibration random")
             names = [t.name for t in traced.signature.inputs]
-            self.progress(f"precision: quantizing the torch program to int8 (PT2E {quantizer}, {settings.method})")
+            self.progress(f"precision: quantizing the torch program to int8 ({quantizer.tool}, {settings.method})")
             program = quantize_program(traced.exported_program, self.calibration, names, settings.method, quantizer)
             outputs = run_program(program, self.evaluation.inputs, names, [t.name for t in traced.signature.outputs])
             record = settings_record(settings.method, quantizer)
@@ -376,8 +378,7 @@ def _restore_biases(model: onnx.ModelProto, uncorrected: onnx.ModelProto, nodes)
     original = {t.name: t for t in uncorrected.graph.initializer if t.name in biases}
     if not original:
         return model
-    restored = onnx.ModelProto()
-    restored.CopyFrom(model)
+    restored = copy_model(model)
     for tensor in restored.graph.initializer:
         if tensor.name in original:
             tensor.CopyFrom(original[tensor.name])

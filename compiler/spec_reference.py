@@ -47,11 +47,11 @@ def backend_tables(backends) -> str:
     """Each backend's options and what it builds; ``backends`` are loaded backend objects."""
     parts = []
     for backend in backends:
-        schema = getattr(backend, "SCHEMA", None)
+        schema, caps = backend.options_schema, backend.capabilities
         parts.append(f"### `[backend_options.{backend.name}]`\n")
-        parts.append(f"Builds {', '.join(backend.precisions)} from {backend.consumes} sources; runs on "
-                     f"{backend.compute_unit or 'the unit its options choose'}"
-                     + (f"; decoder LMs at {', '.join(backend.decoder_precisions)}" if backend.decoder_precisions else "")
+        parts.append(f"Builds {', '.join(caps.precisions)} from {caps.consumes} sources; runs on "
+                     f"{caps.compute_unit or 'the unit its options choose'}"
+                     + (f"; decoder LMs at {', '.join(caps.decoder_precisions)}" if caps.decoder_precisions else "")
                      + ".\n")
         if schema is None or not schema.fields:
             parts.append("No options.\n")

@@ -44,7 +44,7 @@ def validate_spec(path: str | Path) -> tuple[TargetSpec | None, list[Check]]:
         try:
             backend.check_options(spec)
             checks.append(Check(f"backend {name}", True, f"registered (API {backend.api_version}); options accepted"))
-            builds.update(backend.precisions)
+            builds.update(backend.capabilities.precisions)
         except TargetError as exc:
             checks.append(Check(f"backend {name}", False, str(exc)))
             continue

@@ -450,6 +450,10 @@ def _profile_device(artifact: Artifact, target: TargetSpec, backend, options: Pr
     if not key:
         raise ProfileError(f"{artifact.path}: --rpc given but no --key, and target {target.id} names no rpc_key")
     m = artifact.manifest
+    if not backend.capabilities.device_timing:
+        profile["not_measured_because"] = (f"not timed on {key}: backend {backend.name} has no device runner; its "
+                                           "artifacts are timed here or estimated")
+        return
     try:
         timing = backend.time_on_device(artifact.path, m.backend.options, m.signature, Device(options.rpc, key),
                                         options.runs)

@@ -1,14 +1,21 @@
 """The backend protocol: what a backend must do, and what core code may ask of it.
 
-A backend lowers a traced model for a `TargetSpec` into files in a work directory and, where its
-artifacts can run, gives a runner: here (`plan_run`) or on a device it reaches itself
-(`time_on_device`, e.g. TVM RPC). Everything backend-specific that core code needs (per-op timing,
-thread pinning, which files of its format vary between builds, its toolchain fingerprint for the
-build cache) is asked of the backend through this protocol; core code never names a backend.
+A backend declares what it can do once (`Capabilities`), lowers a model for a `TargetSpec` from one
+`LowerJob` (model, target, precision, its resolved options, the request and the build's data) into files
+in the job's work directory and, where its artifacts can run, gives a runner (`plan_run`). Everything
+backend-specific that core code needs (per-op timing, thread pinning, which files of its format vary
+between builds, its toolchain fingerprint for the build cache) is asked of the backend through this
+protocol; core code never names a backend.
+
+What only some backends do is an optional protocol, claimed in `Capabilities` and checked when the
+registry loads the backend (a claim without its methods is refused then, by name): decoder LMs
+(`DecoderLowering`), kernel tuning (`Tuning`), timing on a remote device (`DeviceTimer`), a PT2E quantizer
+of its own for the torch program (`ProgramQuantizing`), build-machine resources (`BuildResourcing`), an
+isolated environment for a vendor SDK (`IsolatedEnvironment`).
 
 In-tree backends (``compiler/backends/<name>/``) and third-party plugins implement it the same way and
-register through the ``chipfit.backends`` entry point group. `BackendBase` gives the optional hooks
-their defaults; a plugin may subclass it or implement every member itself.
+register through the ``chipfit.backends`` entry point group. `BackendBase` gives the defaults; a plugin
+may subclass it or implement every member itself.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import inspect
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -28,12 +35,24 @@ from targets.host import HostInfo
 from targets.signature import Signature
 from targets.spec import TargetSpec
 
-if TYPE_CHECKING:  # the model types live above this layer; the protocol only names them
-    from compiler.llm import DecoderModel
-    from compiler.traced import TracedModel
+from targets.model import DecoderModel, TracedModel
+from targets.request import BuildRequest
 
-#: Version of this protocol; a plugin written for another one is refused.
-BACKEND_API_VERSION = 2
+#: Version of this protocol; a plugin written for another one is refused, with what changed.
+BACKEND_API_VERSION = 3
+#: What each version changed, for the message an older plugin gets.
+API_CHANGES = {
+    1: "version 2 replaced plan_run's manifest with options and signature, and added resolve_options, "
+       "time_on_device, normalizers and fingerprint",
+    2: "version 3 declares what the backend does in one `capabilities = Capabilities(...)` (consumes, precisions, "
+       "graph_precisions, program_precisions, calibrated_precisions, symbolic_dims, accepted_domains, compute_unit, "
+       "decoder_precisions, decoder_families, and claims of the optional protocols: tunable, device_timing, "
+       "build_resources, isolated) instead of class attributes; `lower(job)` and `lower_decoder(job)` take one "
+       "`LowerJob` (model, target, precision, resolved options, request, workdir, host, data, context) instead of "
+       "positional arguments and `lower_with_data`; the options schema is `options_schema` (was SCHEMA); a backend "
+       "that quantizes the torch program gives its own PT2E quantizer (`program_quantizer(method)`, was the "
+       "`program_quantizer` name)",
+}
 
 #: How a file of a backend's format is hashed for the content digest: a function giving the bytes to
 #: hash (normalised), or None to leave the file out; with the reason recorded in the manifest.
@@ -60,19 +79,92 @@ class Lowered:
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared once; core code asks this, never the backend's name."""
+
+    consumes: str  # "onnx" or "torch" (torch backends fall back to ONNX where `lowers_onnx` says so)
+    precisions: tuple[str, ...]
+    #: precisions for which the backend lowers the ONNX graph rewritten by chipfit's precision stage (the others
+    #: it produces itself, e.g. Core ML's fp16 compute)
+    graph_precisions: tuple[str, ...] = ()
+    #: precisions for which it lowers the torch program quantized by the precision stage (PT2E) with the
+    #: quantizer it gives (`ProgramQuantizing`)
+    program_precisions: tuple[str, ...] = ()
+    #: precisions it quantizes with its vendor's own tool (OpenVINO's NNCF, Rockchip's RKNN quantizer) from the
+    #: build's calibration samples (`LowerJob.data`); chipfit's precision stage leaves the graph float for them
+    calibrated_precisions: tuple[str, ...] = ()
+    symbolic_dims: bool = False  # its artifacts keep symbolic dims (e.g. the batch); else they are bound first
+    #: op domains besides the standard one it lowers (fusions producing others are skipped)
+    accepted_domains: tuple[str, ...] = ()
+    #: the kind of compute unit (targets.spec.UNIT_KINDS) its artifacts run on, "" where that depends on the
+    #: target's options; a heterogeneous chip's spec may assign it to a unit instead (hardware.units.<n>.backends)
+    compute_unit: str = ""
+    #: decoder LMs (Hugging Face model folders): the precisions and model types (``config.model_type``) it lowers;
+    #: a backend declaring any implements `DecoderLowering`
+    decoder_precisions: tuple[str, ...] = ()
+    decoder_families: tuple[str, ...] = ()
+    tunable: bool = False  # implements `Tuning`
+    device_timing: bool = False  # implements `DeviceTimer`
+    build_resources: bool = False  # implements `BuildResourcing`
+    isolated: bool = False  # implements `IsolatedEnvironment`
+
+    def __post_init__(self) -> None:
+        if self.consumes not in ("onnx", "torch"):
+            raise TargetError(f"capabilities.consumes = {self.consumes!r}: choose onnx or torch")
+        for name in ("graph_precisions", "program_precisions", "calibrated_precisions"):
+            extra = [p for p in getattr(self, name) if p not in self.precisions]
+            if extra:
+                raise TargetError(f"capabilities.{name} names {', '.join(extra)}, which are not in precisions "
+                                  f"({', '.join(self.precisions)})")
+
+    @property
+    def lowers_decoders(self) -> bool:
+        return bool(self.decoder_families)
+
+
+@dataclass(frozen=True)
 class BuildData:
-    """What a build hands a backend besides the graph, through the optional hook ``lower_with_data``.
+    """What a build hands a backend besides the model, in `LowerJob.data`.
 
     A backend that quantizes with its vendor's own quantizer (its ``calibrated_precisions``) takes chipfit's
-    calibration samples here; a backend whose artifacts run only where they are built (a vendor simulator that
-    cannot load its own exported file) runs the verification inputs right after building. Arrays are batched
-    along axis 0, in the model's own layout, keyed by input name.
+    calibration samples here (for no other precision: they are empty then); a backend whose artifacts run only
+    where they are built (a vendor simulator that cannot load its own exported file) runs the verification
+    inputs right after building. Arrays are in the model's own layout, keyed by input name: calibration one dict
+    per sample (each with its batch dim), verification inputs batched along axis 0.
     """
 
-    calibration: Mapping[str, np.ndarray] | None = None
+    calibration: tuple[Mapping[str, np.ndarray], ...] = ()
     calibration_origin: str = ""
+    calibration_random: bool = False  # the samples are random data (ranges mean little)
     verify_inputs: Mapping[str, np.ndarray] | None = None
     verify_label: str = ""
+
+    def calibration_batched(self) -> dict[str, np.ndarray] | None:
+        """The calibration samples concatenated along the batch dim; None where there are none."""
+        if not self.calibration:
+            return None
+        return {name: np.concatenate([s[name] for s in self.calibration]) for name in self.calibration[0]}
+
+
+@dataclass(frozen=True)
+class LowerJob:
+    """Everything a backend is given to lower one build cell: the one channel from a build into a backend.
+
+    ``options`` are the backend's options for the target as `Backend.resolve_options` gave them (they are in the
+    build cache key); ``request`` is the cell's whole `BuildRequest`, so an option added there reaches the
+    backend that reads it with no other edit. ``context`` is set for decoder LMs: the tokens the KV cache holds,
+    as the build planned it against the target's memory.
+    """
+
+    model: TracedModel | DecoderModel
+    target: TargetSpec
+    precision: str
+    options: Mapping[str, Any]
+    request: BuildRequest
+    workdir: Path
+    host: HostInfo
+    data: BuildData = BuildData()
+    context: int | None = None
 
 
 @dataclass(frozen=True)
@@ -200,25 +292,13 @@ class DeviceTiming:
 class Backend(Protocol):
     name: str
     api_version: int
-    consumes: str  # "onnx" or "torch" (torch backends fall back to ONNX where they say so)
-    precisions: tuple[str, ...]
-    #: Precisions for which the backend lowers the ONNX graph rewritten by the precision stage
-    #: (the others it produces itself, e.g. Core ML's fp16 compute).
-    graph_precisions: tuple[str, ...]
-    #: Precisions for which the backend lowers the torch program quantized by the precision stage (PT2E).
-    program_precisions: tuple[str, ...]
-    #: Which PT2E quantizer prepares that program: "arm_inductor" (int8 activations, per-channel weights; what
-    #: Core ML's int8 path takes) or "xnnpack" (XNNPACK's own quantizer, for XNNPACK-delegated programs).
-    program_quantizer: str
-    symbolic_dims: bool  # True if its artifacts keep symbolic dims (e.g. the batch)
-    #: Op domains besides the standard one that the backend can lower (fusions producing others are skipped).
-    accepted_domains: tuple[str, ...]
+    capabilities: Capabilities
+    #: the keys its ``[backend_options.<name>]`` table takes (None: any, unchecked)
+    options_schema: "OptionSchema | None"
 
-    #: the kind of compute unit (targets.spec.UNIT_KINDS) its artifacts run on, "" where that depends on the
-    #: target's options; a heterogeneous chip's spec may assign it to a unit instead (hardware.units.<n>.backends)
-    compute_unit: str
-
-    def lowers_onnx(self, model: "TracedModel", precision: str) -> bool: ...
+    def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
+        """Whether it lowers ``model``'s ONNX graph at ``precision`` (else its torch program)."""
+        ...
 
     def versions(self) -> dict[str, str]: ...
 
@@ -231,19 +311,16 @@ class Backend(Protocol):
 
     def resolve_options(self, target: TargetSpec, host: HostInfo) -> dict[str, Any]:
         """The options `lower` will use for ``target`` on ``host`` (detected values filled in); they enter
-        the build cache key."""
+        the build cache key and reach `lower` as `LowerJob.options`."""
         ...
 
-    def lower(self, model: "TracedModel", target: TargetSpec, precision: str, workdir: Path) -> Lowered: ...
+    def lower(self, job: LowerJob) -> Lowered:
+        """Write the artifact for ``job`` (a `TracedModel`) into ``job.workdir``."""
+        ...
 
     def plan_run(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature, target: TargetSpec,
                  host: HostInfo) -> RunPlan:
         """How to run the artifact here; raises `NotRunnable` saying why not."""
-        ...
-
-    def time_on_device(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature,
-                       device: Device, runs: int) -> DeviceTiming:
-        """Time the artifact on a remote device; raises `NotRunnable` if this backend has no device runner."""
         ...
 
     def normalizers(self) -> Mapping[str, Normalizer]:
@@ -254,13 +331,17 @@ class Backend(Protocol):
         """What identifies this backend's code for the build cache: its package version and its files' digest."""
         ...
 
-    #: Decoder LMs (Hugging Face model folders): the precisions and model types (``config.model_type``) it lowers.
-    decoder_precisions: tuple[str, ...]
-    decoder_families: tuple[str, ...]
 
-    def lower_decoder(self, model: "DecoderModel", target: TargetSpec, precision: str, workdir: Path,
-                      context: int, prefill_chunk: int | None) -> Lowered:
-        """Write a decoder LM artifact (its `Lowered.decoder` says the form) into ``workdir``."""
+# --- optional protocols: claimed in Capabilities, checked when the registry loads the backend -----------------
+
+
+@runtime_checkable
+class DecoderLowering(Protocol):
+    """Decoder LMs (claimed by ``capabilities.decoder_families``)."""
+
+    def lower_decoder(self, job: LowerJob) -> Lowered:
+        """Write a decoder LM artifact for ``job`` (a `DecoderModel`, ``job.context`` set) into ``job.workdir``;
+        its `Lowered.decoder` says the form."""
         ...
 
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
@@ -269,62 +350,98 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class Tuning(Protocol):
+    """Kernel tuning whose records later builds use (claimed by ``capabilities.tunable``)."""
+
+    def tune(self, model: TracedModel, target: TargetSpec, trials: int, device: "Device | None" = None,
+             progress: Callable[[str], None] = lambda m: None) -> Any:
+        """Search schedules for ``model``'s kernels on ``target`` (on ``device`` where given); returns a summary
+        with ``kernels``, ``records`` and ``database``."""
+        ...
+
+
+@runtime_checkable
+class DeviceTimer(Protocol):
+    """Timing on a device the backend reaches with its own remote runtime (claimed by ``capabilities.device_timing``)."""
+
+    def time_on_device(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature,
+                       device: "Device", runs: int) -> "DeviceTiming": ...
+
+
+@dataclass(frozen=True)
+class ProgramQuantizer:
+    """A backend's PT2E quantizer for the torch program, and how the manifest names it."""
+
+    quantizer: Any  # a torchao ``Quantizer`` annotating the exported program
+    tool: str  # e.g. "torchao PT2E (ExecuTorch XNNPACKQuantizer)"
+    weights: str = "int8 symmetric per-channel"
+    activations: str = "int8 per-tensor"
+
+
+@runtime_checkable
+class ProgramQuantizing(Protocol):
+    """The quantizer for the torch program (claimed by ``capabilities.program_precisions``): the backend's own, so
+    every int8 op it is handed is one its kernels take."""
+
+    def program_quantizer(self, method: str) -> ProgramQuantizer:
+        """The quantizer with activation observers for ``method`` ("minmax" or "mse")."""
+        ...
+
+
+@runtime_checkable
+class BuildResourcing(Protocol):
+    """Build machines it needs (claimed by ``capabilities.build_resources``)."""
+
+    def build_resources(self, target: TargetSpec) -> dict[str, float]:
+        """What a build machine must offer to lower for ``target`` (Dask worker resources, e.g. ``{"coreml": 1}``
+        for a backend whose packaging runs only on macOS, ``{"vendor-sdk": 1}`` for a licensed SDK)."""
+        ...
+
+
+@runtime_checkable
+class IsolatedEnvironment(Protocol):
+    """A vendor SDK run in an environment of its own (claimed by ``capabilities.isolated``; see
+    `compiler.isolated`)."""
+
+    environment: Any  # compiler.isolated.environment.Environment
+
+    def environment_state(self) -> Any: ...
+
+
+#: capability -> (optional protocol, whether a capabilities object claims it)
+OPTIONAL_PROTOCOLS: dict[str, tuple[type, Callable[[Capabilities], bool]]] = {
+    "decoder_families": (DecoderLowering, lambda c: bool(c.decoder_families)),
+    "tunable": (Tuning, lambda c: c.tunable),
+    "device_timing": (DeviceTimer, lambda c: c.device_timing),
+    "program_precisions": (ProgramQuantizing, lambda c: bool(c.program_precisions)),
+    "build_resources": (BuildResourcing, lambda c: c.build_resources),
+    "isolated": (IsolatedEnvironment, lambda c: c.isolated),
+}
+
+
 class BackendBase:
-    """Defaults for the optional hooks of the protocol."""
+    """Defaults for the protocol's members that most backends share."""
 
     name = "base"
-    program_quantizer = "arm_inductor"
-    compute_unit = ""
+    options_schema: "OptionSchema | None" = None
 
     def check_toolchain(self, target: TargetSpec) -> tuple[str, ...]:
         return ()
 
-    #: Precisions the backend quantizes with its own tool (OpenVINO's NNCF, Rockchip's RKNN quantizer) from
-    #: chipfit's calibration samples, handed over as ``model.calibration`` (in process) or through
-    #: ``lower_with_data`` (isolated backends); chipfit's precision stage leaves the graph float for them.
-    #: Optional: read it with `calibrated_precisions`, so that plugins written before it existed still load.
-    calibrated_precisions: tuple[str, ...] = ()
-
     def resolve_options(self, target: TargetSpec, host: HostInfo) -> dict[str, Any]:
-        schema = getattr(self, "SCHEMA", None)
+        schema = self.options_schema
         return schema.resolve(target) if schema is not None else dict(target.options_for(self.name))
 
     def check_options(self, target: TargetSpec) -> None:
-        schema = getattr(self, "SCHEMA", None)
-        if schema is not None:
-            schema.resolve(target)
-
-    def time_on_device(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature,
-                       device: Device, runs: int) -> DeviceTiming:
-        raise NotRunnable(f"backend {self.name} has no device runner; its artifacts are timed here or estimated")
+        if self.options_schema is not None:
+            self.options_schema.resolve(target)
 
     def normalizers(self) -> Mapping[str, Normalizer]:
         return {}
 
     def fingerprint(self) -> dict[str, str]:
         return code_fingerprint(self)
-
-    def build_resources(self, target: TargetSpec) -> dict[str, float]:
-        """What a build machine must offer to lower for ``target`` (Dask worker resources, e.g. ``{"coreml": 1}``
-        for a backend whose packaging runs only on macOS, ``{"vendor-sdk": 1}`` for a licensed SDK); none by
-        default: every machine with the backend's Python packages can build."""
-        return {}
-
-    decoder_precisions: tuple[str, ...] = ()
-    decoder_families: tuple[str, ...] = ()
-
-    def lower_decoder(self, model: "DecoderModel", target: TargetSpec, precision: str, workdir: Path,
-                      context: int, prefill_chunk: int | None) -> Lowered:
-        raise TargetError(f"backend {self.name} lowers no decoder language models (its decoder_precisions is empty)")
-
-    def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
-                      host: HostInfo, form: str = "main") -> GenerationPlan:
-        raise NotRunnable(f"backend {self.name} has no decoder runner")
-
-
-def calibrated_precisions(backend: object) -> tuple[str, ...]:
-    """The precisions ``backend`` quantizes itself from calibration samples (`BackendBase.calibrated_precisions`)."""
-    return tuple(getattr(backend, "calibrated_precisions", ()))
 
 
 def code_fingerprint(backend: object) -> dict[str, str]:
@@ -356,35 +473,43 @@ def code_fingerprint(backend: object) -> dict[str, str]:
 
 def build_resources(backends: Sequence[object], target: TargetSpec) -> dict[str, float]:
     """What a machine must offer to build ``target`` with all of ``backends``: each backend's `build_resources`
-    (an optional hook: a plugin without it needs nothing), the largest amount of each."""
+    (`BuildResourcing`: a backend that claims none needs nothing), the largest amount of each."""
     needed: dict[str, float] = {}
     for backend in backends:
-        hook = getattr(backend, "build_resources", None)
-        for name, amount in (hook(target) if hook is not None else {}).items():
+        claimed = backend.capabilities.build_resources  # type: ignore[attr-defined]
+        for name, amount in (backend.build_resources(target) if claimed else {}).items():  # type: ignore[attr-defined]
             needed[name] = max(needed.get(name, 0.0), float(amount))
     return dict(sorted(needed.items()))
 
 
 def check_backend(obj: object, name: str) -> "Backend":
-    """The entry point's object, if it is a `Backend` of this API version named ``name``."""
+    """The entry point's object, if it is a `Backend` of this API version named ``name`` that implements every
+    optional protocol its capabilities claim."""
     version = getattr(obj, "api_version", None)
     if version != BACKEND_API_VERSION:
-        raise TargetError(
-            f"written for backend API version {version}, this chipfit speaks version {BACKEND_API_VERSION}"
-            + (" (version 2 replaced plan_run's manifest with options and signature, and added resolve_options, "
-               "time_on_device, normalizers and fingerprint: see targets/backend.py)" if version == 1 else "")
-        )
+        changes = "; ".join(API_CHANGES[v] for v in sorted(API_CHANGES) if isinstance(version, int) and v >= version)
+        raise TargetError(f"written for backend API version {version}, this chipfit speaks version "
+                          f"{BACKEND_API_VERSION}" + (f" ({changes}: see targets/backend.py)" if changes else ""))
     if not isinstance(obj, Backend):
-        missing = [m for m in _members() if not hasattr(obj, m)]
+        missing = [m for m in _members(Backend) if not hasattr(obj, m)]
         raise TargetError(f"entry point must give a Backend object (see targets/backend.py); {obj!r} lacks "
                           f"{', '.join(missing) or 'required members'} (subclass targets.backend.BackendBase for defaults)")
+    if not isinstance(obj.capabilities, Capabilities):
+        raise TargetError(f"backend {name}: capabilities must be a targets.backend.Capabilities, got "
+                          f"{type(obj.capabilities).__name__}")
     if obj.name != name:
         raise TargetError(f"entry point name {name!r} differs from the backend's name {obj.name!r}")
+    for claim, (protocol, claimed) in OPTIONAL_PROTOCOLS.items():
+        if claimed(obj.capabilities) and not isinstance(obj, protocol):
+            missing = [m for m in _members(protocol) if not hasattr(obj, m)]
+            raise TargetError(f"backend {name} claims capabilities.{claim} but lacks {', '.join(missing)} "
+                              f"({protocol.__name__} in targets/backend.py); implement it or drop the claim")
     return obj
 
 
-def _members() -> list[str]:
-    return sorted({m for m in dir(Backend) if not m.startswith("_")} | set(Backend.__annotations__))
+def _members(protocol: type) -> list[str]:
+    own = {m for m in vars(protocol) if not m.startswith("_")} | set(getattr(protocol, "__annotations__", {}))
+    return sorted(own)
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ def compute_unit(backends: "EntryPointRegistry[Backend]", name: str) -> str:
     """The kind of compute unit backend ``name`` declares; "" where it declares none or is not installed here (its
     artifacts are then estimated on the chip as a whole, or on the unit the spec assigns it)."""
     try:
-        return backends.get(name).compute_unit
+        return backends.get(name).capabilities.compute_unit
     except TargetError:
         return ""
 

@@ -193,124 +193,161 @@ class TargetSpec:
 
 # --- loading -----------------------------------------------------------------------------
 
+#: value types of spec keys besides Python's own: a datasheet figure (a positive number, or "unknown": figures are
+#: never guessed), a table of figures per compute type, and a table of tables (one per backend, precision, unit)
+FIGURE, FIGURES, TABLES = "figure", "figures", "tables"
+_KINDS = {str: "string", bool: "boolean", int: "integer", float: "number", dict: "table",
+          FIGURE: 'number or "unknown"', FIGURES: 'table of number or "unknown"', TABLES: "table of tables"}
+_PLURAL = {str: "strings", int: "integers"}
+
+
 @dataclass(frozen=True)
 class Key:
-    """One key of a spec table: what the loader accepts, and what docs/targets.md says of it."""
+    """One key of a spec table, declared once: what the loader accepts (its type, whether it is required, its
+    default) and what docs/targets.md says of it."""
 
     name: str
     required: bool
-    kind: str  # as written in TOML
+    type: Any  # str, bool, int, float, dict, list (of ``items``), or FIGURE, FIGURES, TABLES
     meaning: str
     unit: str = ""
+    default: Any = None  # taken where an optional key is absent
+    items: type | None = None  # a list's element type
+    bounds: tuple[float, float] | None = None  # a number's inclusive range
+
+    @property
+    def kind(self) -> str:
+        """The type as docs/targets.md writes it."""
+        if self.type is list:
+            return f"list of {_PLURAL[self.items]}"
+        if self.bounds is not None:
+            return f"number {self.bounds[0]:g}..{self.bounds[1]:g}"
+        return _KINDS[self.type]
 
 
-_FIGURE = 'number or "unknown"'
 #: Every table of a spec file and its keys, in the order docs/targets.md lists them. The loader's allowed and
 #: required keys come from here, and the reference's tables are generated from it (a test compares them).
 SPEC_TABLES: dict[str, tuple[Key, ...]] = {
     "": (
-        Key("schema_version", True, "integer", f"the spec format; this chipfit reads {SCHEMA_VERSION}"),
-        Key("id", True, "string", "the target's name on the command line (`-t ID`): no spaces, '/', '\\' or '@'"),
-        Key("name", True, "string", "the chip's marketing name, for tables and reports"),
-        Key("vendor", True, "string", "who makes the chip"),
-        Key("description", False, "string", "one line on what the artifact is and where it runs"),
-        Key("backends", True, "list of strings",
+        Key("schema_version", True, int, f"the spec format; this chipfit reads {SCHEMA_VERSION}"),
+        Key("id", True, str, "the target's name on the command line (`-t ID`): no spaces, '/', '\\' or '@'"),
+        Key("name", True, str, "the chip's marketing name, for tables and reports"),
+        Key("vendor", True, str, "who makes the chip"),
+        Key("description", False, str, default="", meaning= "one line on what the artifact is and where it runs"),
+        Key("backends", True, list, items=str, meaning=
             "registered backends that lower for this chip, preferred first (`chipfit targets validate` checks they "
             "are installed); with several, the build measures them and ships the fastest verified one"),
-        Key("build_all_backends", False, "boolean",
+        Key("build_all_backends", False, bool, default=False, meaning=
             "build one artifact per backend (the first in `<target>/`, the others in `<target>@<backend>/`) instead "
             "of shipping the fastest (default false)"),
-        Key("default_precision", True, "string", "the precision built when none is asked for; one of supports.precisions"),
-        Key("supports", True, "table", "what the chip executes: see [supports]"),
-        Key("reach", True, "table", "where its artifacts run: see [reach]"),
-        Key("backend_options", False, "table of tables",
+        Key("default_precision", True, str, "the precision built when none is asked for; one of supports.precisions"),
+        Key("supports", True, dict, "what the chip executes: see [supports]"),
+        Key("reach", True, dict, "where its artifacts run: see [reach]"),
+        Key("backend_options", False, TABLES, default={}, meaning=
             "`[backend_options.<backend>]`: options each backend reads (see the backends' tables below)"),
-        Key("verify", True, "table of tables", "`[verify.<precision>]`: tolerances, one table per supported precision"),
-        Key("quantization", False, "table", "required when a quantized precision is supported: see [quantization]"),
-        Key("fusion", False, "table", "fusion rules the hardware executes: see [fusion]"),
-        Key("hardware", True, "table", "datasheet figures with their sources: see [hardware]"),
-        Key("isa", False, "table",
+        Key("verify", True, TABLES, "`[verify.<precision>]`: tolerances, one table per supported precision"),
+        Key("quantization", False, dict, "required when a quantized precision is supported: see [quantization]"),
+        Key("fusion", False, dict, "fusion rules the hardware executes: see [fusion]"),
+        Key("hardware", True, dict, "datasheet figures with their sources: see [hardware]"),
+        Key("isa", False, dict,
             "the chip's instruction set: see [isa] (default: reach.arch with the known features among "
             "reach.cpu_flags)"),
     ),
     "isa": (
-        Key("arch", True, "string",
+        Key("arch", True, str,
             f"{', '.join(KNOWN_FEATURES)}, or an accelerator ({', '.join(ACCELERATOR_ARCHS)}: int8 accumulates in "
             "int32)"),
-        Key("features", False, "list of strings",
+        Key("features", False, list, items=str, default=(), meaning=
             "ISA features of the chip; the int8 scheme and the execution that verifies it follow them. "
             + "; ".join(f"{arch}: {', '.join(names)}" for arch, names in KNOWN_FEATURES.items())),
     ),
     "supports": (
-        Key("precisions", True, "list of strings", f"precisions the chip runs, of {', '.join(PRECISIONS)}"),
+        Key("precisions", True, list, items=str, meaning=f"precisions the chip runs, of {', '.join(PRECISIONS)}"),
     ),
     "reach": (
-        Key("kind", True, "string", f"one of {', '.join(REACH_KINDS)} (see the reach kinds below)"),
-        Key("arch", False, "string", "machine architecture the artifact runs on (`uname -m`), for `local`"),
-        Key("cpu_flags", False, "list of strings", "CPU flags (/proc/cpuinfo) a local host needs to run the artifact"),
-        Key("rpc_key", False, "string", "the device's key on the TVM RPC tracker; required for `rpc`"),
-        Key("reason", False, "string", "why the artifacts cannot run here, said wherever they are not run"),
+        Key("kind", True, str, f"one of {', '.join(REACH_KINDS)} (see the reach kinds below)"),
+        Key("arch", False, str, default="", meaning= "machine architecture the artifact runs on (`uname -m`), for `local`"),
+        Key("cpu_flags", False, list, items=str, default=(), meaning="CPU flags (/proc/cpuinfo) a local host needs to run the artifact"),
+        Key("rpc_key", False, str, default="", meaning= "the device's key on the TVM RPC tracker; required for `rpc`"),
+        Key("reason", False, str, default="", meaning= "why the artifacts cannot run here, said wherever they are not run"),
     ),
     "verify.<precision>": (
-        Key("atol", True, "number", "absolute tolerance of each output element against the float reference"),
-        Key("rtol", True, "number", "relative tolerance (element passes if |err| <= atol + rtol x |reference|)"),
-        Key("min_cosine", True, "number", "lowest cosine similarity of each output (of each step's logits for LMs)"),
-        Key("min_token_agreement", False, "number 0..1",
+        Key("atol", True, float, "absolute tolerance of each output element against the float reference"),
+        Key("rtol", True, float, "relative tolerance (element passes if |err| <= atol + rtol x |reference|)"),
+        Key("min_cosine", True, float, "lowest cosine similarity of each output (of each step's logits for LMs)"),
+        Key("min_token_agreement", False, float, bounds=(0, 1), meaning=
             "decoder LMs: share of teacher-forced next tokens equal to the reference's (default by precision: "
             + ", ".join(f"{p} {v}" for p, v in TOKEN_AGREEMENT.items()) + ")"),
     ),
     "quantization": (
-        Key("activation_dtypes", True, "list of strings",
+        Key("activation_dtypes", True, list, items=str, meaning=
             f"activation types of quantized models the chip runs, of {', '.join(ACTIVATION_DTYPES)}; the first is the default"),
-        Key("per_channel", True, "boolean", "per-channel weight scales (else per-tensor only)"),
-        Key("symmetric_activations", True, "boolean", "activations must be symmetric (zero point 0)"),
-        Key("int4_block_sizes", False, "list of integers",
+        Key("per_channel", True, bool, "per-channel weight scales (else per-tensor only)"),
+        Key("symmetric_activations", True, bool, "activations must be symmetric (zero point 0)"),
+        Key("int4_block_sizes", False, list, items=int, default=(), meaning=
             "block sizes of int4 weight-only matmuls (powers of two >= 16); the first is the default; required with int4"),
     ),
     "fusion": (
-        Key("rules", True, "list of strings", "fusion rules (`compiler/passes/fusion.py`) to apply, in order; each is "
+        Key("rules", True, list, items=str, meaning="fusion rules (`compiler/passes/fusion.py`) to apply, in order; each is "
             "kept only where the artifact measures faster with it"),
     ),
     "hardware": (
-        Key("chip", True, "string", "the chip's key in ../shared/data/chips.toml style (a stable identifier)"),
-        Key("compute", True, "string", "the compute units in words (cores, GPU, NPU)"),
-        Key("process_nm", True, _FIGURE, "manufacturing process; scales per-op energy from 45 nm", "nm"),
-        Key("cores", True, _FIGURE, "CPU cores", "count"),
-        Key("clock_ghz", True, _FIGURE, "highest CPU clock", "GHz"),
-        Key("peak_gops", True, "table of " + _FIGURE,
+        Key("chip", True, str, "the chip's key in ../shared/data/chips.toml style (a stable identifier)"),
+        Key("compute", True, str, "the compute units in words (cores, GPU, NPU)"),
+        Key("process_nm", True, FIGURE, "manufacturing process; scales per-op energy from 45 nm", "nm"),
+        Key("cores", True, FIGURE, "CPU cores", "count"),
+        Key("clock_ghz", True, FIGURE, "highest CPU clock", "GHz"),
+        Key("peak_gops", True, FIGURES,
             "peak throughput per compute type (`{ int8 = 45000.0, fp16 = ... }`) of the whole chip", "GOPS (MAC = 2 ops)"),
-        Key("memory_gb", True, _FIGURE, "memory the model can use (RAM is counted in GiB: 8 = 8 x 2^30 bytes)", "GB"),
-        Key("memory_bandwidth_gbs", True, _FIGURE, "DRAM bandwidth, shared by every compute unit", "GB/s"),
-        Key("power_w", True, _FIGURE, "typical power while running a model (the static term of the energy estimate)", "W"),
-        Key("sources", True, "table", "`figure = \"source\"` (or a list) for every figure that has a value"),
-        Key("notes", False, "string", "caveats on the figures"),
-        Key("units", False, "table of tables", "`[hardware.units.<name>]`: compute units of a heterogeneous chip"),
+        Key("memory_gb", True, FIGURE, "memory the model can use (RAM is counted in GiB: 8 = 8 x 2^30 bytes)", "GB"),
+        Key("memory_bandwidth_gbs", True, FIGURE, "DRAM bandwidth, shared by every compute unit", "GB/s"),
+        Key("power_w", True, FIGURE, "typical power while running a model (the static term of the energy estimate)", "W"),
+        Key("sources", True, dict, "`figure = \"source\"` (or a list) for every figure that has a value"),
+        Key("notes", False, str, default="", meaning= "caveats on the figures"),
+        Key("units", False, TABLES, default={}, meaning= "`[hardware.units.<name>]`: compute units of a heterogeneous chip"),
     ),
     "hardware.units.<name>": (
-        Key("kind", True, "string", f"one of {', '.join(UNIT_KINDS)}"),
-        Key("compute", False, "string", "the unit in words"),
-        Key("peak_gops", True, "table of " + _FIGURE, "the unit's peak throughput per compute type", "GOPS"),
-        Key("power_w", True, _FIGURE, "the unit's power while it runs a model", "W"),
-        Key("backends", False, "list of strings",
+        Key("kind", True, str, f"one of {', '.join(UNIT_KINDS)}"),
+        Key("compute", False, str, default="", meaning= "the unit in words"),
+        Key("peak_gops", True, FIGURES, "the unit's peak throughput per compute type", "GOPS"),
+        Key("power_w", True, FIGURE, "the unit's power while it runs a model", "W"),
+        Key("backends", False, list, items=str, default=(), meaning=
             "backends of this target that run on this unit (else a backend runs on the unit of the kind it declares)"),
-        Key("sources", False, "table", "`figure = \"source\"` for peak_gops and power_w where they have values"),
+        Key("sources", False, dict, default={}, meaning= "`figure = \"source\"` for peak_gops and power_w where they have values"),
     ),
 }
 
 
-def _allowed(table: str) -> dict[str, bool]:
-    return {key.name: key.required for key in SPEC_TABLES[table]}
-
-
-_TOP_KEYS = _allowed("")
-_REACH_KEYS = _allowed("reach")
-_SUPPORTS_KEYS = _allowed("supports")
-_QUANT_KEYS = _allowed("quantization")
-_TOLERANCE_KEYS = _allowed("verify.<precision>")
-_HARDWARE_KEYS = _allowed("hardware")
-_UNIT_KEYS = _allowed("hardware.units.<name>")
-_ISA_KEYS = _allowed("isa")
 _UNIT_FIGURES = ("peak_gops", "power_w")
+
+
+def _read(table: Any, name: str, file: str, where: str | None = None) -> dict[str, Any]:
+    """The keys of spec table ``name`` (`SPEC_TABLES`) from ``table``: unknown and missing keys refused, each value
+    of the type its `Key` declares (figures are checked by `_load_figures`), absent optional keys at their default."""
+    where = (f"{name}." if name else "") if where is None else where
+    if name:
+        _expect(table, dict, where[:-1], file)
+    keys = SPEC_TABLES[name]
+    _check_keys(table, {key.name: key.required for key in keys}, where, file)
+    values: dict[str, Any] = {}
+    for key in keys:
+        if key.name not in table:
+            values[key.name] = key.default
+            continue
+        value = table[key.name]
+        if key.type in (FIGURE, FIGURES):
+            values[key.name] = value
+            continue
+        kind = {TABLES: dict, float: (int, float)}.get(key.type, key.type)
+        _expect(value, kind, f"{where}{key.name}", file)
+        if key.type is TABLES:
+            for sub, inner in value.items():
+                _expect(inner, dict, f"{where}{key.name}.{sub}", file)
+        if key.bounds is not None and not key.bounds[0] <= value <= key.bounds[1]:
+            raise SpecError(f"{file}: {where}{key.name} must be between {key.bounds[0]:g} and {key.bounds[1]:g}, "
+                            f"got {value}")
+        values[key.name] = value
+    return values
 
 
 def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, bool], where: str, file: str) -> None:
@@ -376,26 +413,24 @@ def _load_unit(name: str, table: Any, backends: list[str], file: str) -> Compute
     where = f"hardware.units.{name}."
     _expect(table, dict, where[:-1], file)
     _missing_figures(table, _UNIT_FIGURES, where, file)
-    _check_keys(table, _UNIT_KEYS, where, file)
-    if table["kind"] not in UNIT_KINDS:
-        raise SpecError(f"{file}: {where}kind must be one of {', '.join(UNIT_KINDS)}, got {table['kind']!r}")
-    runs = _expect(table.get("backends", []), list, f"{where}backends", file)
-    for backend in runs:
+    values = _read(table, "hardware.units.<name>", file, where)
+    if values["kind"] not in UNIT_KINDS:
+        raise SpecError(f"{file}: {where}kind must be one of {', '.join(UNIT_KINDS)}, got {values['kind']!r}")
+    for backend in values["backends"]:
         if backend not in backends:
             raise SpecError(f"{file}: {where}backends names {backend!r}, which is not in backends {backends}")
-    sources = _load_sources(table.get("sources", {}), _UNIT_FIGURES, where, file)
+    sources = _load_sources(values["sources"], _UNIT_FIGURES, where, file)
     figures = _load_figures(table, _UNIT_FIGURES, sources, where, file)
-    return ComputeUnit(name=name, kind=table["kind"], compute=_expect(table.get("compute", ""), str, f"{where}compute", file),
-                       peak_gops=figures["peak_gops"], power_w=figures["power_w"], backends=tuple(runs), sources=sources)
+    return ComputeUnit(name=name, kind=values["kind"], compute=values["compute"], peak_gops=figures["peak_gops"],
+                       power_w=figures["power_w"], backends=tuple(values["backends"]), sources=sources)
 
 
 def _load_hardware(table: Mapping[str, Any], backends: list[str], file: str) -> Hardware:
     _missing_figures(table, HARDWARE_FIGURES, "hardware.", file)
-    _check_keys(table, _HARDWARE_KEYS, "hardware.", file)
-    sources = _load_sources(table["sources"], HARDWARE_FIGURES, "hardware.", file)
+    values = _read(table, "hardware", file)
+    sources = _load_sources(values["sources"], HARDWARE_FIGURES, "hardware.", file)
     figures = _load_figures(table, HARDWARE_FIGURES, sources, "hardware.", file)
-    units = {name: _load_unit(name, unit, backends, file)
-             for name, unit in _expect(table.get("units", {}), dict, "hardware.units", file).items()}
+    units = {name: _load_unit(name, unit, backends, file) for name, unit in values["units"].items()}
     claimed: dict[str, str] = {}
     for unit in units.values():
         for backend in unit.backends:
@@ -403,34 +438,24 @@ def _load_hardware(table: Mapping[str, Any], backends: list[str], file: str) -> 
                 raise SpecError(f"{file}: backend {backend!r} is listed by hardware.units.{claimed[backend]} and "
                                 f"hardware.units.{unit.name}: a backend runs on one unit")
             claimed[backend] = unit.name
-    return Hardware(
-        chip=_expect(table["chip"], str, "hardware.chip", file),
-        compute=_expect(table["compute"], str, "hardware.compute", file),
-        figures=figures,
-        sources=sources,
-        notes=_expect(table.get("notes", ""), str, "hardware.notes", file),
-        units=units,
-    )
+    return Hardware(chip=values["chip"], compute=values["compute"], figures=figures, sources=sources,
+                    notes=values["notes"], units=units)
 
 
 def _load_quantization(table: Mapping[str, Any], precisions: list[str], file: str) -> QuantizationSupport:
-    _check_keys(table, _QUANT_KEYS, "quantization.", file)
-    activations = _expect(table["activation_dtypes"], list, "quantization.activation_dtypes", file)
+    values = _read(table, "quantization", file)
+    activations = values["activation_dtypes"]
     if not activations or any(a not in ACTIVATION_DTYPES for a in activations):
         raise SpecError(
             f"{file}: quantization.activation_dtypes must list some of {', '.join(ACTIVATION_DTYPES)}, got {activations}"
         )
-    blocks = _expect(table.get("int4_block_sizes", []), list, "quantization.int4_block_sizes", file)
+    blocks = values["int4_block_sizes"]
     if any(not isinstance(b, int) or isinstance(b, bool) or b < 16 or b & (b - 1) for b in blocks):
         raise SpecError(f"{file}: quantization.int4_block_sizes must be powers of two >= 16, got {blocks}")
     if "int4" in precisions and not blocks:
         raise SpecError(f"{file}: supports.precisions has int4, so quantization.int4_block_sizes is required")
-    return QuantizationSupport(
-        activation_dtypes=tuple(activations),
-        per_channel=_expect(table["per_channel"], bool, "quantization.per_channel", file),
-        symmetric_activations=_expect(table["symmetric_activations"], bool, "quantization.symmetric_activations", file),
-        int4_block_sizes=tuple(blocks),
-    )
+    return QuantizationSupport(activation_dtypes=tuple(activations), per_channel=values["per_channel"],
+                               symmetric_activations=values["symmetric_activations"], int4_block_sizes=tuple(blocks))
 
 
 def _load_isa(table: Any, reach: Reach, file: str) -> Isa:
@@ -440,13 +465,11 @@ def _load_isa(table: Any, reach: Reach, file: str) -> Isa:
             present = from_cpuinfo(reach.arch, reach.cpu_flags)
             return Isa(reach.arch, tuple(f for f in KNOWN_FEATURES[reach.arch] if f in present))
         return Isa(reach.arch or "unknown")
-    _expect(table, dict, "isa", file)
-    _check_keys(table, _ISA_KEYS, "isa.", file)
-    arch = _expect(table["arch"], str, "isa.arch", file)
+    values = _read(table, "isa", file)
+    arch, features = values["arch"], list(values["features"])
     archs = list(KNOWN_FEATURES) + list(ACCELERATOR_ARCHS)
     if arch not in archs:
         raise SpecError(f"{file}: isa.arch {arch!r} is not one chipfit knows; known: {', '.join(archs)}")
-    features = _expect(table.get("features", []), list, "isa.features", file)
     unknown = unknown_features(arch, features)
     if unknown:
         known = ", ".join(KNOWN_FEATURES.get(arch, {})) or f"none (an {arch} declares no CPU features)"
@@ -463,98 +486,81 @@ def _load_isa(table: Any, reach: Reach, file: str) -> Isa:
 
 def spec_from_dict(data: Mapping[str, Any], file: str = "<spec>") -> TargetSpec:
     """Validate a parsed spec table and build the `TargetSpec`."""
-    _check_keys(data, _TOP_KEYS, "", file)
-    if data["schema_version"] != SCHEMA_VERSION:
+    top = _read(data, "", file)
+    if top["schema_version"] != SCHEMA_VERSION:
         raise SpecError(
-            f"{file}: schema_version {data['schema_version']!r} is not supported; this chipfit reads {SCHEMA_VERSION}"
+            f"{file}: schema_version {top['schema_version']!r} is not supported; this chipfit reads {SCHEMA_VERSION}"
         )
-    target_id = _expect(data["id"], str, "id", file)
+    target_id = top["id"]
     if not target_id or any(c.isspace() or c in "/@\\" for c in target_id):
         raise SpecError(f"{file}: id {target_id!r} must be non-empty, without spaces, '/', '\\' or '@'")
 
-    backends = _expect(data["backends"], list, "backends", file)
+    backends = top["backends"]
     if not backends or not all(isinstance(b, str) and b for b in backends):
         raise SpecError(f"{file}: backends must list at least one backend name, in order of preference")
 
-    supports = _expect(data["supports"], dict, "supports", file)
-    _check_keys(supports, _SUPPORTS_KEYS, "supports.", file)
-    precisions = _expect(supports["precisions"], list, "supports.precisions", file)
+    precisions = _read(top["supports"], "supports", file)["precisions"]
     for p in precisions:
         if p not in PRECISIONS:
             raise SpecError(f"{file}: supports.precisions has {p!r}; known precisions: {', '.join(PRECISIONS)}")
-    default_precision = _expect(data["default_precision"], str, "default_precision", file)
+    default_precision = top["default_precision"]
     if default_precision not in precisions:
         raise SpecError(f"{file}: default_precision {default_precision!r} is not in supports.precisions {precisions}")
 
-    reach_table = _expect(data["reach"], dict, "reach", file)
-    _check_keys(reach_table, _REACH_KEYS, "reach.", file)
+    reach_table = _read(top["reach"], "reach", file)
     if reach_table["kind"] not in REACH_KINDS:
         raise SpecError(f"{file}: reach.kind must be one of {', '.join(REACH_KINDS)}, got {reach_table['kind']!r}")
-    if reach_table["kind"] == "rpc" and not reach_table.get("rpc_key"):
+    if reach_table["kind"] == "rpc" and not reach_table["rpc_key"]:
         raise SpecError(f"{file}: reach.kind = \"rpc\" needs reach.rpc_key (the device key on the TVM RPC tracker)")
-    reach = Reach(
-        kind=reach_table["kind"],
-        arch=_expect(reach_table.get("arch", ""), str, "reach.arch", file),
-        cpu_flags=tuple(_expect(reach_table.get("cpu_flags", []), list, "reach.cpu_flags", file)),
-        rpc_key=_expect(reach_table.get("rpc_key", ""), str, "reach.rpc_key", file),
-        reason=_expect(reach_table.get("reason", ""), str, "reach.reason", file),
-    )
+    reach = Reach(kind=reach_table["kind"], arch=reach_table["arch"], cpu_flags=tuple(reach_table["cpu_flags"]),
+                  rpc_key=reach_table["rpc_key"], reason=reach_table["reason"])
 
-    options = _expect(data.get("backend_options", {}), dict, "backend_options", file)
-    for name, table in options.items():
+    options = top["backend_options"]
+    for name in options:
         if name not in backends:
             raise SpecError(f"{file}: backend_options.{name} is for a backend not listed in backends {backends}")
-        _expect(table, dict, f"backend_options.{name}", file)
 
-    verify = _expect(data["verify"], dict, "verify", file)
     tolerances: dict[str, Tolerance] = {}
-    for precision, table in verify.items():
+    for precision, table in top["verify"].items():
         if precision not in precisions:
             raise SpecError(f"{file}: verify.{precision} is for a precision not in supports.precisions")
-        _check_keys(_expect(table, dict, f"verify.{precision}", file), _TOLERANCE_KEYS, f"verify.{precision}.", file)
-        for key in _TOLERANCE_KEYS:
-            if key in table and not _is_figure(table[key]):
-                raise SpecError(f"{file}: verify.{precision}.{key} must be a number")
-        agreement = table.get("min_token_agreement")
-        if agreement is not None and not 0 <= agreement <= 1:
-            raise SpecError(f"{file}: verify.{precision}.min_token_agreement must be between 0 and 1, got {agreement}")
-        tolerances[precision] = Tolerance(float(table["atol"]), float(table["rtol"]), float(table["min_cosine"]),
+        values = _read(table, "verify.<precision>", file, f"verify.{precision}.")
+        agreement = values["min_token_agreement"]
+        tolerances[precision] = Tolerance(float(values["atol"]), float(values["rtol"]), float(values["min_cosine"]),
                                           float(agreement) if agreement is not None else None)
     for precision in precisions:
         if precision not in tolerances:
             raise SpecError(f"{file}: missing required key verify.{precision} (tolerance for a supported precision)")
 
     quantization = None
-    if "quantization" in data:
-        quantization = _load_quantization(_expect(data["quantization"], dict, "quantization", file), precisions, file)
+    if top["quantization"] is not None:
+        quantization = _load_quantization(top["quantization"], precisions, file)
     elif any(p in QUANTIZED for p in precisions):
         raise SpecError(f"{file}: missing required key 'quantization' (supports.precisions lists a quantized precision)")
 
     fusions: tuple[str, ...] = ()
-    if "fusion" in data:
-        table = _expect(data["fusion"], dict, "fusion", file)
-        _check_keys(table, {"rules": True}, "fusion.", file)
-        rules = _expect(table["rules"], list, "fusion.rules", file)
+    if top["fusion"] is not None:
+        rules = _read(top["fusion"], "fusion", file)["rules"]
         if not all(isinstance(r, str) and r for r in rules) or len(set(rules)) != len(rules):
             raise SpecError(f"{file}: fusion.rules must list distinct fusion names")
         fusions = tuple(rules)
 
     return TargetSpec(
         id=target_id,
-        name=_expect(data["name"], str, "name", file),
-        vendor=_expect(data["vendor"], str, "vendor", file),
-        description=_expect(data.get("description", ""), str, "description", file),
+        name=top["name"],
+        vendor=top["vendor"],
+        description=top["description"],
         backends=tuple(backends),
-        build_all_backends=_expect(data.get("build_all_backends", False), bool, "build_all_backends", file),
+        build_all_backends=top["build_all_backends"],
         default_precision=default_precision,
         precisions=tuple(precisions),
         reach=reach,
         backend_options={k: dict(v) for k, v in options.items()},
         tolerances=tolerances,
-        hardware=_load_hardware(_expect(data["hardware"], dict, "hardware", file), backends, file),
+        hardware=_load_hardware(top["hardware"], backends, file),
         quantization=quantization,
         fusions=fusions,
-        isa=_load_isa(data.get("isa"), reach, file),
+        isa=_load_isa(top["isa"], reach, file),
         source_file=file,
     )
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Iterable
 
 from compiler.errors import UsageError
+from compiler.passes.graph import copy_model
 from targets.signature import TensorSpec
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 
@@ -80,14 +81,11 @@ def concretize(model: TracedModel) -> TracedModel:
         return model
     from dataclasses import replace
 
-    import onnx
-
     from compiler.frontend.onnx_file import fix_dims
     from targets.signature import dim_bindings
 
     static = model.signature.concretized()
-    graph = onnx.ModelProto()
-    graph.CopyFrom(model.onnx_model)
+    graph = copy_model(model.onnx_model)
     fix_dims(graph, dim_bindings(model.signature, static))
     program = model.exported_program
     if program is not None:

@@ -9,9 +9,9 @@ from typing import Iterable
 import torch
 
 from compiler.example import model as example
-from compiler.frontend.pytorch import BATCH, _from_program
+from compiler.frontend.pytorch import BATCH, from_program
 from targets.signature import TensorSpec
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 
 
 def trace_example(overrides: Iterable[TensorSpec] = ()) -> TracedModel:
@@ -26,7 +26,7 @@ def trace_example(overrides: Iterable[TensorSpec] = ()) -> TracedModel:
     for name in ("model.py", "digits_cnn.npz"):
         digest.update(package.joinpath(name).read_bytes())
     images, labels = example.example_samples()
-    return _from_program(
+    return from_program(
         program,
         name=example.NAME,
         source="example",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from compiler.errors import UsageError
-from compiler.llm import DecoderModel
+from targets.model import DecoderModel
 from targets.decoder import DecoderSpec
 from targets.files import digest_path
 

@@ -18,7 +18,7 @@ from onnx import external_data_helper
 
 from compiler.errors import UsageError
 from targets.signature import Signature, TensorSpec, apply_overrides, dim_bindings
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 
 
 def _dtype_name(elem_type: int) -> str:

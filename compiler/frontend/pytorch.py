@@ -21,7 +21,7 @@ import torch
 from compiler.errors import UsageError
 from compiler.frontend.onnx_file import fix_dims, signature_from_onnx
 from targets.signature import Signature, TensorSpec, apply_overrides, dim_bindings
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 
 BATCH = "batch"
 
@@ -76,7 +76,7 @@ def load_pt2(path: Path, overrides: Iterable[TensorSpec] = ()) -> TracedModel:
     except Exception as exc:
         raise UsageError(f"{path}: cannot load the exported program: {exc}") from exc
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return _from_program(program, name=path.stem, source=str(path), digest=digest, overrides=overrides)
+    return from_program(program, name=path.stem, source=str(path), digest=digest, overrides=overrides)
 
 
 def pt2_signature(path: Path, overrides: Iterable[TensorSpec] = ()) -> Signature:
@@ -119,7 +119,7 @@ def trace_module(
         raise UsageError(f"torch.export could not trace {type(module).__name__}: {exc}") from exc
     name = name or type(module).__name__.lower()
     digest = _program_digest(program)
-    return _from_program(program, name=name, source=f"<module {type(module).__name__}>", digest=digest, overrides=overrides)
+    return from_program(program, name=name, source=f"<module {type(module).__name__}>", digest=digest, overrides=overrides)
 
 
 def _program_digest(program: torch.export.ExportedProgram) -> str:
@@ -148,7 +148,7 @@ def _example_args(program: torch.export.ExportedProgram, sizes: Mapping[str, int
     return tuple(args)
 
 
-def _from_program(
+def from_program(
     program: torch.export.ExportedProgram,
     *,
     name: str,

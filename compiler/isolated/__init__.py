@@ -6,9 +6,9 @@ environment; standard library only), ``backend`` (`IsolatedBackend`, the base cl
 The contract is documented in docs/plugins.md; examples/rknn-plugin/ is its worked example.
 """
 
-from compiler.isolated.backend import SDK, IsolatedBackend, IsolatedRunner
+from compiler.isolated.backend import SDK, IsolatedBackend, IsolatedRunner, isolated_capabilities
 from compiler.isolated.environment import (Environment, EnvironmentState, ToolchainInstallError,
                                            inspect_environment, install_environment, toolchains_dir)
 
 __all__ = ["SDK", "Environment", "EnvironmentState", "IsolatedBackend", "IsolatedRunner", "ToolchainInstallError",
-           "inspect_environment", "install_environment", "toolchains_dir"]
+           "inspect_environment", "install_environment", "isolated_capabilities", "toolchains_dir"]

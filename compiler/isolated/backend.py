@@ -28,9 +28,9 @@ from compiler.frontend.onnx_file import signature_from_onnx
 from compiler.isolated.environment import Environment, EnvironmentState, inspect_environment
 from compiler.isolated.handoff import (LOG, load_outputs, run_isolated, save_arrays, save_samples, to_layout,
                                        write_request)
-from compiler.traced import TracedModel
-from targets.backend import (BackendBase, BuildData, Lowered, Normalizer, NotRunnable, RunnerBase, RunPlan,
-                             code_fingerprint)
+from targets.model import TracedModel
+from targets.backend import (BackendBase, Capabilities, Lowered, LowerJob, Normalizer, NotRunnable, RunnerBase,
+                             RunPlan, code_fingerprint)
 from targets.host import HostInfo
 from targets.signature import Signature
 from targets.spec import TargetSpec
@@ -39,16 +39,22 @@ from targets.spec import TargetSpec
 SDK = "sdk"
 
 
+def isolated_capabilities(precisions: tuple[str, ...], calibrated_precisions: tuple[str, ...] = (),
+                          compute_unit: str = "", build_resources: bool = False) -> Capabilities:
+    """An isolated backend's capabilities: it takes the ONNX graph at static shapes (vendor compilers do; chipfit
+    binds symbolic dims first), standard ops only, and quantizes ``calibrated_precisions`` with the SDK's own tool."""
+    return Capabilities(consumes="onnx", precisions=precisions, calibrated_precisions=calibrated_precisions,
+                        symbolic_dims=False, compute_unit=compute_unit, build_resources=build_resources,
+                        isolated=True)
+
+
 class IsolatedBackend(BackendBase):
-    """Lowering and running through the SDK script in the backend's own environment."""
+    """Lowering and running through the SDK script in the backend's own environment.
+
+    A subclass declares ``capabilities`` with `isolated_capabilities` (ONNX in, static shapes, claimed isolated)."""
 
     environment: Environment
     sdk_script: Path
-    consumes = "onnx"
-    graph_precisions: tuple[str, ...] = ()
-    program_precisions: tuple[str, ...] = ()
-    symbolic_dims = False  # vendor compilers take static shapes; chipfit binds symbolic dims first
-    accepted_domains: tuple[str, ...] = ()
     calibration_layout = "NCHW"
     #: calibration samples handed over (they are kept in the artifact's sdk/ folder for re-runs)
     max_calibration_samples = 64
@@ -99,16 +105,9 @@ class IsolatedBackend(BackendBase):
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         return True
 
-    def _options(self, target: TargetSpec) -> dict[str, Any]:
-        schema = getattr(self, "SCHEMA", None)
-        return dict(schema.resolve(target)) if schema is not None else dict(target.options_for(self.name))
-
     # -- lowering ---------------------------------------------------------------------------------------------
-    def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered:
-        return self.lower_with_data(model, target, precision, workdir, BuildData())
-
-    def lower_with_data(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path,
-                        data: BuildData) -> Lowered:
+    def lower(self, job: LowerJob) -> Lowered:
+        model, target, precision, workdir, data = job.model, job.target, job.precision, job.workdir, job.data
         state = self.environment_state()
         if not state.complete:
             raise LowerError(self._not_ready(state))
@@ -118,15 +117,15 @@ class IsolatedBackend(BackendBase):
         onnx.save(graph, folder / "model.onnx")
         signature = signature_from_onnx(graph)
         calibration = None
-        if precision in self.calibrated_precisions:
-            if data.calibration is None:
+        if precision in self.capabilities.calibrated_precisions:
+            if not data.calibration:
                 raise LowerError(f"backend {self.name} quantizes {precision} with its SDK's own quantizer and needs "
                                  "chipfit's calibration samples (build through chipfit's build driver, with "
                                  "--calibration where the model bundles none)")
             calibration = {"layout": self.calibration_layout, "origin": data.calibration_origin,
-                           "samples": save_samples(folder / "calibration", data.calibration, self.calibration_layout,
+                           "samples": save_samples(folder / "calibration", data.calibration_batched(), self.calibration_layout,
                                                    self.max_calibration_samples)}
-        options = self._options(target)
+        options = dict(job.options)
         request = {"backend": self.name, "target": {"id": target.id, "options": options}, "precision": precision,
                    "model": "model.onnx", "batch": _static_batch(signature),
                    "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype,

@@ -15,7 +15,7 @@ def _isolated_backends() -> tuple[dict[str, object], dict[str, str]]:
     from targets.registry import backend_registry
 
     loaded, failed = backend_registry().load_all()
-    return {name: b for name, b in sorted(loaded.items()) if getattr(b, "environment", None) is not None}, failed
+    return {name: b for name, b in sorted(loaded.items()) if b.capabilities.isolated}, failed
 
 
 def cmd_toolchain(args: argparse.Namespace) -> int:

@@ -199,12 +199,12 @@ def _step(command: list[str], log: Path, what: str) -> None:
     with log.open("a") as out:
         out.write(f"$ {' '.join(command)}\n")
         out.flush()
-        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=_clean_env())
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
     if done.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
         raise ToolchainInstallError(f"could not {what} (exit {done.returncode}); the end of {log}:\n{tail}")
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     """chipfit's own PYTHONPATH (a plugin folder, a worktree) must not leak into another interpreter."""
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from compiler.errors import BuildError
-from compiler.isolated.environment import EnvironmentState, _clean_env
+from compiler.isolated.environment import EnvironmentState, clean_env
 
 REQUEST_SCHEMA_VERSION = 1
 CHILD = Path(__file__).resolve().parent / "child.py"
@@ -80,7 +80,7 @@ def run_isolated(state: EnvironmentState, script: Path, folder: Path, timeout_s:
     log = folder / LOG
     with log.open("ab") as out:
         proc = subprocess.Popen([str(state.python_exe), "-I", str(CHILD), str(script), str(folder)], cwd=folder,
-                                stdout=out, stderr=subprocess.STDOUT, env=_clean_env(), start_new_session=True)
+                                stdout=out, stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True)
         try:
             code = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -16,7 +16,7 @@ from typing import Mapping
 import numpy as np
 import onnx
 
-from compiler.passes.equalize import _Graph, _copy, _layer
+from compiler.passes.graph import Graph, copy_model, weighted_layer
 from compiler.passes.pipeline import PassResult
 
 
@@ -33,10 +33,10 @@ def simulate_int8(weight: np.ndarray, axis: int | None) -> np.ndarray:
 
 def layer_inputs(model: onnx.ModelProto) -> dict[str, tuple[str, int]]:
     """Weighted layers with a bias: node name -> (its activation input, that input's channel axis)."""
-    g = _Graph(model)
+    g = Graph(model)
     found = {}
     for node in model.graph.node:
-        layer = _layer(g, node)
+        layer = weighted_layer(g, node)
         if layer is not None and layer.bias:
             found[node.name or node.output[0]] = (node.input[0], 1 if layer.kind in ("conv", "depthwise") else -1)
     return found
@@ -51,11 +51,11 @@ class BiasCorrection:
         self.per_channel = per_channel
 
     def run(self, model: onnx.ModelProto) -> PassResult:
-        out = _copy(model)
-        g = _Graph(out)
+        out = copy_model(model)
+        g = Graph(out)
         corrected, largest = [], 0.0
         for node in out.graph.node:
-            layer = _layer(g, node)
+            layer = weighted_layer(g, node)
             if layer is None or not layer.bias or node.input[0] not in self.input_means:
                 continue
             mean = self.input_means[node.input[0]].astype(np.float64)
@@ -85,7 +85,7 @@ def channel_statistics(model: onnx.ModelProto, samples: Mapping[str, np.ndarray]
     """Per-channel (mean, max |x|) of intermediate ``values`` (name -> channel axis) over ``samples``."""
     from compiler.passes.quantize import run_graph
 
-    probe = _copy(model)
+    probe = copy_model(model)
     known = {o.name for o in probe.graph.output}
     for name in values:
         if name not in known:

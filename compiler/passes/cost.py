@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from compiler.passes.graph import copy_model
 from targets.cost import GraphCost, NodeCost
 
 _ELEMENT_BYTES = {
@@ -25,8 +26,7 @@ FREE_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "
 
 
 def _static(model: onnx.ModelProto) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+    copy = copy_model(model)
     for value in list(copy.graph.input) + list(copy.graph.output):
         for dim in value.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value"):

@@ -18,13 +18,12 @@ change the float outputs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
+from compiler.passes.graph import Graph, WeightedLayer, copy_model, weighted_layer
 from compiler.passes.pipeline import PassResult
 
 #: activations through which a per-channel positive scale passes unchanged
@@ -32,132 +31,11 @@ HOMOGENEOUS = ("Relu",)
 ROUNDS = 4
 
 
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    return copy
-
-
-class _Graph:
-    """Initializers as arrays, producers and consumers by value name."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.model = model
-        self.init = {t.name: t for t in model.graph.initializer}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        self.producer: dict[str, onnx.NodeProto] = {}
-        for node in model.graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
-            for name in node.output:
-                self.producer[name] = node
-        self.outputs = {o.name for o in model.graph.output}
-
-    def array(self, name: str) -> np.ndarray | None:
-        return numpy_helper.to_array(self.init[name]).copy() if name in self.init else None
-
-    def set(self, name: str, value: np.ndarray) -> None:
-        self.init[name].CopyFrom(numpy_helper.from_array(value.astype(numpy_helper.to_array(self.init[name]).dtype),
-                                                        name))
-
-    def only_consumer(self, value: str) -> onnx.NodeProto | None:
-        users = self.consumers.get(value, [])
-        return users[0] if len(users) == 1 and value not in self.outputs else None
-
-    def shared(self, name: str) -> bool:
-        """An initializer read by more than one node cannot be rescaled for one of them."""
-        return len(self.consumers.get(name, [])) != 1
-
-
-def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
-@dataclass
-class _Layer:
-    """A weighted layer seen as ``out[o] = sum_i W[o, i, ...] in[i] + b[o]`` (weight in output-major view)."""
-
-    node: onnx.NodeProto
-    weight: str
-    bias: str | None
-    kind: str  # "conv", "depthwise", "gemm" (W[o, i]), "gemm_t" (W[i, o]: Gemm without transB, or MatMul)
-
-    def out_ranges(self, w: np.ndarray) -> np.ndarray:
-        if self.kind == "gemm_t":
-            w = w.T
-        return np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-
-    def in_ranges(self, w: np.ndarray) -> np.ndarray:
-        if self.kind == "depthwise":  # one input channel per output channel
-            return np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-        if self.kind == "gemm_t":
-            return np.abs(w).max(axis=1)
-        return np.abs(np.moveaxis(w, 1, 0).reshape(w.shape[1], -1)).max(axis=1)
-
-    def scale_out(self, g: _Graph, s: np.ndarray) -> None:
-        """Output channel o divided by s[o]."""
-        w = g.array(self.weight)
-        if self.kind == "gemm_t":
-            w = w / s[None, :]
-        else:
-            w = w / s.reshape((-1,) + (1,) * (w.ndim - 1))
-        g.set(self.weight, w)
-        if self.bias:
-            g.set(self.bias, g.array(self.bias) / s)
-
-    def scale_in(self, g: _Graph, s: np.ndarray) -> None:
-        """Input channel i multiplied by s[i]."""
-        w = g.array(self.weight)
-        if self.kind == "depthwise":
-            w = w * s.reshape((-1,) + (1,) * (w.ndim - 1))
-        elif self.kind == "gemm_t":
-            w = w * s[:, None]
-        else:
-            w = w * s.reshape((1, -1) + (1,) * (w.ndim - 2))
-        g.set(self.weight, w)
-
-
-def _layer(g: _Graph, node: onnx.NodeProto) -> _Layer | None:
-    if node.op_type == "Conv" and len(node.input) >= 2 and node.input[1] in g.init and not g.shared(node.input[1]):
-        bias = node.input[2] if len(node.input) > 2 and node.input[2] in g.init else None
-        if bias and g.shared(bias):
-            return None
-        w = g.array(node.input[1])
-        group = _attr(node, "group", 1)
-        if group == 1:
-            return _Layer(node, node.input[1], bias, "conv")
-        if group == w.shape[0] and w.shape[1] == 1:
-            return _Layer(node, node.input[1], bias, "depthwise")
-        return None
-    if node.op_type == "Gemm" and node.input[1] in g.init and not g.shared(node.input[1]):
-        if _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0:
-            return None
-        bias = node.input[2] if len(node.input) > 2 and node.input[2] in g.init else None
-        if bias and (g.shared(bias) or g.array(bias).ndim != 1):
-            return None
-        return _Layer(node, node.input[1], bias, "gemm" if _attr(node, "transB", 0) else "gemm_t")
-    if node.op_type == "MatMul" and node.input[1] in g.init and not g.shared(node.input[1]):
-        if g.array(node.input[1]).ndim != 2:
-            return None
-        # a constant bias is the Add that follows, when it is this MatMul's only consumer
-        add = g.only_consumer(node.output[0])
-        bias = None
-        if add is not None and add.op_type == "Add":
-            other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
-            if other in g.init and g.array(other).ndim == 1 and not g.shared(other):
-                bias = other
-        return _Layer(node, node.input[1], bias, "gemm_t")
-    return None
-
-
-def _pairs(g: _Graph) -> list[tuple[_Layer, _Layer]]:
+def _pairs(g: Graph) -> list[tuple[WeightedLayer, WeightedLayer]]:
     """(first, second) layers with only a homogeneous activation (or nothing) between them."""
     pairs = []
     for node in g.model.graph.node:
-        first = _layer(g, node)
+        first = weighted_layer(g, node)
         if first is None:
             continue
         value = node.output[0]
@@ -167,7 +45,7 @@ def _pairs(g: _Graph) -> list[tuple[_Layer, _Layer]]:
         if nxt is not None and nxt.op_type in HOMOGENEOUS:
             value = nxt.output[0]
             nxt = g.only_consumer(value)
-        second = _layer(g, nxt) if nxt is not None else None
+        second = weighted_layer(g, nxt) if nxt is not None else None
         if second is None or second.node.input[0] != value:
             continue
         if first.out_ranges(g.array(first.weight)).shape != second.in_ranges(g.array(second.weight)).shape:
@@ -181,8 +59,8 @@ class CrossLayerEqualization:
     requires_domains: tuple[str, ...] = ()
 
     def run(self, model: onnx.ModelProto) -> PassResult:
-        out = _copy(model)
-        g = _Graph(out)
+        out = copy_model(model)
+        g = Graph(out)
         pairs = _pairs(g)
         if not pairs:
             return PassResult(model, False, {"fired": 0, "explain": "no two weighted layers around a ReLU (or "
@@ -204,7 +82,7 @@ class CrossLayerEqualization:
                                       "channel_range_spread_after": self._spread(g, pairs)})
 
     @staticmethod
-    def _spread(g: _Graph, pairs) -> float:
+    def _spread(g: Graph, pairs) -> float:
         """Largest ratio of the widest to the narrowest output-channel weight range over the first layers."""
         worst = 1.0
         for first, _ in pairs:
@@ -226,15 +104,15 @@ class SmoothQuant:
         self.alpha = alpha
 
     def run(self, model: onnx.ModelProto) -> PassResult:
-        out = _copy(model)
-        g = _Graph(out)
+        out = copy_model(model)
+        g = Graph(out)
         fired = []
         for norm in [n for n in out.graph.node if n.op_type == "LayerNormalization"]:
             value = norm.output[0]
             users = g.consumers.get(value, [])
             if not users or value in g.outputs or value not in self.activation_max:
                 continue
-            layers = [_layer(g, u) for u in users]
+            layers = [weighted_layer(g, u) for u in users]
             if any(layer is None or layer.kind != "gemm_t" or layer.node.input[0] != value for layer in layers):
                 continue
             if len(norm.input) < 2 or norm.input[1] not in g.init or g.shared(norm.input[1]):

@@ -22,15 +22,14 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
 from compiler.errors import UsageError
+from compiler.passes.graph import copy_model
 from compiler.passes.pipeline import PassResult
 
 MS = "com.microsoft"
 
 
 def _to_ir(model: onnx.ModelProto) -> ir.Model:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    return ir.serde.deserialize_model(copy)
+    return ir.serde.deserialize_model(copy_model(model))
 
 
 def _to_proto(model: ir.Model) -> onnx.ModelProto:

@@ -18,9 +18,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from calibration.statistics import METHODS, Ranges
+from calibration.statistics import Ranges
 from targets.request import QuantizationRequest
-from compiler.errors import BuildError, QuantizeError, UsageError
+from compiler.errors import QuantizeError, UsageError
+from compiler.passes.graph import copy_model
 from targets.isa import Int8Scheme, exact_on, exact_schemes
 from targets.signature import run_batched
 from targets.spec import TargetSpec
@@ -91,8 +92,6 @@ def settings_for(target: TargetSpec, precision: str, request: QuantizationReques
         if block not in q.int4_block_sizes:
             raise UsageError(f"{where} runs int4 blocks of {list(q.int4_block_sizes)}, not {block} (quantization.int4_block_sizes)")
         return QuantSettings(precision="int4", weight_dtype="int4", block_size=block)
-    if request.method not in METHODS:
-        raise UsageError(f"--method {request.method}: unknown calibration method; choose one of {', '.join(METHODS)}")
     activation = request.activation_dtype or q.activation_dtypes[0]
     if activation not in q.activation_dtypes:
         raise UsageError(
@@ -135,14 +134,6 @@ def settings_for(target: TargetSpec, precision: str, request: QuantizationReques
     )
 
 
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A private copy: onnxruntime's rewriters may edit the proto they are given, and the float
-    graph is shared by every cell of a build."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    return copy
-
-
 @contextlib.contextmanager
 def _quiet():
     """onnxruntime's quantization tools print progress and warn about pre-processing on every call."""
@@ -180,7 +171,7 @@ def quantize_int8(
         out = Path(tmp) / "int8.onnx"
         try:
             quantize_static(
-                _copy(model),
+                copy_model(model),
                 str(out),
                 None,
                 quant_format=QuantFormat.QDQ,
@@ -207,7 +198,7 @@ def quantize_int4(
 
     with _quiet():
         quantizer = MatMulNBitsQuantizer(
-            _copy(model),  # it rewrites the ModelProto it is given in place
+            copy_model(model),  # it rewrites the ModelProto it is given in place
             bits=4,
             block_size=settings.block_size,
             is_symmetric=True,
@@ -231,7 +222,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """Weights and compute in fp16; inputs and outputs stay fp32 so callers do not change."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    return convert_float_to_float16(_copy(model), keep_io_types=True)
+    return convert_float_to_float16(copy_model(model), keep_io_types=True)
 
 
 def run_graph(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

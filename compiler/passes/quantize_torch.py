@@ -2,13 +2,8 @@
 
 PyTorch's PT2E flow from torchao: a quantizer annotates the exported program, observers record
 ranges over the calibration samples, and `convert_pt2e` leaves quantize/dequantize ops that the
-backend turns into int8 kernels. The backend names its quantizer (`Backend.program_quantizer`):
-
-* ``arm_inductor``: coremltools' own PT2E `CoreMLQuantizer` does not import with torch 2.13 (it wants
-  `torch.ao.quantization.quantizer`), so Core ML gets torchao's ArmInductorQuantizer configuration
-  (int8 activations, symmetric per-channel int8 weights), which is what the Neural Engine's int8 path takes;
-* ``xnnpack``: ExecuTorch's XNNPACKQuantizer (symmetric per-channel int8 weights, asymmetric int8
-  activations), whose annotations are exactly the patterns XNNPACK's int8 kernels take.
+backend turns into int8 kernels. The quantizer is the backend's own (`ProgramQuantizing`, in the
+backend's folder), so every int8 pattern it annotates is one the backend's kernels take.
 
 Method names map onto PT2E observers:
 ``minmax`` -> MinMaxObserver, ``mse`` -> HistogramObserver (it minimises the L2 quantization
@@ -21,68 +16,43 @@ import contextlib
 import io
 import logging
 import warnings
-from dataclasses import replace
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
 
 from compiler.errors import BuildError, UsageError
+from targets.backend import ProgramQuantizer
 
 TORCH_METHODS = ("minmax", "mse")
 
 
-QUANTIZERS = ("arm_inductor", "xnnpack")
+#: the smallest scale an observer gives (a constant input would otherwise get a zero scale)
+OBSERVER_EPS = 2**-12
 
 
-def _quantizer(method: str, kind: str = "arm_inductor"):
-    if kind == "xnnpack":
-        return _xnnpack_quantizer(method)
-    if kind != "arm_inductor":
-        raise BuildError(f"no PT2E quantizer {kind!r} (chipfit has {', '.join(QUANTIZERS)})")
-    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver
-    from torchao.quantization.pt2e.quantizer.arm_inductor_quantizer import (
-        ArmInductorQuantizer,
-        get_default_arm_inductor_quantization_config,
-    )
-
-    config = get_default_arm_inductor_quantization_config()
-    observer = MinMaxObserver if method == "minmax" else HistogramObserver
-    activation = replace(config.input_activation, observer_or_fake_quant_ctr=observer.with_args(eps=2**-12))
-    weight = replace(config.weight, qscheme=torch.per_channel_symmetric, ch_axis=0,
-                     observer_or_fake_quant_ctr=PerChannelMinMaxObserver.with_args(eps=2**-12))
-    config = replace(config, input_activation=activation, output_activation=activation, weight=weight)
-    return ArmInductorQuantizer().set_global(config)
-
-
-def _xnnpack_quantizer(method: str):
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                         get_symmetric_quantization_config)
+def activation_observer(method: str):
+    """The PT2E observer (constructor) for an int8 calibration method: ``minmax`` -> MinMaxObserver, ``mse`` ->
+    HistogramObserver (it minimises the L2 quantization error)."""
+    if method not in TORCH_METHODS:
+        raise UsageError(f"--method {method}: PyTorch's PT2E observers offer {', '.join(TORCH_METHODS)}")
     from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
 
-    config = get_symmetric_quantization_config(is_per_channel=True)
-    observer = (MinMaxObserver if method == "minmax" else HistogramObserver).with_args(eps=2**-12)
-    activation = replace(config.input_activation, observer_or_fake_quant_ctr=observer)
-    config = replace(config, input_activation=activation, output_activation=activation)
-    return XNNPACKQuantizer().set_global(config)
+    return (MinMaxObserver if method == "minmax" else HistogramObserver).with_args(eps=OBSERVER_EPS)
 
 
 def quantize_program(program: torch.export.ExportedProgram, samples: Iterable[Mapping[str, np.ndarray]],
-                     input_names: list[str], method: str, quantizer: str = "arm_inductor"
+                     input_names: list[str], method: str, quantizer: ProgramQuantizer
                      ) -> torch.export.ExportedProgram:
-    """The program with int8 quantize/dequantize ops, observers calibrated on ``samples``."""
-    if method not in TORCH_METHODS:
-        raise UsageError(
-            f"--method {method}: PyTorch's PT2E observers (used for torch-program backends such as Core ML) offer "
-            f"{', '.join(TORCH_METHODS)}; {method} is only available for ONNX-consuming backends"
-        )
+    """The program with int8 quantize/dequantize ops placed by the backend's ``quantizer``, observers calibrated
+    on ``samples``."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     logging.getLogger("torchao").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
-            prepared = prepare_pt2e(program.module(), _quantizer(method, quantizer))
+            prepared = prepare_pt2e(program.module(), quantizer.quantizer)
             example = getattr(program, "example_inputs", None)
             by_keyword = bool(example and example[1])
             for sample in samples:
@@ -114,8 +84,6 @@ def run_program(program: torch.export.ExportedProgram, inputs: Mapping[str, np.n
     return {name: np.concatenate([c[j] for c in chunks]) for j, name in enumerate(output_names)}
 
 
-def settings_record(method: str, quantizer: str = "arm_inductor") -> dict[str, Any]:
-    tool = "torchao PT2E (ArmInductorQuantizer config)" if quantizer == "arm_inductor" else \
-        "torchao PT2E (ExecuTorch XNNPACKQuantizer)"
-    return {"tool": tool, "observer": "MinMaxObserver" if method == "minmax" else "HistogramObserver",
-            "weights": "int8 symmetric per-channel", "activations": "int8 per-tensor"}
+def settings_record(method: str, quantizer: ProgramQuantizer) -> dict[str, Any]:
+    return {"tool": quantizer.tool, "observer": "MinMaxObserver" if method == "minmax" else "HistogramObserver",
+            "weights": quantizer.weights, "activations": quantizer.activations}

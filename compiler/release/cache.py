@@ -67,18 +67,6 @@ def is_url(location: str | Path) -> bool:
     return "://" in str(location)
 
 
-def open_cache(location: str | Path, host: str | None = None, mirror: Path | None = None):
-    """The build cache at ``location``: a folder (`BuildCache`), or an fsspec URL (`UrlBuildCache`, whose entries
-    are copied into ``mirror``, a local folder: default one per URL under ``$CHIPFIT_CACHE_DIR/mirrors``)."""
-    if not is_url(location):
-        return BuildCache(location, host)
-    from compiler.release.url_cache import UrlBuildCache
-
-    if mirror is None:
-        mirror = default_cache_dir() / "mirrors" / hashlib.sha256(str(location).encode()).hexdigest()[:16]
-    return UrlBuildCache(str(location), mirror, host)
-
-
 def default_cache_max_gb() -> float:
     """The cache's size cap: ``$CHIPFIT_CACHE_MAX_GB``, else 10 GB (entries beyond it go, least recently used first)."""
     value = os.environ.get("CHIPFIT_CACHE_MAX_GB")

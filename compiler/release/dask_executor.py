@@ -26,7 +26,8 @@ from typing import Mapping
 from distributed import Client, LocalCluster, WorkerPlugin, get_worker
 
 from compiler.errors import ChipfitError, UsageError
-from compiler.release.cache import host_id, open_cache
+from compiler.release.cache import host_id
+from compiler.release.cache_at import open_cache
 from compiler.release.executor import CellBuild, CellTask, build_cell
 from compiler.release.pool import WorkerPool, spawn_worker
 

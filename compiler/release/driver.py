@@ -36,9 +36,11 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from compiler import __version__
 from compiler.artifact import FAILED_SUFFIX, MANIFEST_NAME, STAGING_MARK, swap_into
 from compiler.errors import UsageError
-from compiler.release.cache import CacheEntry, cache_key, digest_source_code, key_components, open_cache, toolchain_of
+from compiler.release.cache import CacheEntry, cache_key, digest_source_code, key_components, toolchain_of
+from compiler.release.cache_at import open_cache
 from compiler.release.config import ModelEntry, ReleaseConfig
-from compiler.release.executor import CellBuild, CellTask, Executor, make_executor, untar
+from compiler.release.executor import CellBuild, CellTask, Executor, untar
+from compiler.release.executors import make_executor
 from compiler.release.pool import Spawn
 from compiler.release.summary import summary_markdown
 from compiler.reproducibility import compare_builds
@@ -257,13 +259,12 @@ def _check_data(model: ModelEntry, request: BuildRequest, n: int, file: Path, si
 def _check_decoder(model: ModelEntry, request: BuildRequest, registry, n: int, file: Path) -> None:
     """A decoder LM cell is planned as `chipfit build` plans it (context, memory fit, a backend that lowers it),
     from the folder's config and weight headers alone, so a release refuses it before any work."""
-    from compiler.build import BuildContext, BuildOptions
+    from compiler.build import BuildContext, BuildOptions, plan_cells
     from compiler.frontend.huggingface import load_hf_directory
-    from compiler.llm.build import plan_decoder
 
     try:
         decoder = load_hf_directory(Path(model.path), request.model.trust_remote_code, name=model.name, digest=False)
-        plan_decoder(decoder, BuildOptions(requests=[request], out_dir=file.parent), BuildContext(targets=registry))
+        plan_cells(decoder, BuildOptions(requests=[request], out_dir=file.parent), BuildContext(targets=registry))
     except UsageError as exc:
         raise UsageError(f"{file}: model[{n}] ({model.name}): {exc}") from None
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
-from compiler.errors import UsageError
 from compiler.release.pool import Spawn, WorkerPool, spawn_worker
 from compiler.release.worker import RESULT_NAME
 from targets.files import utc_now
@@ -196,20 +195,3 @@ class LocalExecutor:
     def kill(self) -> None:
         if self._pool is not None:
             self._pool.kill()
-
-
-def make_executor(kind: str, cache, jobs: int, scheduler: str | None = None, spawn: Spawn | None = None) -> Executor:
-    """The executor a release asked for (the only place that chooses one)."""
-    if kind == "local":
-        if scheduler:
-            raise UsageError("--scheduler is for --executor dask")
-        return LocalExecutor(cache, jobs, spawn)
-    if kind == "dask":
-        try:
-            import distributed  # noqa: F401
-        except ImportError:
-            raise UsageError("--executor dask needs Dask distributed: pip install 'chipfit[dask]'") from None
-        from compiler.release.dask_executor import DaskExecutor
-
-        return DaskExecutor(cache, jobs, scheduler)
-    raise UsageError(f"--executor {kind!r}: choose one of {', '.join(EXECUTORS)}")

@@ -49,6 +49,8 @@ def test_a_plugin_whose_code_changes_gets_a_new_cache_key(tmp_path, monkeypatch)
 class LoopbackDeviceBackend(OnnxRuntimeBackend):
     """ONNX Runtime with a device runner of its own: the 'device' is this machine, reached through the hook."""
 
+    capabilities = dataclasses.replace(OnnxRuntimeBackend.capabilities, device_timing=True)
+
     def time_on_device(self, artifact_dir, options, signature, device, runs):
         from targets.host import detect_host
         from targets.signature import seeded_inputs
@@ -86,12 +88,12 @@ class FaultyBackend(OnnxRuntimeBackend):
     def __init__(self, fault: str) -> None:
         self.fault = fault
 
-    def lower(self, model, target, precision, workdir):
+    def lower(self, job):
         if self.fault == "lower":  # worded like a quantization problem: the stage must not come from the words
             raise RuntimeError("quantization tables missing in the vendor compiler")
         if self.fault == "quantize":
             raise QuantizeError("the vendor's quantizer refused a layer")
-        return super().lower(model, target, precision, workdir)
+        return super().lower(job)
 
     def plan_run(self, artifact_dir, options, signature, target, host):
         plan = super().plan_run(artifact_dir, options, signature, target, host)
@@ -106,7 +108,7 @@ class FaultyBackend(OnnxRuntimeBackend):
 
         return RunPlan(Broken())
 
-    SCHEMA = OptionSchema("faulty", ORT_SCHEMA.fields)
+    options_schema = OptionSchema("faulty", ORT_SCHEMA.fields)
 
 
 @pytest.mark.parametrize("fault, status, stage", [("lower", "error", "LOWER"), ("quantize", "error", "QUANTIZE"),

@@ -21,7 +21,7 @@ BACKENDS = '''
 from pathlib import Path
 
 from compiler.backends import BACKEND_API_VERSION
-from compiler.isolated import Environment, IsolatedBackend
+from compiler.isolated import Environment, IsolatedBackend, isolated_capabilities
 
 HERE = Path(__file__).resolve().parent
 BARE = Environment(name="chipfit-test-bare")  # no packages: the SDK scripts need only the standard library
@@ -30,7 +30,7 @@ BARE = Environment(name="chipfit-test-bare")  # no packages: the SDK scripts nee
 class Faulty(IsolatedBackend):
     api_version = BACKEND_API_VERSION
     environment = BARE
-    precisions = ("fp16",)
+    capabilities = isolated_capabilities(precisions=("fp16",))
     timeout_s = 3.0
 
 

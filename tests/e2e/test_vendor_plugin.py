@@ -152,6 +152,6 @@ def test_broken_plugins_are_named_and_the_rest_work(tmp_path):
     spec = tmp_path / "uses_old.toml"
     spec.write_text(_only_backend(spec_text, "old-api-runtime"))
     validated = _chipfit("targets", "validate", str(spec), env=env)
-    assert "written for backend API version 0, this chipfit speaks version 2" in validated.stdout
+    assert "written for backend API version 0, this chipfit speaks version 3" in validated.stdout
     built = _chipfit("build", "example", "-t", "host", "--backend", "onnxruntime", "-o", str(tmp_path / "out"), "-q", env=env)
     assert built.returncode == 0, built.stderr[-1000:]

@@ -51,10 +51,10 @@ def lower_decoder(model, target: TargetSpec, precision: str, workdir: Path, cont
     import numpy as np
     import torch
 
-    from compiler.backends.coreml.lower import _coremltools, inspect_package
+    from compiler.backends.coreml.lower import coremltools_module, inspect_package
     from compiler.llm.static import cache_shapes, stateful_step
 
-    ct = _coremltools()
+    ct = coremltools_module()
     deployment = options["minimum_deployment_target"]
     if deployment not in STATEFUL_TARGETS:
         deployment = "iOS18" if deployment.startswith("iOS") else "macOS15"  # states need at least these

@@ -10,13 +10,13 @@ from typing import Any
 from compiler.backends import Lowered
 from compiler.errors import BuildError, UnsupportedOpError
 from targets.signature import Signature, TensorSpec
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 from targets.spec import TargetSpec
 
 PACKAGE = "model.mlpackage"
 
 
-def _coremltools():
+def coremltools_module():
     # coremltools logs one error per missing macOS runtime proxy at import; they say nothing new here.
     logging.getLogger("coremltools").setLevel(logging.CRITICAL)
     import coremltools as ct
@@ -26,7 +26,7 @@ def _coremltools():
 
 def inspect_package(path: Path) -> dict[str, Any]:
     """What the saved package holds, read back from disk without loading the model."""
-    ct = _coremltools()
+    ct = coremltools_module()
     spec = ct.utils.load_spec(str(path))
     if not spec.HasField("mlProgram"):
         raise BuildError(f"{path}: not an ML program (Core ML model type {spec.WhichOneof('Type')})")
@@ -56,7 +56,7 @@ def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path,
             f"backend coreml converts torch programs; {model.source} is {model.source_kind}. coremltools has no ONNX "
             "converter: give chipfit the PyTorch model (.pt2) for this target"
         )
-    ct = _coremltools()
+    ct = coremltools_module()
     if precision == "int8" and model.graph_precision != "int8":
         raise BuildError("coreml lowers int8 from the PT2E-quantized torch program, but was given a float one")
     program = model.exported_program.run_decompositions({})

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from compiler.backends import (BACKEND_API_VERSION, BackendBase, Lowered, NotRunnable, RunPlan, host_mismatch,
-                               package_version)
+from compiler.backends import (BACKEND_API_VERSION, BackendBase, Capabilities, Lowered, LowerJob, NotRunnable,
+                               ProgramQuantizer, RunPlan, host_mismatch, package_version)
 from compiler.backends.executorch.options import SCHEMA
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 from targets.host import HostInfo
 from targets.signature import Signature
 from targets.spec import TargetSpec
@@ -17,15 +17,12 @@ from targets.spec import TargetSpec
 class ExecuTorchBackend(BackendBase):
     name = "executorch"
     api_version = BACKEND_API_VERSION
-    SCHEMA = SCHEMA
-    consumes = "torch"
-    precisions = ("fp32", "int8")
-    graph_precisions = ()
-    program_precisions = ("int8",)  # PT2E with XNNPACK's quantizer, so every int8 op is an XNNPACK kernel
-    program_quantizer = "xnnpack"
-    compute_unit = "cpu"  # XNNPACK is a CPU library
-    symbolic_dims = False  # XNNPACK programs are planned at static shapes
-    accepted_domains = ()
+    options_schema = SCHEMA
+    capabilities = Capabilities(
+        consumes="torch", precisions=("fp32", "int8"),
+        program_precisions=("int8",),  # PT2E with XNNPACK's quantizer, so every int8 op is an XNNPACK kernel
+        compute_unit="cpu",  # XNNPACK is a CPU library
+        symbolic_dims=False)  # XNNPACK programs are planned at static shapes
 
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         return False  # lowers the torch program; XNNPACK fuses what it takes
@@ -33,10 +30,15 @@ class ExecuTorchBackend(BackendBase):
     def versions(self) -> dict[str, str]:
         return {"executorch": package_version("executorch"), "torchao": package_version("torchao")}
 
-    def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered:
+    def lower(self, job: LowerJob) -> Lowered:
         from compiler.backends.executorch import lower as _lower
 
-        return _lower.lower(model, target, precision, workdir, self.SCHEMA.resolve(target))
+        return _lower.lower(job.model, job.target, job.precision, job.workdir, dict(job.options))
+
+    def program_quantizer(self, method: str) -> ProgramQuantizer:
+        from compiler.backends.executorch.quantizer import xnnpack_quantizer
+
+        return xnnpack_quantizer(method)
 
     def plan_run(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature, target: TargetSpec,
                  host: HostInfo) -> RunPlan:

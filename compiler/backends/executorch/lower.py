@@ -19,7 +19,7 @@ from typing import Any
 
 from compiler.backends import Lowered
 from compiler.errors import BuildError
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 from targets.spec import TargetSpec
 
 PROGRAM = "model.pte"

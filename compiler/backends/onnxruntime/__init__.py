@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from compiler.backends import (BACKEND_API_VERSION, BackendBase, GenerationPlan, Lowered, Normalizer, RunPlan,
-                               host_mismatch, package_version)
+from compiler.backends import (BACKEND_API_VERSION, BackendBase, Capabilities, GenerationPlan, Lowered, LowerJob,
+                               Normalizer, RunPlan, host_mismatch, package_version)
 from compiler.backends.onnxruntime.options import SCHEMA
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 from targets.host import HostInfo
 from targets.signature import Signature
 from targets.spec import TargetSpec
@@ -17,13 +17,14 @@ from targets.spec import TargetSpec
 class OnnxRuntimeBackend(BackendBase):
     name = "onnxruntime"
     api_version = BACKEND_API_VERSION
-    SCHEMA = SCHEMA
-    consumes = "onnx"
-    precisions = ("fp32", "fp16", "int8", "int4")
-    graph_precisions = ("fp16", "int8", "int4")
-    program_precisions = ()
-    symbolic_dims = True
-    accepted_domains = ("com.microsoft",)
+    options_schema = SCHEMA
+    capabilities = Capabilities(
+        consumes="onnx", precisions=("fp32", "fp16", "int8", "int4"), graph_precisions=("fp16", "int8", "int4"),
+        symbolic_dims=True, accepted_domains=("com.microsoft",),
+        # Decoder LMs go through onnxruntime-genai's own model builder: the families it builds and chipfit has
+        # verified token for token against transformers (compiler/backends/onnxruntime/README.md).
+        decoder_precisions=("fp32", "int8", "int4"),
+        decoder_families=("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral"))
 
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         return True
@@ -31,10 +32,10 @@ class OnnxRuntimeBackend(BackendBase):
     def versions(self) -> dict[str, str]:
         return {"onnxruntime": package_version("onnxruntime"), "onnx": package_version("onnx")}
 
-    def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered:
+    def lower(self, job: LowerJob) -> Lowered:
         from compiler.backends.onnxruntime import lower as _lower
 
-        return _lower.lower(model, target, precision, workdir, self.SCHEMA.resolve(target))
+        return _lower.lower(job.model, job.target, job.precision, job.workdir, dict(job.options))
 
     def plan_run(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature, target: TargetSpec,
                  host: HostInfo) -> RunPlan:
@@ -42,18 +43,13 @@ class OnnxRuntimeBackend(BackendBase):
 
         return _runner.plan_run(artifact_dir, options, target, host)
 
-    # Decoder LMs go through onnxruntime-genai's own model builder: the families it builds and chipfit has
-    # verified token for token against transformers (compiler/backends/onnxruntime/README.md).
-    decoder_precisions = ("fp32", "int8", "int4")
-    decoder_families = ("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral")
-
-    def lower_decoder(self, model, target: TargetSpec, precision: str, workdir: Path, context: int,
-                      prefill_chunk: int | None) -> Lowered:
+    def lower_decoder(self, job: LowerJob) -> Lowered:
         from compiler.backends.onnxruntime import genai
 
-        q = target.quantization
+        q = job.target.quantization
         block = q.int4_block_sizes[0] if q and q.int4_block_sizes else None
-        return genai.lower_decoder(model, target, precision, workdir, context, self.SCHEMA.resolve(target), block)
+        return genai.lower_decoder(job.model, job.target, job.precision, job.workdir, job.context, dict(job.options),
+                                   block)
 
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
                       host: HostInfo, form: str = "main") -> GenerationPlan:

@@ -13,7 +13,7 @@ import onnxruntime as ort
 from compiler.backends import Lowered
 from compiler.errors import BuildError, UnsupportedOpError
 from compiler.frontend.onnx_file import signature_from_onnx
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 from targets.spec import TargetSpec
 
 _LEVEL = {

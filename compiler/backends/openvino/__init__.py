@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from compiler.backends import (BACKEND_API_VERSION, BackendBase, Lowered, NotRunnable, RunPlan, host_mismatch,
-                               package_version)
+from compiler.backends import (BACKEND_API_VERSION, BackendBase, Capabilities, Lowered, LowerJob, NotRunnable, RunPlan,
+                               host_mismatch, package_version)
 from compiler.backends.openvino.options import SCHEMA
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 from targets.host import HostInfo
 from targets.signature import Signature
 from targets.spec import TargetSpec
@@ -17,14 +17,13 @@ from targets.spec import TargetSpec
 class OpenVinoBackend(BackendBase):
     name = "openvino"
     api_version = BACKEND_API_VERSION
-    SCHEMA = SCHEMA
-    consumes = "onnx"
-    precisions = ("fp32", "fp16", "int8")
-    graph_precisions = ()  # it lowers the float graph: fp16 and int8 are OpenVINO's own (save_model, NNCF)
-    program_precisions = ()
-    calibrated_precisions = ("int8",)  # NNCF, from the build's calibration samples
-    symbolic_dims = True  # the IR keeps dynamic dims; `static_shapes` binds them (the NPU plugin needs that)
-    accepted_domains = ()  # OpenVINO's ONNX frontend takes the standard domain; it fuses in its own plugins
+    options_schema = SCHEMA
+    capabilities = Capabilities(
+        consumes="onnx", precisions=("fp32", "fp16", "int8"),
+        # it lowers the float graph: fp16 and int8 are OpenVINO's own (save_model; NNCF from the build's samples)
+        calibrated_precisions=("int8",),
+        symbolic_dims=True,  # the IR keeps dynamic dims; `static_shapes` binds them (the NPU plugin needs that)
+        accepted_domains=())  # OpenVINO's ONNX frontend takes the standard domain; it fuses in its own plugins
 
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         return True
@@ -32,10 +31,10 @@ class OpenVinoBackend(BackendBase):
     def versions(self) -> dict[str, str]:
         return {"openvino": package_version("openvino"), "nncf": package_version("nncf")}
 
-    def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered:
+    def lower(self, job: LowerJob) -> Lowered:
         from compiler.backends.openvino import lower as _lower
 
-        return _lower.lower(model, target, precision, workdir, self.SCHEMA.resolve(target))
+        return _lower.lower(job.model, job.target, job.precision, job.workdir, dict(job.options), job.data)
 
     def plan_run(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature, target: TargetSpec,
                  host: HostInfo) -> RunPlan:

@@ -21,9 +21,9 @@ from typing import Any
 
 import onnx
 
-from compiler.backends import Lowered
+from compiler.backends import BuildData, Lowered
 from compiler.errors import BuildError, QuantizeError, UnsupportedOpError
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 from targets.spec import TargetSpec
 
 IR, WEIGHTS, CONFIG = "model.xml", "model.bin", "ov_config.json"
@@ -72,17 +72,18 @@ def _histogram(ov_model) -> dict[str, int]:
     return dict(sorted((k, v) for k, v in ops.items() if k not in ("Parameter", "Result", "Constant")))
 
 
-def _quantize(ov_model, model: TracedModel, target: TargetSpec, options: dict[str, Any]) -> tuple[Any, dict]:
+def _quantize(ov_model, model: TracedModel, target: TargetSpec, options: dict[str, Any], data: BuildData
+              ) -> tuple[Any, dict]:
     """int8 with NNCF's post-training quantization, from the build's calibration samples."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    if model.calibration is None:
+    if not data.calibration:
         raise QuantizeError("openvino quantizes int8 with NNCF from calibration samples, and none were handed over: "
                             "pass --calibration PATH, or --calibration random")
     names = [t.name for t in model.signature.inputs]
-    samples = [{name: sample[name] for name in names} for sample in model.calibration]
+    samples = [{name: sample[name] for name in names} for sample in data.calibration]
     q = target.quantization
     symmetric = bool(q and q.symmetric_activations)
     # PERFORMANCE: symmetric int8 activations and weights; MIXED: asymmetric activations (what a ReLU-free net wants)
@@ -105,7 +106,7 @@ def _quantize(ov_model, model: TracedModel, target: TargetSpec, options: dict[st
     except Exception as exc:
         raise QuantizeError(f"NNCF could not quantize {model.name}: {type(exc).__name__}: {exc}") from exc
     record = {"name": "nncf.quantize", "nncf": nncf.__version__, "preset": preset.value, "subset_size": subset,
-              "samples_from": model.calibration.origin, "random_data": model.calibration.is_random,
+              "samples_from": data.calibration_origin, "random_data": data.calibration_random,
               "model_type": "transformer" if transformer else "default",
               "activation_ranges": options["activation_ranges"], "bias_correction": correction,
               "note": "NNCF's own range estimators (backend option activation_ranges); chipfit's --method does not "
@@ -133,7 +134,8 @@ def _device_check(ov_model, device: str, config: dict[str, Any]) -> dict[str, An
     return {"device": device, "checked": True, "how": f"compiled by the {device} plugin on this machine"}
 
 
-def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path, options: dict[str, Any]) -> Lowered:
+def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path, options: dict[str, Any],
+          data: BuildData) -> Lowered:
     import openvino as ov
 
     if model.graph_precision != "fp32":
@@ -157,7 +159,7 @@ def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path,
     passes = tuple(model.passes) + ({"name": "openvino.convert_model", "source": "onnx"},)
     notes: list[str] = []
     if precision == "int8":
-        ov_model, record = _quantize(ov_model, model, target, options)
+        ov_model, record = _quantize(ov_model, model, target, options, data)
         passes += (record,)
     _stable_names(ov_model, model.onnx_model)
     compress = precision == "fp16"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from compiler.backends import (BACKEND_API_VERSION, BackendBase, Device, DeviceTiming, GenerationPlan, Lowered,
-                               RunPlan, package_version)
+from compiler.backends import (BACKEND_API_VERSION, BackendBase, Capabilities, Device, DeviceTiming, GenerationPlan,
+                               Lowered, LowerJob, RunPlan, package_version)
 from compiler.backends.tvm.options import SCHEMA, resolve
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 from targets.host import HostInfo, detect_host
 from targets.signature import Signature
 from targets.spec import TargetError, TargetSpec
@@ -17,16 +17,19 @@ from targets.spec import TargetError, TargetSpec
 class TvmBackend(BackendBase):
     name = "tvm"
     api_version = BACKEND_API_VERSION
-    SCHEMA = SCHEMA
-    consumes = "torch"  # the torch program where there is one, else the ONNX graph
-    # No int4: TVM's ONNX importer has no MatMulNBits. No fp16: it fails on the Cast nodes that keep
-    # an fp16 graph's inputs fp32 (KeyError 'graph_input_cast_0'), found by the conformance kit.
-    precisions = ("fp32", "int8")
-    graph_precisions = ("int8",)
-    program_precisions = ()
-    symbolic_dims = True
-    accepted_domains = ()  # TVM's ONNX importer takes standard ops only
-    compute_unit = "cpu"  # LLVM CPU code (no GPU or NPU target is configured through chipfit)
+    options_schema = SCHEMA
+    capabilities = Capabilities(
+        consumes="torch",  # the torch program where there is one, else the ONNX graph
+        # No int4: TVM's ONNX importer has no MatMulNBits. No fp16: it fails on the Cast nodes that keep
+        # an fp16 graph's inputs fp32 (KeyError 'graph_input_cast_0'), found by the conformance kit.
+        precisions=("fp32", "int8"), graph_precisions=("int8",),
+        symbolic_dims=True,
+        accepted_domains=(),  # TVM's ONNX importer takes standard ops only
+        compute_unit="cpu",  # LLVM CPU code (no GPU or NPU target is configured through chipfit)
+        # Decoder LMs: prefill and decode over a static cache in one library (compiler/backends/tvm/decoder.py).
+        decoder_precisions=("fp32",),
+        decoder_families=("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral", "minicpm3"),
+        tunable=True, device_timing=True)
 
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         # fp32 PyTorch models go through TVM's torch importer (and TVM's own fusion), the rest through ONNX.
@@ -60,25 +63,23 @@ class TvmBackend(BackendBase):
 
         return toolchain_problems(target, self.resolve_options(target, detect_host()))
 
-    def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered:
+    def lower(self, job: LowerJob) -> Lowered:
         from compiler.backends.tvm import lower as _lower
 
-        return _lower.lower(model, target, precision, workdir, self.resolve_options(target, detect_host()))
-
-    tunable = True
+        return _lower.lower(job.model, job.target, job.precision, job.workdir, dict(job.options))
 
     def tune(self, model: TracedModel, target: TargetSpec, trials: int, device=None,
              progress=lambda m: None):
         """MetaSchedule over the model's kernels for ``target`` (on ``device`` through RPC where given); the records
         are kept for every later build for that target (`compiler/backends/tvm/tuning.py`)."""
-        from compiler.backends.tvm.lower import _import_onnx, _import_torch, check_cross_compiler
+        from compiler.backends.tvm.lower import import_onnx, import_torch, check_cross_compiler
         from compiler.backends.tvm.tuning import tune
         from compiler.frontend import concretize
 
         options = self.resolve_options(target, detect_host())
         check_cross_compiler(target, options)
         static = concretize(model) if not model.signature.is_static else model
-        mod = _import_torch(static) if static.exported_program is not None else _import_onnx(static.onnx_model)
+        mod = import_torch(static) if static.exported_program is not None else import_onnx(static.onnx_model)
         rpc = None
         if device is not None:
             host, port = device.address.rsplit(":", 1)
@@ -92,16 +93,11 @@ class TvmBackend(BackendBase):
 
         return _runner.plan_run(artifact_dir, options, signature, target, host)
 
-    # Decoder LMs: prefill and decode over a static cache in one library (compiler/backends/tvm/decoder.py).
-    decoder_precisions = ("fp32",)
-    decoder_families = ("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral", "minicpm3")
-
-    def lower_decoder(self, model, target: TargetSpec, precision: str, workdir: Path, context: int,
-                      prefill_chunk: int | None) -> Lowered:
+    def lower_decoder(self, job: LowerJob) -> Lowered:
         from compiler.backends.tvm.decoder import lower_decoder
 
-        return lower_decoder(model, target, precision, workdir, context, prefill_chunk,
-                             self.resolve_options(target, detect_host()))
+        return lower_decoder(job.model, job.target, job.precision, job.workdir, job.context,
+                             job.request.llm.prefill_chunk, dict(job.options))
 
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
                       host: HostInfo, form: str = "main") -> GenerationPlan:

@@ -30,7 +30,7 @@ def lower_decoder(model, target: TargetSpec, precision: str, workdir: Path, cont
     import tvm
     from tvm.relax.frontend.torch import from_exported_program
 
-    from compiler.backends.tvm.lower import _compile, check_cross_compiler, elf_machine
+    from compiler.backends.tvm.lower import compile_module, check_cross_compiler, elf_machine
     from compiler.llm.static import cache_shapes, export_step
 
     check_cross_compiler(target, options)
@@ -48,7 +48,7 @@ def lower_decoder(model, target: TargetSpec, precision: str, workdir: Path, cont
     for name, module in modules.items():
         merged[name] = module["main"].without_attr("params").with_attr("global_symbol", name)
     try:
-        executable, schedules = _compile(merged, dict(options["target"]), options["pipeline"],
+        executable, schedules = compile_module(merged, dict(options["target"]), options["pipeline"],
                                          options["tuning_database"] != "none")
     except Exception as exc:
         raise LowerError(f"TVM could not compile {model.name}'s decoder for {target.id}: {type(exc).__name__}: "

@@ -14,7 +14,7 @@ from compiler.backends import Lowered
 from compiler.errors import BuildError, UnsupportedOpError
 from compiler.frontend import concretize
 from targets.signature import Signature
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 from targets.spec import TargetSpec
 
 ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm", 0xF3: "riscv"}
@@ -31,7 +31,7 @@ def elf_machine(path: Path) -> str:
     return ELF_MACHINES.get(code, f"e_machine {code:#x}")
 
 
-def _import_torch(model: TracedModel):
+def import_torch(model: TracedModel):
     from tvm.relax.frontend.torch import from_exported_program
 
     try:
@@ -51,7 +51,7 @@ def _torch_node(model: TracedModel, op: str) -> str:
     return "?"
 
 
-def _import_onnx(graph: onnx.ModelProto):
+def import_onnx(graph: onnx.ModelProto):
     from tvm.relax.frontend.onnx import from_onnx
 
     try:
@@ -127,7 +127,7 @@ def check_cross_compiler(target: TargetSpec, options: dict[str, Any]) -> None:
         raise BuildError("; ".join(problems))
 
 
-def _compile(mod, target_dict: dict[str, Any], pipeline: str, tuned: bool = False, measure: bool = False):
+def compile_module(mod, target_dict: dict[str, Any], pipeline: str, tuned: bool = False, measure: bool = False):
     """(executable, schedule record): the "zero" pipeline fuses, then the kernels get their schedules (kept tuning
     records where ``tuned`` and the target has them, then TVM's default CPU rules). Where ``measure`` (the target's
     code runs on this CPU), the default rules stay only if the program measures faster with them."""
@@ -249,7 +249,7 @@ def lower(
         mod = None
         if precision == "fp32" and m.exported_program is not None:
             try:
-                mod, route = _import_torch(m), "torch.export -> tvm.relax.frontend.torch"
+                mod, route = import_torch(m), "torch.export -> tvm.relax.frontend.torch"
             except UnsupportedOpError:
                 raise
             except Exception as exc:  # TVM's torch importer misses some programs; the ONNX route often works
@@ -258,8 +258,8 @@ def lower(
             if m.graph_precision != precision:
                 raise BuildError(f"tvm lowers the {precision} graph, but was given a {m.graph_precision} one")
             passes[:] = list(m.passes)
-            mod = _import_onnx(m.onnx_model)
-        executable, record = _compile(mod, target_dict, options["pipeline"], options["tuning_database"] != "none",
+            mod = import_onnx(m.onnx_model)
+        executable, record = compile_module(mod, target_dict, options["pipeline"], options["tuning_database"] != "none",
                                       measure=runs_here)
         schedules[:] = [record]
         return executable, route

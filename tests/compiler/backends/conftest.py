@@ -2,7 +2,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from compiler.frontend.onnx_file import onnx_reference, signature_from_onnx
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 
 
 def single_op_model(op: str, dtype=TensorProto.FLOAT, opset: int = 17) -> TracedModel:
@@ -34,3 +34,17 @@ def at_precision(traced: TracedModel, precision: str, calibration=None, tmp_path
         ranges = collect_ranges(traced.onnx_model, calibration, "minmax", tmp_path / "cache")
         graph = quantize_int8(traced.onnx_model, settings, ranges)
     return replace(traced, onnx_model=graph, graph_precision=precision)
+
+
+def lower_for(backend, model, target, precision: str, workdir, calibration=None):
+    """``backend.lower`` called as a build calls it: one `LowerJob` (its options resolved on this host; the
+    calibration samples handed over where given)."""
+    from compiler.build.lowering import make_job
+    from targets.backend import BuildData
+    from targets.host import detect_host
+    from targets.request import BuildRequest, ModelSource
+
+    data = (BuildData(tuple(calibration.samples), calibration.origin, calibration.is_random)
+            if calibration is not None else BuildData())
+    request = BuildRequest(ModelSource(model.source, model.name), target.id, precision=precision)
+    return backend.lower(make_job(backend, model, target, precision, request, workdir, detect_host(), data))

@@ -7,11 +7,12 @@ from compiler.build import BuildOptions, build
 from compiler.errors import BuildError
 from compiler.frontend import concretize, load_model
 from targets.host import detect_host
+from tests.compiler.backends.conftest import lower_for
 
 
 def test_the_arm_program_is_an_xnnpack_pte_that_verifies_here_as_a_labelled_proxy(example_traced, registry, tmp_path):
     target = registry.get("arm64-cortex-a76")
-    lowered = backend.lower(concretize(example_traced), target, "fp32", tmp_path)
+    lowered = lower_for(backend, concretize(example_traced), target, "fp32", tmp_path)
     assert lowered.files == ("model.pte",) and (tmp_path / "model.pte").stat().st_size > 0
     assert lowered.structure["delegate_calls"] >= 1
     plan = backend.plan_run(tmp_path, lowered.options, lowered.signature, target, detect_host())
@@ -38,4 +39,4 @@ def test_int8_uses_xnnpacks_quantizer_and_verifies(example_traced, tmp_path):
 def test_onnx_source_is_refused_with_a_way_forward(conv_onnx, registry, tmp_path):
     model = load_model(conv_onnx)
     with pytest.raises(BuildError, match=r"lowers torch programs.*\.pt2"):
-        backend.lower(concretize(model), registry.get("arm64-cortex-a76"), "fp32", tmp_path)
+        lower_for(backend, concretize(model), registry.get("arm64-cortex-a76"), "fp32", tmp_path)

@@ -9,7 +9,7 @@ from calibration.readers import from_arrays
 from compiler.backends.onnxruntime import backend
 from compiler.errors import BuildError, UnsupportedOpError
 from targets.host import detect_host
-from tests.compiler.backends.conftest import at_precision
+from tests.compiler.backends.conftest import at_precision, lower_for
 
 
 def _run(tmp_path, lowered, target):
@@ -18,10 +18,10 @@ def _run(tmp_path, lowered, target):
 
 def test_cpu_artifact_has_ep_config_and_ort_format_where_the_runtime_wants_it(conv_traced, registry, tmp_path):
     (tmp_path / "arm").mkdir()
-    mobile = backend.lower(conv_traced, registry.get("arm64-cortex-a76"), "fp32", tmp_path / "arm")
+    mobile = lower_for(backend, conv_traced, registry.get("arm64-cortex-a76"), "fp32", tmp_path / "arm")
     assert set(mobile.files) == {"model.onnx", "model.ort", "ep_config.json"}  # ONNX Runtime Mobile loads .ort
     target = registry.get("host")
-    lowered = backend.lower(conv_traced, target, "fp32", tmp_path)
+    lowered = lower_for(backend, conv_traced, target, "fp32", tmp_path)
     assert set(lowered.files) == {"model.onnx", "ep_config.json"}  # a desktop loads model.onnx
     config = json.loads((tmp_path / "ep_config.json").read_text())
     assert config["execution_provider"] == "CPUExecutionProvider"
@@ -40,7 +40,7 @@ def test_qnn_artifact_is_qdq_with_provider_options_and_runs_as_proxy(example_tra
     target = registry.get("snapdragon-8gen3")
     calib = from_arrays({"image": example_traced.samples["image"]}, example_traced.signature, "bundled")
     model = at_precision(example_traced, "int8", calib, tmp_path)
-    lowered = backend.lower(model, target, "int8", tmp_path)
+    lowered = lower_for(backend, model, target, "int8", tmp_path)
     graph = onnx.load(tmp_path / "model.onnx")
     ops = {n.op_type for n in graph.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -57,7 +57,7 @@ def test_qnn_artifact_is_qdq_with_provider_options_and_runs_as_proxy(example_tra
 
 
 def test_fp16_artifact_holds_fp16_weights(conv_traced, registry, tmp_path):
-    lowered = backend.lower(at_precision(conv_traced, "fp16"), registry.get("snapdragon-8gen3"), "fp16", tmp_path)
+    lowered = lower_for(backend, at_precision(conv_traced, "fp16"), registry.get("snapdragon-8gen3"), "fp16", tmp_path)
     graph = onnx.load(tmp_path / "model.onnx")
     assert any(t.data_type == TensorProto.FLOAT16 for t in graph.graph.initializer)
     assert lowered.signature.inputs[0].dtype == "float32"  # I/O kept fp32
@@ -65,12 +65,12 @@ def test_fp16_artifact_holds_fp16_weights(conv_traced, registry, tmp_path):
 
 def test_graph_at_another_precision_is_refused(conv_traced, registry, tmp_path):
     with pytest.raises(BuildError, match="lowers the int8 graph, but was given a fp32 one"):
-        backend.lower(conv_traced, registry.get("host"), "int8", tmp_path)
+        lower_for(backend, conv_traced, registry.get("host"), "int8", tmp_path)
 
 
 def test_unsupported_op_names_node_and_op(single_op, registry, tmp_path):
     with pytest.raises(UnsupportedOpError, match=r"cannot lower op 'Abs' \(node 'my_abs'\)"):
-        backend.lower(single_op("Abs", TensorProto.BFLOAT16), registry.get("host"), "fp32", tmp_path)
+        lower_for(backend, single_op("Abs", TensorProto.BFLOAT16), registry.get("host"), "fp32", tmp_path)
 
 
 def test_precision_rewrites_leave_the_float_graph_untouched(block_traced):

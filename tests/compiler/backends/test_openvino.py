@@ -11,6 +11,7 @@ from compiler.backends.openvino import backend
 from compiler.build import BuildContext, BuildOptions, build
 from compiler.errors import QuantizeError
 from targets.registry import BACKENDS_GROUP, TARGETS_GROUP, backend_registry, target_registry
+from tests.compiler.backends.conftest import lower_for
 
 CPU, NPU = "intel-core-ultra-cpu", "intel-npu-3720"
 # what pyproject.toml registers; added here only where the installed metadata predates them
@@ -73,7 +74,7 @@ def test_int8_ir_through_nncf_within_the_targets_tolerance(example_traced, ctx, 
 
 def test_int8_without_calibration_samples_is_refused(example_traced, ctx, tmp_path):
     with pytest.raises(QuantizeError, match="calibration"):
-        backend.lower(example_traced, ctx.targets.get(CPU), "int8", tmp_path)
+        lower_for(backend, example_traced, ctx.targets.get(CPU), "int8", tmp_path)
 
 
 def test_npu_target_gets_a_static_ir_its_npu_compile_recorded_and_a_labelled_proxy_run(example_traced, ctx,
@@ -82,7 +83,7 @@ def test_npu_target_gets_a_static_ir_its_npu_compile_recorded_and_a_labelled_pro
 
     target = ctx.targets.get(NPU)
     assert target.backends[0] == "openvino"
-    lowered = backend.lower(example_traced, target, "fp16", tmp_path)
+    lowered = lower_for(backend, example_traced, target, "fp16", tmp_path)
     check = lowered.structure["device_compile"]
     if "NPU" in ov.Core().available_devices:
         assert check["checked"], check
@@ -98,18 +99,16 @@ def test_npu_target_gets_a_static_ir_its_npu_compile_recorded_and_a_labelled_pro
 
 
 def test_ir_is_byte_identical_across_builds(example_traced, ctx, tmp_path):
-    from dataclasses import replace
-
     from calibration.readers import from_arrays
 
     target = ctx.targets.get(CPU)
     samples = {t.name: example_traced.samples[t.name][:16] for t in example_traced.signature.inputs}
-    calibrated = replace(example_traced, calibration=from_arrays(samples, example_traced.signature, "test"))
+    calibration = from_arrays(samples, example_traced.signature, "test")
     for precision in ("fp32", "int8"):
         a, b = tmp_path / precision / "a", tmp_path / precision / "b"
         for out in (a, b):
             out.mkdir(parents=True)
-            backend.lower(calibrated, target, precision, out)
+            lower_for(backend, example_traced, target, precision, out, calibration)
         for name in ("model.xml", "model.bin", "ov_config.json"):
             assert (a / name).read_bytes() == (b / name).read_bytes(), (precision, name)
 
@@ -158,7 +157,7 @@ def test_runner_takes_threads_and_gives_per_op_times(example_traced, ctx, tmp_pa
     from targets.host import detect_host
 
     target = ctx.targets.get(CPU)
-    lowered = backend.lower(example_traced, target, "fp32", tmp_path)
+    lowered = lower_for(backend, example_traced, target, "fp32", tmp_path)
     runner = backend.plan_run(tmp_path, lowered.options, lowered.signature, target, detect_host()).runner
     assert runner.set_threads(1)
     images = {"image": example_traced.samples["image"][:4]}

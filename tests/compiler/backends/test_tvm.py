@@ -7,10 +7,11 @@ from compiler.errors import UnsupportedOpError
 from targets.signature import seeded_inputs
 from compiler.backends.tvm.options import mcpu_for
 from targets.host import HostInfo, detect_host
+from tests.compiler.backends.conftest import lower_for
 
 
 def _lower_and_run(traced, target, tmp_path):
-    lowered = backend.lower(traced, target, "fp32", tmp_path)
+    lowered = lower_for(backend, traced, target, "fp32", tmp_path)
     plan = backend.plan_run(tmp_path, lowered.options, lowered.signature, target, detect_host())
     return lowered, plan
 
@@ -28,7 +29,7 @@ def test_host_library_keeps_symbolic_batch_and_matches_reference(conv_traced, re
 
 
 def test_arm64_is_a_real_aarch64_library(conv_traced, registry, tmp_path):
-    lowered = backend.lower(conv_traced, registry.get("arm64-cortex-a76"), "fp32", tmp_path)
+    lowered = lower_for(backend, conv_traced, registry.get("arm64-cortex-a76"), "fp32", tmp_path)
     assert elf_machine(tmp_path / "model.so") == "aarch64"
     assert lowered.options["elf_machine"] == "aarch64"
     assert lowered.options["target"]["mcpu"] == "cortex-a76"
@@ -44,7 +45,7 @@ def test_transformer_block_lowers_and_matches(block_traced, registry, tmp_path):
 
 def test_unsupported_op_names_node_and_op(single_op, registry, tmp_path):
     with pytest.raises(UnsupportedOpError, match=r"backend 'tvm' cannot lower op 'Celu' \(node 'my_celu'\)"):
-        backend.lower(single_op("Celu"), registry.get("host"), "fp32", tmp_path)
+        lower_for(backend, single_op("Celu"), registry.get("host"), "fp32", tmp_path)
 
 
 def test_int8_goes_through_the_qdq_onnx_route(example_traced, registry, tmp_path):
@@ -54,7 +55,7 @@ def test_int8_goes_through_the_qdq_onnx_route(example_traced, registry, tmp_path
     calib = from_arrays({"image": example_traced.samples["image"]}, example_traced.signature, "bundled")
     model = at_precision(example_traced, "int8", calib, tmp_path)
     (tmp_path / "out").mkdir()
-    lowered = backend.lower(model, registry.get("host"), "int8", tmp_path / "out")
+    lowered = lower_for(backend, model, registry.get("host"), "int8", tmp_path / "out")
     pipeline = next(p for p in lowered.passes if p["name"].startswith("tvm-relax-pipeline"))
     assert "onnx" in pipeline["importer"]
     plan = backend.plan_run(tmp_path / "out", lowered.options, lowered.signature, registry.get("host"), detect_host())
@@ -65,7 +66,7 @@ def test_int8_goes_through_the_qdq_onnx_route(example_traced, registry, tmp_path
 
 
 def test_int4_is_refused_by_tvm():
-    assert "int4" not in backend.precisions
+    assert "int4" not in backend.capabilities.precisions
 
 
 def _info(flags: str, arch: str = "x86_64", clock=2.0) -> HostInfo:
@@ -129,7 +130,7 @@ def test_a_default_rule_that_fails_on_one_kernel_leaves_it_unscheduled_and_named
     from tvm.s_tir import dlight as dl
 
     from compiler.backends.tvm import schedules
-    from compiler.backends.tvm.lower import _import_torch
+    from compiler.backends.tvm.lower import import_torch
     from compiler.frontend import trace_module
 
     model = trace_module(torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval(), (torch.zeros(1, 8),),
@@ -142,7 +143,7 @@ def test_a_default_rule_that_fails_on_one_kernel_leaves_it_unscheduled_and_named
     monkeypatch.setattr(dl.cpu, "GEMV", Broken)
     target = tvm.target.Target({"kind": "llvm"})
     with target:
-        fused = tvm.relax.get_pipeline("zero")(_import_torch(model))
+        fused = tvm.relax.get_pipeline("zero")(import_torch(model))
         mod, record = schedules.schedule(fused, None)
         tvm.compile(mod, target=target)  # the model still compiles
     assert record["default_rules_failed"]

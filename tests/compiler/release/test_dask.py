@@ -41,15 +41,17 @@ from compiler.backends.onnxruntime.options import SCHEMA
 class Named(OnnxRuntimeBackend):
     def __init__(self, name):
         self.name = name
-        self.SCHEMA = replace(SCHEMA, backend=name)
+        self.options_schema = replace(SCHEMA, backend=name)
 
 
 class Segfaulting(Named):
-    def lower(self, model, target, precision, workdir):
+    def lower(self, job):
         os.kill(os.getpid(), signal.SIGSEGV)  # what a crashing native SDK does to its process
 
 
 class NeedsSdk(Named):
+    capabilities = replace(OnnxRuntimeBackend.capabilities, build_resources=True)
+
     def build_resources(self, target):
         return {"vendor-sdk": 1}
 

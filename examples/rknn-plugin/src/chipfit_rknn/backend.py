@@ -13,7 +13,7 @@ import onnx
 from onnx import version_converter
 
 from compiler.backends import BACKEND_API_VERSION, OptionField, OptionSchema
-from compiler.isolated import Environment, IsolatedBackend
+from compiler.isolated import Environment, IsolatedBackend, isolated_capabilities
 
 #: what `chipfit toolchain install rknn` makes (a virtual environment from registry wheels)
 ENVIRONMENT = Environment(
@@ -46,13 +46,13 @@ MAX_IR_VERSION = 9
 class RknnBackend(IsolatedBackend):
     name = "rknn"
     api_version = BACKEND_API_VERSION
-    SCHEMA = SCHEMA
+    options_schema = SCHEMA
+    # without quantization RKNN builds fp16; int8 with its own quantizer, from chipfit's calibration samples
+    capabilities = isolated_capabilities(precisions=("fp16", "int8"), calibrated_precisions=("int8",),
+                                         compute_unit="npu")
     environment = ENVIRONMENT
     sdk_script = Path(__file__).resolve().parent / "sdk_main.py"
-    precisions = ("fp16", "int8")  # without quantization RKNN builds fp16; int8 with its own quantizer
-    calibrated_precisions = ("int8",)  # chipfit hands over its calibration samples, RKNN quantizes
     calibration_layout = "NCHW"  # RKNN's dataset list takes NCHW .npy arrays as the ONNX graph does
-    compute_unit = "npu"
     timeout_s = 600.0
     runner_description = ("Rockchip's RKNN simulator on x86 (rknn-toolkit2 init_runtime() with no target), "
                           "run in the SDK session that built the model")

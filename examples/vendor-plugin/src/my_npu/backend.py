@@ -15,10 +15,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from compiler.backends import (BACKEND_API_VERSION, BackendBase, Lowered, NotRunnable, OptionField, OptionSchema,
-                               RunnerBase, RunPlan, host_mismatch)
+from compiler.backends import (BACKEND_API_VERSION, BackendBase, Capabilities, Lowered, LowerJob, NotRunnable,
+                               OptionField, OptionSchema, RunnerBase, RunPlan, host_mismatch)
 from compiler.frontend.onnx_file import signature_from_onnx
-from compiler.traced import TracedModel
+from targets.model import TracedModel
 from targets.host import HostInfo
 from targets.signature import Signature
 from targets.spec import TargetSpec
@@ -42,19 +42,20 @@ class MyNpuRunner(RunnerBase):
 
 
 class MyNpuBackend(BackendBase):
-    """Subclassing `BackendBase` gives the optional hooks their defaults: no device runner, no files that vary
-    between builds, and a fingerprint (this package's version and a digest of this folder) for the build cache."""
+    """Subclassing `BackendBase` gives the defaults: options checked against ``options_schema``, no files that vary
+    between builds, and a fingerprint (this package's version and a digest of this folder) for the build cache.
+    What only some backends do (decoder LMs, tuning, a device runner, ...) is an optional protocol of
+    `targets.backend`, claimed in ``capabilities`` and checked when chipfit loads the plugin."""
 
     name = "my-npu-runtime"
     api_version = BACKEND_API_VERSION
-    SCHEMA = SCHEMA
-    consumes = "onnx"
-    precisions = ("fp32", "int8")
-    graph_precisions = ("int8",)  # chipfit's precision stage hands over the QDQ graph
-    program_precisions = ()
-    symbolic_dims = True
-    accepted_domains = ()  # standard ONNX ops only: contrib fusions are skipped for this backend
-    compute_unit = "npu"  # estimates use the spec's [hardware.units.<name>] of this kind, where it declares units
+    options_schema = SCHEMA
+    capabilities = Capabilities(
+        consumes="onnx", precisions=("fp32", "int8"),
+        graph_precisions=("int8",),  # chipfit's precision stage hands over the QDQ graph
+        symbolic_dims=True,
+        accepted_domains=(),  # standard ONNX ops only: contrib fusions are skipped for this backend
+        compute_unit="npu")  # estimates use the spec's [hardware.units.<name>] of this kind, where it declares units
 
     def versions(self) -> dict[str, str]:
         return {"onnxruntime": ort.__version__, "my-npu-compiler": "0.1.0 (template)"}
@@ -62,8 +63,10 @@ class MyNpuBackend(BackendBase):
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         return True
 
-    def lower(self, model: TracedModel, target: TargetSpec, precision: str, workdir: Path) -> Lowered:
-        options = SCHEMA.resolve(target)
+    def lower(self, job: LowerJob) -> Lowered:
+        """``job`` carries the model, the target, the precision, this backend's resolved options, the whole build
+        request and the build's data (calibration samples for a precision the backend quantizes itself)."""
+        model, precision, workdir, options = job.model, job.precision, job.workdir, dict(job.options)
         source = workdir / "input.onnx"
         onnx.save(model.onnx_model, source)
         session_options = ort.SessionOptions()
