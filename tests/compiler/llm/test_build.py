@@ -18,7 +18,13 @@ def _by_backend(results):
     return {r.backend: r for r in results}
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+#: the families whose layouts differ (plain GQA; sliding-window layers; MLA, which only TVM lowers) run by default;
+#: the others are the same code paths with other configs, a sweep run with ``pytest -m slow``
+DEFAULT_FAMILIES = ("llama", "gemma3_text", "minicpm3")
+
+
+@pytest.mark.parametrize("family", [f if f in DEFAULT_FAMILIES else pytest.param(f, marks=pytest.mark.slow)
+                                    for f in FAMILIES])
 def test_every_family_generates_the_reference_tokens_on_host(family_dirs, tmp_path, family):
     results = _by_backend(build(load_model(family_dirs[family]), BuildOptions(["host"], tmp_path)))
     # ONNX Runtime GenAI's builder has no MiniCPM3; TVM lowers every family
