@@ -205,6 +205,7 @@ def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
                 if Path(model.path).is_dir():
                     _check_decoder(model, request, registry, n, config.file)
                 else:
+                    _check_graph(model, spec, request, registry, n, config.file)
                     _check_data(model, request, n, config.file, signatures)
                 try:
                     used = [backends.get(b) for b in spec.backends]
@@ -254,6 +255,18 @@ def _check_data(model: ModelEntry, request: BuildRequest, n: int, file: Path, si
             load_samples(path, signatures[model.path], limit=8, tokenizer=tokenizer)
         except CalibrationError as exc:
             raise UsageError(f"{where}.{key}: {exc}") from None
+
+
+def _check_graph(model: ModelEntry, spec, request: BuildRequest, registry, n: int, file: Path) -> None:
+    """A graph cell is checked by the build's planner as far as it can be without the traced model (the int8
+    scheme the target's ISA computes, activation type, int4 block size, backend options), before any work."""
+    from compiler.build import BuildContext, BuildOptions, check_graph_target
+
+    try:
+        check_graph_target(request, spec, BuildOptions(requests=[request], out_dir=file.parent),
+                           BuildContext(targets=registry))
+    except (UsageError, TargetError) as exc:
+        raise UsageError(f"{file}: model[{n}] ({model.name}): target {spec.id}: {exc}") from None
 
 
 def _check_decoder(model: ModelEntry, request: BuildRequest, registry, n: int, file: Path) -> None:

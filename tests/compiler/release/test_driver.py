@@ -336,6 +336,16 @@ def test_cli_exit_codes_for_bad_release_input(tmp_path, capsys):
     assert main(["release", str(tmp_path / "missing.toml")]) == 2
 
 
+def test_settings_a_target_cannot_honour_are_refused_while_planning(tmp_path, capsys):
+    # x86-64-avx2 declares no VNNI: full-range int8 weights would saturate there (the build's planner refuses them)
+    file = _small(tmp_path, 'targets = ["x86-64-avx2"]\n[[model]]\npath = "example"\nprecision = "int8"\n'
+                            'int8_weights = "int8"\n')
+    assert main(["release", str(file), "-o", str(tmp_path / "dist"), "--cache", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert "model[0] (example): target x86-64-avx2:" in err and "--int8-weights" in err
+    assert not (tmp_path / "dist").exists() and not (tmp_path / "cache").exists()  # refused before any work
+
+
 def test_one_release_at_a_time_writes_a_dist_folder(built, tmp_path):
     import fcntl
 
