@@ -1,0 +1,193 @@
+"""The decoder kind: a Hugging Face decoder LM folder -> artifacts that generate text, verified.
+
+Planning refuses before any work (exit 2): a context beyond the model's positions, a target whose memory cannot
+hold the weights (or the asked context), an architecture no backend lowers. Each target is built by the backends
+that declare the model's family and the precision (`Capabilities.decoder_families`, ``decoder_precisions``); a
+target none of whose backends can says why in its row. The memory plan (weights + KV cache at the context +
+workspace, against the target's memory) is made from the checkpoint before lowering and again from the
+artifact's files after; both go in the manifest. Every artifact that can run here generates text and is verified
+against transformers (`compiler.llm.verify`), each form it carries on its own.
+
+Decoder candidates do not race yet (``races``, and so no ``timer``): the first backend in the target's order that
+lowers the family builds the target's artifact, until the LLM runtimes are timed by generation against each other.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from compiler.artifact import Staging, hash_files
+from compiler.build import inputs as input_stage
+from compiler.build.cell import Built, Cell, Where
+from compiler.build.context import BuildContext, BuildOptions, BuildRun
+from compiler.build.lowering import lower, make_job
+from compiler.build.manifest import describe
+from compiler.errors import RunError, UsageError
+from compiler.llm.verify import PromptCase, reference_cases, verify_generation
+from compiler.reproducibility import content_digest
+from targets.backend import Backend, Lowered, NotRunnable
+from targets.decoder import LanguageModelRecord, plan_memory
+from targets.model import DecoderModel
+from targets.numerics import Numerics
+from targets.request import BuildRequest
+from targets.spec import TargetSpec
+
+#: the context a decoder is built for when none is asked: the model's own limit, capped here (phones rarely
+#: hold more, and the cache grows with it), and further by what the target's memory holds
+DEFAULT_CONTEXT = 4096
+
+
+class DecoderKind:
+    name = "decoder"
+    races = False
+
+    def accepts(self, model: Any) -> bool:
+        return isinstance(model, DecoderModel)
+
+    def check_model(self, model: DecoderModel, ctx: BuildContext) -> None:
+        spec = model.spec
+        loaded, broken = ctx.backends.load_all()
+        families = {name: list(b.capabilities.decoder_families) for name, b in loaded.items()
+                    if b.capabilities.decoder_families}
+        if not any(spec.model_type in f for f in families.values()):
+            supported = sorted({f for fs in families.values() for f in fs})
+            raise UsageError(f"{model.source}: {spec.architecture} (model_type {spec.model_type!r}) is lowered by no "
+                             f"backend; decoder families supported: {', '.join(supported) or 'none'}"
+                             + "".join(f"; {error}" for error in broken.values()))
+
+    def plan_target(self, model: DecoderModel, request: BuildRequest, target: TargetSpec, precision: str,
+                    options: BuildOptions) -> Mapping[str, Any]:
+        spec = model.spec
+        if precision not in target.precisions:
+            raise UsageError(f"target {target.id} runs {', '.join(target.precisions)}, not {precision} "
+                             f"({target.source_file}: supports.precisions)")
+        asked = request.llm.context
+        if asked is not None and asked > spec.max_positions:
+            raise UsageError(f"--context {asked}: {model.name} handles at most {spec.max_positions} positions "
+                             "(config.json max_position_embeddings)")
+        capacity = target.hardware.memory_bytes
+        q = target.quantization
+        block = request.quantization.block_size or (q.int4_block_sizes[0] if q and q.int4_block_sizes else 32)
+        context = asked or min(spec.max_positions, DEFAULT_CONTEXT)
+        memory = plan_memory(spec, context, precision, capacity, block_size=block)
+        if not memory.fits:
+            gib = 2 ** 30
+            if memory.max_context_that_fits is None:
+                raise UsageError(
+                    f"target {target.id} cannot hold {model.name} at {precision}: the weights alone need "
+                    f"{memory.weight_bytes / gib:.2f} GiB (+ workspace), the target has {capacity / gib:.2f} GiB "
+                    f"({target.source_file}: hardware.memory_gb); try a smaller precision (--precision int4)")
+            if asked is not None:
+                raise UsageError(
+                    f"--context {asked}: on target {target.id} weights {memory.weight_bytes / gib:.2f} GiB + KV cache "
+                    f"{memory.kv_cache_bytes / gib:.2f} GiB + workspace {memory.workspace_bytes / gib:.2f} GiB = "
+                    f"{memory.total_bytes / gib:.2f} GiB exceed its {capacity / gib:.2f} GiB; the largest context that "
+                    f"fits is {memory.max_context_that_fits} tokens")
+            context = memory.max_context_that_fits
+            memory = plan_memory(spec, context, precision, capacity, block_size=block)
+        return {"context": context, "memory": memory}
+
+    def candidates(self, model: DecoderModel, backends: Sequence[Backend], precision: str, target: TargetSpec,
+                   request: BuildRequest, ctx: BuildContext) -> tuple[list[Backend], str]:
+        family = model.spec.model_type
+        able = [b for b in backends
+                if family in b.capabilities.decoder_families and precision in b.capabilities.decoder_precisions]
+        if able and target.build_all_backends and not request.backend:
+            for skipped in (b for b in backends if b not in able):
+                ctx.progress(f"{target.id}: {skipped.name} lowers no {family} decoder at {precision}; "
+                             f"building with {', '.join(b.name for b in able)}")
+        if able:
+            return able, ""
+        why = "; ".join(f"{b.name} lowers " + (
+            f"{'/'.join(b.capabilities.decoder_families)} at {'/'.join(b.capabilities.decoder_precisions)}"
+            if b.capabilities.decoder_families else "no decoder LMs") for b in backends)
+        return [], f"no backend of target {target.id} lowers {family} at {precision} ({why})"
+
+    def check_backend(self, backend: Backend, cell_fields: Mapping[str, Any], target: TargetSpec) -> None:
+        return None
+
+    # -- the input stage ------------------------------------------------------------------------------------
+    def prepare(self, model: DecoderModel, cells: Sequence[Cell], options: BuildOptions, ctx: BuildContext
+                ) -> list[PromptCase]:
+        prompts = input_stage.prompts(input_stage.shared_request([c.request for c in cells]))
+        ctx.progress(f"reference: transformers eager on {len(prompts)} prompt(s)")
+        return reference_cases(model, prompts)
+
+    # -- one cell -------------------------------------------------------------------------------------------
+    def lowering(self, model: DecoderModel, cell: Cell) -> str:
+        return (f"lowering {model.spec.architecture} with {cell.backend.name} ({cell.precision}, context "
+                f"{cell.context})")
+
+    def build_cell(self, model: DecoderModel, cell: Cell, cases: Sequence[PromptCase], run: BuildRun,
+                   stack: ExitStack, where: Where) -> Built:
+        start = time.perf_counter()
+        staging = stack.enter_context(Staging(cell.dest))
+        job = make_job(cell.backend, model, cell.target, cell.precision, cell.request, staging.path, run.ctx.host,
+                       context=cell.context)
+        lowered = lower(cell.backend, job, cell.backend.lower_decoder)
+        files = hash_files(staging.path, lowered.files)
+        seconds = time.perf_counter() - start
+        form = lowered.decoder
+        weights = sum(f.bytes for rel, f in files.items() if _is_weight_file(rel))
+        memory = plan_memory(model.spec, form.context, cell.precision, cell.target.hardware.memory_bytes,
+                             kv_bytes_per_element=form.kv_bytes_per_element, chunk=form.prefill_chunk or 128,
+                             weight_bytes=weights or None, windowed=form.windowed_cache,
+                             basis="weights from the artifact's files; KV cache and workspace computed")
+        where.stage = "RUN"
+        numerics, failed_stage = _verify(cell, lowered, staging.path, form.name, cases, run)
+        others = []
+        for extra in lowered.extra_decoder_forms:
+            checked, stage = _verify(cell, lowered, staging.path, extra.name, cases, run)
+            others.append({"name": extra.name, "cache_form": extra.cache_form, "programs": list(extra.programs),
+                           "runtime": extra.runtime, "prefill_chunk": extra.prefill_chunk,
+                           "numerics": checked.to_dict()})
+            if checked.status == "failed" and numerics.status != "failed":
+                numerics = replace(numerics, status="failed", reason=f"the {extra.name} form failed: {checked.reason}")
+                failed_stage = stage
+        if others:
+            numerics = replace(numerics, generation={**(numerics.generation or {}), "other_forms": {
+                o["name"]: o["numerics"].get("generation", {}).get("summary") or o["numerics"].get("reason")
+                for o in others}})
+        record = LanguageModelRecord(
+            decoder=model.spec, context=form.context, cache_form=form.cache_form, prefill_chunk=form.prefill_chunk,
+            programs=form.programs, runtime=form.runtime, memory_plan=memory,
+            weight_precisions=dict(form.weight_precisions), tokenizer_files=form.tokenizer_files,
+            trust_remote_code=model.trust_remote_code, generation=dict(form.generation),
+            windowed_cache=form.windowed_cache, other_forms=tuple(others))
+        manifest = describe(
+            model, cell, lowered, files, numerics, run.versions,
+            content_digest(staging.path, files, cell.backend.normalizers()), seconds, run.ctx.host,
+            fusion={"applied": False, "reason": f"the decoder is laid out by {form.runtime}'s own builder"},
+            llm=record)
+        warnings = () if memory.fits else (f"after lowering, the artifact needs {memory.total_bytes / 2**30:.2f} GiB at "
+                                           f"context {memory.context}; target {cell.target.id} has "
+                                           f"{(memory.capacity_bytes or 0) / 2**30:.2f} GiB",)
+        return Built(staging, manifest, failed_stage, warnings=warnings)
+
+
+def _verify(cell: Cell, lowered: Lowered, path: Path, form: str, cases: Sequence[PromptCase], run: BuildRun
+            ) -> tuple[Numerics, str]:
+    """Generate with one form of the artifact and compare with the reference (not-run where it cannot run here);
+    with the stage that failed where it failed."""
+    try:
+        plan = cell.backend.plan_generate(path, lowered.options, cell.target, run.ctx.host, form)
+    except NotRunnable as exc:
+        return Numerics("not-run", cell.precision, reason=str(exc), structure=lowered.structure), ""
+    run.ctx.progress(f"{cell.target.id}: generating from {len(cases)} prompts to verify"
+                     + (f" ({form} form)" if form != "main" else ""))
+    try:
+        numerics = verify_generation(plan, cases, cell.precision, cell.target.tolerance(cell.precision))
+    except Exception as exc:  # the artifact was built; running it failed: kept for inspection
+        error = RunError(f"running the artifact failed: {type(exc).__name__}: {exc}")
+        return Numerics("failed", cell.precision, reason=str(error), runner=plan.runner.description,
+                        proxy=plan.proxy), error.stage
+    return numerics, "MISMATCH" if numerics.status == "failed" else ""
+
+
+def _is_weight_file(rel: str) -> bool:
+    name = Path(rel).name
+    return name.endswith((".data", ".bin", ".onnx", ".so", ".weights", ".pte")) and not name.startswith("tokenizer")
