@@ -1,15 +1,20 @@
-"""A small LLM on this host: chipfit's artifacts against onnxruntime-genai's own builder and transformers eager.
+"""A small LLM on this host: chipfit's shipped int4 artifact and each of its decoder backends, against
+onnxruntime-genai's own builder and llama.cpp's own converter and quantizer, side by side in one run.
 
-    .venv/bin/python benchmarks/llm.py [--layers 6] [--rounds 5] [--prompt 128] [--new 64] [--threads 2]
+    .venv/bin/python benchmarks/llm.py [--layers 24] [--rounds 3] [--prompt 128] [--new 64] [--threads 2]
 
 The model is Qwen2.5-0.5B-shaped (its widths, heads and 151936-token vocabulary; --layers of its 24, random
-weights; tied embeddings). Built by chipfit for ``host`` at fp32 and int4 (ONNX Runtime GenAI folders), and by
-``python -m onnxruntime_genai.models.builder`` itself at fp32 and int4; transformers eager is the third peer.
-Every path generates the same greedy continuation of the same prompt, in interleaved rounds (this host's
-speed drifts between minutes), with the same thread count. Printed: time to first token, prefill and decode
-tokens/s (medians), the ratio of chipfit's rates to the builder's, and the decode rate's bound from memory
-bandwidth ((weight + KV bytes per token) / measured bandwidth). Then `chipfit profile` twice on chipfit's
-artifacts: its estimate against the measurement, and how well two profiles agree.
+weights, tied embeddings). chipfit builds it for ``host`` at int4 as a user does (``chipfit build -t host
+--precision int4``): every decoder backend of the host builds, verifies and races, the fastest ships as ``host``,
+the others stay beside it. Peers at their own best settings: ``python -m onnxruntime_genai.models.builder -p int4
+-e cpu`` (its CPU defaults: accuracy_level 4, the tied lm_head quantized with the embedding), and llama.cpp's
+flow: ``convert_hf_to_gguf.py --outtype f16`` (the converter of the tree chipfit's toolchain keeps; its pre-tokenizer
+check is mended as chipfit's build mends it, since this model's tokenizer is trained here), then
+``llama_model_quantize`` (what ``llama-quantize`` calls) to Q4_0 and Q4_K_M. ONNX Runtime folders run through
+onnxruntime-genai, GGUF files through llama-cpp-python, as apps load them, all with ``--threads``; every path
+generates from the same prompt in each round (interleaved; a pause between paths so that ONNX Runtime's spinning
+pool threads do not steal from the next one). Printed: TTFT, prefill and decode tokens/s (medians), the bytes a
+decode step reads, and the share of this host's read bandwidth (a read-only sweep) each path reaches.
 """
 
 from __future__ import annotations
@@ -41,13 +46,31 @@ def make_model(folder: Path, layers: int) -> Path:
     return save(folder, config, init_std=0.02)
 
 
-def builder(model: Path, out: Path, precision: str) -> float:
-    start = time.perf_counter()
+def genai_builder(model: Path, out: Path) -> None:
     with tempfile.TemporaryDirectory() as scratch:  # the builder imports top-level modules from its cwd
         subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(model), "-o", str(out),
-                        "-p", precision, "-e", "cpu", "-c", str(Path(scratch) / "cache")], cwd=scratch, check=True,
+                        "-p", "int4", "-e", "cpu", "-c", str(Path(scratch) / "cache")], cwd=scratch, check=True,
                        capture_output=True)
-    return time.perf_counter() - start
+
+
+def llama_cpp_peer(model: Path, out: Path, kinds: tuple[str, ...]) -> None:
+    """llama.cpp's documented flow: convert to f16, then quantize each type from it."""
+    from compiler.backends.llamacpp import backend
+
+    state = backend.environment_state()
+    source = state.source("llama-cpp-python") / "vendor" / "llama.cpp"
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        request = Path(scratch) / "request.json"
+        request.write_text(json.dumps({"op": "convert", "source": str(source), "model": str(model),
+                                       "outfile": str(out / "f16.gguf"), "outtype": "f16",
+                                       "result": str(Path(scratch) / "result.json")}))
+        subprocess.run([sys.executable, "-m", "compiler.backends.llamacpp.convert", str(request)], check=True,
+                       capture_output=True, cwd=scratch, env={**os.environ, "NO_LOCAL_GGUF": "1"})
+    runtime = ROOT / "compiler" / "backends" / "llamacpp" / "runtime.py"
+    for kind in kinds:
+        subprocess.run([str(state.python_exe), str(runtime), "quantize", str(out / "f16.gguf"), str(out / f"{kind}.gguf"),
+                        kind, str(os.cpu_count())], check=True, capture_output=True)
 
 
 class Genai:
@@ -71,116 +94,142 @@ class Genai:
         return first - start, time.perf_counter() - first
 
 
-class Eager:
-    def __init__(self, folder: Path, threads: int) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM
+class Gguf:
+    def __init__(self, path: Path, threads: int, context: int) -> None:
+        from compiler.backends.llamacpp import backend
+        from compiler.backends.llamacpp.runner import LlamaCppRunner
 
-        torch.set_num_threads(threads)
-        self.torch = torch
-        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        self.runner = LlamaCppRunner(backend.environment_state().python_exe, path, context, threads)
 
     def run(self, ids, new):
-        torch = self.torch
-        with torch.no_grad():
-            start = time.perf_counter()
-            out = self.model(input_ids=torch.tensor([ids]), use_cache=True)
-            token = out.logits[0, -1].argmax()
-            first = time.perf_counter()
-            for _ in range(new - 1):
-                out = self.model(input_ids=token.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
-                token = out.logits[0, -1].argmax()
-        return first - start, time.perf_counter() - first
+        g = self.runner.generate(ids, new)  # times measured inside llama.cpp's process
+        return g.prefill_s, sum(g.token_s)
+
+
+def onnx_bytes_per_token(folder: Path) -> int:
+    """Weight bytes a decode step reads: every initializer but a table only gathered from (one row is read)."""
+    import onnx
+
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    users: dict[str, set[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, set()).add(node.op_type)
+    total = 0
+    for tensor in graph.initializer:
+        external = {e.key: e.value for e in tensor.external_data}
+        size = int(external.get("length", 0)) if external else len(tensor.raw_data)
+        if users.get(tensor.name, set()) <= {"Gather", "GatherBlockQuantized"} and users.get(tensor.name):
+            continue
+        total += size
+    return total
+
+
+def gguf_bytes_per_token(path: Path) -> int:
+    """Weight bytes a decode step reads from a GGUF: every tensor but an untied token embedding (one row read)."""
+    from compiler.backends.llamacpp import backend
+
+    source = backend.environment_state().source("llama-cpp-python") / "vendor" / "llama.cpp" / "gguf-py"
+    sys.path.insert(0, str(source))
+    from gguf import GGUFReader
+
+    tensors = {t.name: int(t.n_bytes) for t in GGUFReader(str(path)).tensors}
+    return sum(tensors.values()) - (tensors.get("token_embd.weight", 0) if "output.weight" in tensors else 0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds between paths in a round")
     parser.add_argument("--workdir", help="keep the models and artifacts here (default: a temporary folder)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="chipfit-llm-bench-"))
     model = work / "qwen2.5-0.5b-shaped"
+    timings: dict[str, float] = {}
     if not model.exists():
         start = time.perf_counter()
         make_model(model, args.layers)
-        print(f"model: {model} ({time.perf_counter() - start:.1f} s to make)")
-    paths, build_s = {}, {}
-    for precision in ("fp32", "int4"):
-        out = work / f"chipfit-{precision}"
-        if not out.exists():
-            start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "compiler.cli", "build", str(model), "-t", "host", "--backend",
-                                   "onnxruntime", "--precision", precision, "-o", str(out), "-q"], cwd=ROOT)
-            build_s[f"chipfit {precision}"] = time.perf_counter() - start
-            if done.returncode not in (0, 1):
-                raise SystemExit(f"chipfit build {precision} failed (exit {done.returncode})")
-        paths[f"chipfit {precision}"] = out / model.name / "host"
-        if not paths[f"chipfit {precision}"].exists() and (out / model.name / "host.failed").exists():
-            # random weights give near-uniform logits, whose argmax int4 rounding scrambles: the artifact is built and
-            # runs, it only fails the token-agreement check (its manifest says by how much); timed as built
-            print(f"chipfit {precision}: failed verification on random weights; timed from host.failed/")
-            paths[f"chipfit {precision}"] = out / model.name / "host.failed"
-        peer = work / f"builder-{precision}"
-        if not peer.exists():
-            build_s[f"builder {precision}"] = builder(model, peer, precision)
-        paths[f"builder {precision}"] = peer
-    for name, seconds in build_s.items():
-        print(f"build {name}: {seconds:.1f} s")
-    runners = {name: Genai(path, args.threads) for name, path in paths.items()}
-    runners["transformers eager fp32"] = Eager(model, args.threads)
-    ids = np.random.default_rng(0).integers(3, 1000, args.prompt).tolist()
+        timings["make the model"] = time.perf_counter() - start
+    built = work / "chipfit"
+    if not built.exists():
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "compiler.cli", "build", str(model), "-t", "host", "--precision",
+                               "int4", "-o", str(built)], cwd=ROOT, capture_output=True, text=True)
+        timings["chipfit build -t host --precision int4"] = time.perf_counter() - start
+        print("\n".join(line for line in done.stderr.splitlines() if "host:" in line))
+        if done.returncode not in (0, 1):
+            raise SystemExit(f"chipfit build failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    paths: dict[str, Path] = {}
+    for folder in sorted((built / model.name).iterdir()):
+        if folder.name.startswith("host") and (folder / "manifest.json").exists():
+            manifest = json.loads((folder / "manifest.json").read_text())
+            label = "chipfit host (shipped)" if folder.name == "host" else f"chipfit {folder.name}"
+            paths[f"{label}: {manifest['backend']['name']}"] = folder
+    if not paths:
+        raise SystemExit(f"chipfit built no verified host artifact; see {built}")
+    peer = work / "genai-builder-int4"
+    if not peer.exists():
+        start = time.perf_counter()
+        genai_builder(model, peer)
+        timings["onnxruntime-genai builder int4"] = time.perf_counter() - start
+    paths["onnxruntime-genai builder int4"] = peer
+    gguf = work / "llama.cpp"
+    if not (gguf / "Q4_K_M.gguf").exists():
+        start = time.perf_counter()
+        llama_cpp_peer(model, gguf, ("Q4_0", "Q4_K_M"))
+        timings["llama.cpp convert f16 + quantize Q4_0, Q4_K_M"] = time.perf_counter() - start
+    paths["llama.cpp Q4_0"] = gguf / "Q4_0.gguf"
+    paths["llama.cpp Q4_K_M"] = gguf / "Q4_K_M.gguf"
+    for what, seconds in timings.items():
+        print(f"{what}: {seconds:.0f} s")
+
+    context = args.prompt + args.new + 8
+    runners, reads, sizes = {}, {}, {}
+    for name, path in paths.items():
+        if path.suffix == ".gguf" or (path / "model.gguf").exists():
+            file = path if path.suffix == ".gguf" else path / "model.gguf"
+            runners[name], reads[name], sizes[name] = Gguf(file, args.threads, context), gguf_bytes_per_token(file), \
+                file.stat().st_size
+        else:
+            runners[name], reads[name] = Genai(path, args.threads), onnx_bytes_per_token(path)
+            sizes[name] = sum(f.stat().st_size for f in path.glob("model.onnx*"))
+    ids = np.random.default_rng(0).integers(3, 150000, args.prompt).tolist()
     for runner in runners.values():
         runner.run(ids[:16], 4)  # warm-up
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
-    for _ in range(args.rounds):  # interleaved: every path once per round
-        for name, runner in runners.items():
-            samples[name].append(runner.run(ids, args.new))
+    names = list(runners)
+    for r in range(args.rounds):  # interleaved, in a rotating order
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            samples[name].append(runners[name].run(ids, args.new))
+            time.sleep(args.pause)
     from profiles.llm import host_bandwidth_gbs
-    from targets.manifest import read_artifact
 
-    bandwidth = host_bandwidth_gbs()
-    print(f"\n{args.prompt}-token prompt, {args.new} new tokens, {args.threads} threads, {args.rounds} interleaved "
-          f"rounds; host memory bandwidth {bandwidth:.1f} GB/s (copy)\n")
-    print(f"{'path':<26} {'TTFT ms':>9} {'prefill tok/s':>14} {'decode tok/s':>13} {'vs builder':>11} {'bound tok/s':>12}")
+    bandwidth = host_bandwidth_gbs(threads=args.threads)
+    print(f"\n{args.layers} layers, {args.prompt}-token prompt, {args.new} new tokens, {args.threads} threads, "
+          f"{args.rounds} interleaved rounds; read bandwidth {bandwidth:.1f} GB/s (read-only sweep, {args.threads} "
+          "threads)\n")
+    print(f"| path | file MB | TTFT ms | prefill tok/s | decode tok/s | MB read per token | share of read bound |")
+    print("|---|---|---|---|---|---|---|")
     rates = {}
     for name, rows in samples.items():
         ttft = statistics.median(r[0] for r in rows)
         decode = (args.new - 1) / statistics.median(r[1] for r in rows)
         rates[name] = (args.prompt / ttft, decode)
-        bound = "-"
-        if name in paths:
-            record = read_artifact(paths[name]).manifest.llm if (paths[name] / "manifest.json").exists() else None
-            weights = sum(f.stat().st_size for f in paths[name].glob("model.onnx*"))
-            kv = (record.decoder.kv_bytes(args.prompt + args.new // 2, 4) if record else 0)
-            bound = f"{bandwidth * 1e9 / (weights + kv):.1f}"
-        peer = name.replace("chipfit", "builder")
-        ratio = f"{decode / rates[peer][1]:.2f}x" if name.startswith("chipfit") and peer in rates else "-"
-        print(f"{name:<26} {ttft * 1e3:>9.1f} {args.prompt / ttft:>14.1f} {decode:>13.2f} {ratio:>11} {bound:>12}")
-    for precision in ("fp32", "int4"):
-        c, b = rates[f"chipfit {precision}"], rates[f"builder {precision}"]
-        print(f"chipfit/builder {precision}: prefill {c[0] / b[0]:.2f}x, decode {c[1] / b[1]:.2f}x")
-    # `chipfit profile` takes verified artifacts: int4 where it verified (random weights may fail it), else fp32
-    profiled = "int4" if (work / "chipfit-int4" / model.name / "host").exists() else "fp32"
-    print(f"\nchipfit profile of the {profiled} artifact (twice), the estimate against the measurement:")
-    figures = []
-    for run in (1, 2):
-        done = subprocess.run([sys.executable, "-m", "compiler.cli", "profile", str(work / f"chipfit-{profiled}"),
-                               "--prompt-lengths", str(args.prompt), "--new-tokens", str(args.new), "--runs", "120",
-                               "--threads", str(args.threads), "--json", "-q"], capture_output=True, text=True, cwd=ROOT,
-                              check=True)
-        (profile,) = json.loads(done.stdout)["profiles"]
-        llm = profile["llm"]
-        first = llm["prompts"][0]
-        figures.append(first["decode_tok_s"])
-        print(f"  run {run}: decode {first['decode_tok_s']:.2f} tok/s (estimate {llm['estimate']['decode_tok_s']:.2f}, "
-              f"off {llm['estimate_error_pct']['decode_tok_s']}%), TTFT {first['ttft_ms_p50']:.1f} ms, "
-              f"{llm['roofline']['decode_reached_pct']:.0f}% of the bandwidth bound")
-    print(f"  two profiles agree within {abs(figures[0] - figures[1]) / figures[0] * 100:.1f}% (decode tok/s)")
+        share = decode * reads[name] / (bandwidth * 1e9)
+        print(f"| {name} | {sizes[name] / 1e6:.0f} | {ttft * 1e3:.0f} | {args.prompt / ttft:.1f} | {decode:.1f} | "
+              f"{reads[name] / 1e6:.0f} | {share * 100:.0f} % |")
+    shipped = next(n for n in rates if n.startswith("chipfit host (shipped)"))
+    peers = [n for n in rates if not n.startswith("chipfit")]
+    best_decode = max(peers, key=lambda n: rates[n][1])
+    best_prefill = max(peers, key=lambda n: rates[n][0])
+    print(f"\nchipfit shipped ({shipped.split(': ')[1]}): decode {rates[shipped][1] / rates[best_decode][1]:.2f}x the "
+          f"best peer ({best_decode}), prefill {rates[shipped][0] / rates[best_prefill][0]:.2f}x the best peer "
+          f"({best_prefill})")
 
 
 if __name__ == "__main__":

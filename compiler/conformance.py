@@ -428,7 +428,9 @@ def run_conformance(target_id: str, *, ops: Sequence[str] = OP_TESTS, models: bo
                 run_model_battery(target.id, b, work, report, ctx, progress)
             if llm:
                 run_llm_battery(target.id, b, work, report, ctx, progress, families)
-            artifact = run_artifact_checks(target.id, b, work, report, ctx, progress)
+            # the example is a graph: a backend of decoder LMs only is checked by the LLM battery (--llm)
+            artifact = run_artifact_checks(target.id, b, work, report, ctx, progress) if b.capabilities.precisions \
+                else None
             if artifact is not None:
                 run_profile_check(artifact, b.name, report, progress)
     report.unsupported_ops = sorted(set(report.unsupported_ops))

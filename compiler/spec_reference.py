@@ -49,10 +49,12 @@ def backend_tables(backends) -> str:
     for backend in backends:
         schema, caps = backend.options_schema, backend.capabilities
         parts.append(f"### `[backend_options.{backend.name}]`\n")
-        parts.append(f"Builds {', '.join(caps.precisions)} from {caps.consumes} sources; runs on "
-                     f"{caps.compute_unit or 'the unit its options choose'}"
-                     + (f"; decoder LMs at {', '.join(caps.decoder_precisions)}" if caps.decoder_precisions else "")
-                     + ".\n")
+        builds = (f"Builds {', '.join(caps.precisions)} from {caps.consumes} sources; runs on "
+                  f"{caps.compute_unit or 'the unit its options choose'}" if caps.precisions else
+                  f"Builds decoder LMs only, from {caps.consumes} model folders; runs on "
+                  f"{caps.compute_unit or 'the unit its options choose'}")
+        parts.append(builds + (f"; decoder LMs at {', '.join(caps.decoder_precisions)}" if caps.decoder_precisions
+                               else "") + ".\n")
         if schema is None or not schema.fields:
             parts.append("No options.\n")
             continue

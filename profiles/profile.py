@@ -300,7 +300,7 @@ def _estimate_decoders(decoders: list[tuple[Artifact, dict[str, Any], TargetSpec
         if target.reach.kind == "local":  # this machine: measure what the spec cannot say
             if "gbs" not in local_bandwidth:
                 local_bandwidth["gbs"] = host_bandwidth_gbs()
-            return local_bandwidth["gbs"], "measured on this machine (best of 5 copies of 256 MiB)"
+            return local_bandwidth["gbs"], "measured on this machine (best of 5 read-only sweeps of 256 MiB on every core)"
         return None, "unknown"
 
     points: dict[str, list] = {}

@@ -82,7 +82,9 @@ class Lowered:
 class Capabilities:
     """What a backend can do, declared once; core code asks this, never the backend's name."""
 
-    consumes: str  # "onnx" or "torch" (torch backends fall back to ONNX where `lowers_onnx` says so)
+    #: "onnx" or "torch" (torch backends fall back to ONNX where `lowers_onnx` says so); "huggingface": a backend
+    #: of decoder LMs only, reading the model folder with its runtime's own converter (no graph ``precisions``)
+    consumes: str
     precisions: tuple[str, ...]
     #: precisions for which the backend lowers the ONNX graph rewritten by chipfit's precision stage (the others
     #: it produces itself, e.g. Core ML's fp16 compute)
@@ -109,8 +111,11 @@ class Capabilities:
     isolated: bool = False  # implements `IsolatedEnvironment`
 
     def __post_init__(self) -> None:
-        if self.consumes not in ("onnx", "torch"):
-            raise TargetError(f"capabilities.consumes = {self.consumes!r}: choose onnx or torch")
+        if self.consumes not in ("onnx", "torch", "huggingface"):
+            raise TargetError(f"capabilities.consumes = {self.consumes!r}: choose onnx, torch or huggingface")
+        if self.consumes == "huggingface" and (self.precisions or not self.decoder_families):
+            raise TargetError("capabilities.consumes = 'huggingface' is for backends of decoder LMs only: "
+                              "no graph precisions, some decoder_families")
         for name in ("graph_precisions", "program_precisions", "calibrated_precisions"):
             extra = [p for p in getattr(self, name) if p not in self.precisions]
             if extra:
@@ -219,6 +224,9 @@ class GenerationPlan:
     runner: DecoderRunner
     proxy: bool = False
     note: str = ""
+    #: False where the proxy swaps the target's accelerator for this host's CPU (an NPU provider's folder run on
+    #: the CPU provider, a Metal app's file on llama.cpp's CPU backend): its speed says nothing of the target's
+    representative: bool = True
 
 
 @runtime_checkable

@@ -9,7 +9,7 @@ error naming the key, never a silent ``None``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -97,6 +97,8 @@ class Candidate:
     latency_ms: float | None = None
     method: str = ""  # "measured on this host", "measured on this host as a proxy: ...", or why not timed
     note: str = ""
+    #: figures the race took besides the time of a call (a decoder's ttft_ms, decode_tok_s, prefill_tok_s)
+    figures: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,9 @@ class Cell:
     dest: Path
     #: a candidate among the target's backends: where the chosen one goes (``dest`` is then a candidate's place)
     chosen_dest: Path | None = None
+    #: where this candidate stays if another is chosen (``<target>@<backend>`` on a build_all_backends target);
+    #: None: a losing candidate is removed
+    kept_dest: Path | None = None
     refusal: str = ""
     #: graphs: the precision stage's settings for the target
     settings: QuantSettings | None = None

@@ -36,18 +36,23 @@ def plan(model: Any, kind: ModelKind, options: BuildOptions, ctx: BuildContext) 
         if not able:
             cells.append(Cell(cell_request, target, None, precision, model_dir / target.id, refusal=refusal, **fields))
             continue
-        choose = kind.races and len(able) > 1 and not request.backend and not target.build_all_backends
-        built = able if choose or target.build_all_backends or request.backend else able[:1]
+        keep_all = target.build_all_backends
+        choose = (kind.races and len(able) > 1 and not request.backend
+                  and (not keep_all or kind.races_all_backends))
+        built = able if choose or keep_all or request.backend else able[:1]
         for backend in built:
             backend.check_options(target)
             kind.check_backend(backend, fields, target)
             # The first backend built (the only one, or the chosen one) owns <model>/<target>; with
             # build_all_backends the others sit beside it as <target>@<backend>.
-            dirname = target.id if backend is built[0] or choose else f"{target.id}@{backend.name}"
+            beside = model_dir / f"{target.id}@{backend.name}"
+            dirname = target.id if backend is built[0] or choose else beside.name
             check_replaceable(model_dir / dirname, precision, options.force)
-            dest = model_dir / CANDIDATES / f"{target.id}@{backend.name}" if choose else model_dir / dirname
+            if choose and keep_all:
+                check_replaceable(beside, precision, options.force)
+            dest = model_dir / CANDIDATES / beside.name if choose else model_dir / dirname
             cells.append(Cell(cell_request, target, backend, precision, dest, model_dir / dirname if choose else None,
-                              **fields))
+                              beside if choose and keep_all else None, **fields))
     return cells
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from compiler.artifact import FAILED_SUFFIX, swap_into
 from compiler.build.cell import CANDIDATES, Cell
-from compiler.build.kinds import ModelKind
+from compiler.build.kinds import Contender, ModelKind
 from compiler.build.manifest import record_choice
 from compiler.build.result import CellResult
 from compiler.speed import MARGIN, faster, race, remember
@@ -55,7 +55,7 @@ def choose_backend(group: Sequence[tuple[Cell, CellResult]], kind: ModelKind, in
         return [replace(r, artifact=str(final.with_name(f"{target.id}@{r.backend}{FAILED_SUFFIX}")))
                 if r.backend in failed_dirs else r for _, r in group]
     figures: dict[str, tuple[float | None, str]] = {}
-    runners: dict[str, Callable[[], object]] = {}
+    contenders: dict[str, Contender] = {}
     manifests: dict[str, Manifest] = {}
     for cell, result in eligible:
         name = cell.backend.name
@@ -63,13 +63,22 @@ def choose_backend(group: Sequence[tuple[Cell, CellResult]], kind: ModelKind, in
             figures[name] = (None, f"not timed: {result.numerics.reason if result.numerics else ''}")
             continue
         manifests[name] = read_artifact(Path(result.artifact)).manifest
-        runners[name], proxy, note = kind.timer(cell, Path(result.artifact), manifests[name], inputs, host)
-        figures[name] = (None, "measured on this host" if not proxy else
-                         f"measured on this host as a proxy ({note.removeprefix('proxy: ')})")
+        contender = kind.timer(cell, Path(result.artifact), manifests[name], inputs, host)
+        where = contender.note.removeprefix("proxy: ")
+        if not contender.representative:
+            figures[name] = (None, f"not timed: here it would run as a proxy that is not the target's compute unit "
+                                   f"({where})")
+            continue
+        contenders[name] = contender
+        figures[name] = (None, "measured on this host" if not contender.proxy else
+                         f"measured on this host as a proxy ({where})")
+    runners = {name: c.call for name, c in contenders.items()}
     if len(runners) > 1:  # a decision, not a profile: made whatever --no-latency says, and remembered
         def measure() -> dict:
             progress(f"{target.id}: timing {', '.join(runners)} against each other")
-            return {"ms": {name: round(timed.median_ms, 4) for name, timed in race(runners).items()}, "when": utc_now()}
+            ms = {name: round(timed.median_ms, 4) for name, timed in race(runners).items()}
+            extra = {name: dict(c.figures()) for name, c in contenders.items() if c.figures is not None}
+            return {"ms": ms, "figures": extra, "when": utc_now()}
 
         key = {"target": target.digest, **host_key(host),
                "candidates": {c.backend.name: files_key(manifests[c.backend.name].files, c.backend)
@@ -78,6 +87,9 @@ def choose_backend(group: Sequence[tuple[Cell, CellResult]], kind: ModelKind, in
         kept = f" (on {timed['when']}; the same candidates on this machine keep that decision)" if remembered else ""
         for name, ms in timed["ms"].items():
             figures[name] = (ms, figures[name][1] + ", interleaved rounds" + kept)
+        extra_figures = timed.get("figures", {})
+    else:
+        extra_figures = {}
     winner = eligible[0]
     for cell, result in eligible[1:]:
         ms, best = figures[cell.backend.name][0], figures[winner[0].backend.name][0]
@@ -95,17 +107,25 @@ def choose_backend(group: Sequence[tuple[Cell, CellResult]], kind: ModelKind, in
         ms, method = figures.get(cell.backend.name, (None, ""))
         note = "" if result.status in ("verified", "not-run") else result.message
         candidates.append(Candidate(cell.backend.name, result.status, ms, method or f"not eligible: {result.status}",
-                                    note))
+                                    note, extra_figures.get(cell.backend.name, {})))
     choice = BackendChoice(winner[0].backend.name, rule, tuple(candidates))
     source = Path(winner[1].artifact)
     record_choice(source, choice)
     swap_into(source, final)
+    kept = []
+    for cell, result in group:  # on a build_all_backends target the others stay beside the chosen one
+        if (cell is not winner[0] and cell.kept_dest is not None and result.artifact
+                and result.status in ("verified", "not-run")):
+            swap_into(Path(result.artifact), cell.kept_dest)
+            kept.append(replace(result, artifact=str(cell.kept_dest)))
     _remove_candidates(final)
-    others = ", ".join(f"{c.backend} ({'%.3f ms' % c.latency_ms if c.latency_ms is not None else c.status})"
-                       for c in candidates if c.backend != choice.chosen)
+    for c in candidates:
+        progress(f"{target.id}:   {c.backend}: " + (f"{c.latency_ms:.3f} ms" if c.latency_ms is not None else c.status)
+                 + "".join(f", {k} {v:g}" for k, v in c.figures.items()))
+    others = ", ".join(c.backend for c in candidates if c.backend != choice.chosen)
     ms = figures[choice.chosen][0]
     progress(f"{target.id}: chose {choice.chosen}" + (f" ({ms:.3f} ms)" if ms is not None else "") + f" over {others}")
-    return [replace(winner[1], artifact=str(final), choice=choice)]
+    return [replace(winner[1], artifact=str(final), choice=choice), *kept]
 
 
 def _remove_candidates(final: Path) -> None:

@@ -17,6 +17,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -37,6 +39,24 @@ class ToolchainInstallError(UsageError):
 
 
 @dataclass(frozen=True)
+class SourceBuild:
+    """A package the registry has only as source (llama-cpp-python: an sdist that compiles llama.cpp), built into a
+    wheel once per machine and kept under ``<toolchains>/.wheels/``; ``unpack`` also keeps its source tree in the
+    environment (``<env>/src/<name>/``) for the scripts the wheel does not install (llama.cpp's converter).
+
+    ``build_env`` (e.g. ``CMAKE_ARGS``) enters the wheel's cache key with the machine's CPU: a native build is
+    not reused on another CPU."""
+
+    requirement: str  # pinned: "llama-cpp-python==0.3.36"
+    build_env: tuple[tuple[str, str], ...] = ()
+    unpack: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.requirement.split("==", 1)[0].strip()
+
+
+@dataclass(frozen=True)
 class Environment:
     """The environment an isolated backend runs in, as data.
 
@@ -53,14 +73,18 @@ class Environment:
     check: str = ""
     #: packages whose versions enter every manifest (all of them enter the build cache key)
     reported: tuple[str, ...] = ()
+    source_builds: tuple[SourceBuild, ...] = ()
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        declared = asdict(self)
+        if not self.source_builds:  # an environment of wheels only keeps the digest it had before source builds
+            del declared["source_builds"]
+        return hashlib.sha256(json.dumps(declared, sort_keys=True).encode()).hexdigest()
 
     def pins(self) -> dict[str, str]:
         """Distribution name (normalised) -> pinned version, for every ``==`` requirement and torch."""
         pins = {}
-        for req in (*self.requirements, *self.no_deps):
+        for req in (*self.requirements, *self.no_deps, *(b.requirement for b in self.source_builds)):
             if "==" in req:
                 name, version = req.split("==", 1)
                 pins[_norm(name)] = version.strip()
@@ -91,6 +115,10 @@ class EnvironmentState:
 
     def how_to_fix(self) -> str:
         return f"run `chipfit toolchain install {self.name}`"
+
+    def source(self, name: str) -> Path:
+        """The unpacked source tree of a `SourceBuild` named ``name``."""
+        return self.path / "src" / _norm(name)
 
 
 def toolchains_dir() -> Path:
@@ -140,6 +168,9 @@ def inspect_environment(env: Environment, root: Path | None = None) -> Environme
             recorded = None
         if recorded != env.digest():
             problems.append("the backend's declared environment changed since it was installed")
+    for build in env.source_builds:
+        if build.unpack and not (path / "src" / _norm(build.name)).is_dir():
+            problems.append(f"{build.name}'s source tree is missing")
     for name, version in env.pins().items():
         have = packages.get(name)
         if have is None:
@@ -175,6 +206,12 @@ def install_environment(env: Environment, root: Path | None = None, force: bool 
         progress(f"{env.name}: installing {len(env.requirements)} pinned requirements")
         pinned_torch = [f"torch=={env.torch}"] if env.torch else []  # keeps pip from replacing the CPU wheel
         _step([*pip, *env.requirements, *pinned_torch], log, "install the requirements")
+    for build in env.source_builds:
+        wheel, sdist = _source_wheel(build, root, log, progress)
+        progress(f"{env.name}: installing {wheel.name}")
+        _step([*pip, str(wheel)], log, f"install {wheel.name}")
+        if build.unpack:
+            _unpack(sdist, path / "src" / _norm(build.name))
     if env.no_deps:
         progress(f"{env.name}: installing {', '.join(env.no_deps)} without their dependencies")
         _step([*pip, "--no-deps", *env.no_deps], log, "install the --no-deps packages")
@@ -188,6 +225,60 @@ def install_environment(env: Environment, root: Path | None = None, force: bool 
     return state
 
 
+def wheel_dir(build: SourceBuild, root: Path) -> Path:
+    """Where the wheel of ``build`` compiled on this machine is kept: keyed by the build, Python and the CPU."""
+    from targets.host import detect_host
+
+    host = detect_host()
+    key = hashlib.sha256(json.dumps({"requirement": build.requirement, "build_env": build.build_env,
+                                     "python": sys.version_info[:2], "arch": host.arch, "cpu": host.model_name,
+                                     "flags": sorted(host.flags)}, sort_keys=True).encode()).hexdigest()[:16]
+    return root / ".wheels" / f"{_norm(build.name)}-{key}"
+
+
+def _source_wheel(build: SourceBuild, root: Path, log: Path, progress: Callable[[str], None]) -> tuple[Path, Path]:
+    """The wheel of ``build`` for this machine (and its sdist): from ``<root>/.wheels/<key>/`` where an earlier
+    install left it, else downloaded and compiled now (minutes) and kept there."""
+    cached = wheel_dir(build, root)
+    wheels, sdists = sorted(cached.glob("*.whl")), sorted(cached.glob("*.tar.gz"))
+    if wheels and sdists:
+        progress(f"{build.name}: the wheel built on this machine earlier ({wheels[0].name}, {cached})")
+        return wheels[0], sdists[0]
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{cached.name}.", dir=cached.parent))
+    try:
+        progress(f"{build.name}: downloading its source distribution")
+        _step([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
+               "--no-binary", ":all:", build.requirement, "-d", str(scratch)], log, f"download {build.requirement}")
+        (sdist,) = scratch.glob("*.tar.gz")
+        started = time.perf_counter()
+        progress(f"{build.name}: compiling a wheel for this machine (minutes; kept in {cached.parent} for later "
+                 "installs)")
+        _step([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps", "-w", str(scratch),
+               str(sdist)], log, f"build {build.requirement} from source",
+              extra_env={"CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1), **dict(build.build_env)})
+        progress(f"{build.name}: compiled in {time.perf_counter() - started:.0f} s")
+        shutil.rmtree(cached, ignore_errors=True)
+        scratch.replace(cached)  # whole or not at all: an interrupted build leaves only its scratch folder
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return sorted(cached.glob("*.whl"))[0], sorted(cached.glob("*.tar.gz"))[0]
+
+
+def _unpack(sdist: Path, dest: Path) -> None:
+    """The sdist's tree as ``dest`` (its single top folder's contents)."""
+    scratch = Path(tempfile.mkdtemp(dir=dest.parent if dest.parent.exists() else None))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(sdist) as tar:
+            tar.extractall(scratch, filter="data")
+        (top,) = [p for p in scratch.iterdir() if p.is_dir()]
+        shutil.rmtree(dest, ignore_errors=True)
+        top.replace(dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _write_marker(env: Environment, path: Path) -> Environment:
     """Write the record that the install finished, for the declaration ``env``."""
     (path / MARKER).write_text(json.dumps({"declaration": asdict(env), "declaration_digest": env.digest(),
@@ -195,11 +286,11 @@ def _write_marker(env: Environment, path: Path) -> Environment:
     return env
 
 
-def _step(command: list[str], log: Path, what: str) -> None:
+def _step(command: list[str], log: Path, what: str, extra_env: Mapping[str, str] | None = None) -> None:
     with log.open("a") as out:
         out.write(f"$ {' '.join(command)}\n")
         out.flush()
-        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env={**clean_env(), **(extra_env or {})})
     if done.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
         raise ToolchainInstallError(f"could not {what} (exit {done.returncode}); the end of {log}:\n{tail}")

@@ -26,14 +26,19 @@ SPECIALS = ["<s>", "</s>", "<pad>"]
 FAMILIES = ("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral", "minicpm3")
 
 
-def tokenizer(vocab_size: int = 320):
+#: special tokens a family's tokenizer class in transformers adds when the vocabulary lacks them (transformers 5
+#: maps a qwen2 folder to Qwen2Tokenizer, which appends <|endoftext|> past the model's vocabulary)
+FAMILY_SPECIALS = {"qwen2": ["<|endoftext|>"]}
+
+
+def tokenizer(vocab_size: int = 320, extra_specials: tuple[str, ...] = ()):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS + list(extra_specials),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(CORPUS * 4, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
@@ -70,7 +75,7 @@ def save(folder: Path, cfg, *, seed: int = 0, train_steps: int = 0, init_std: fl
     torch.manual_seed(seed)
     cfg.initializer_range = init_std
     model = AutoModelForCausalLM.from_config(cfg)
-    tok = tokenizer(cfg.vocab_size)
+    tok = tokenizer(cfg.vocab_size, tuple(FAMILY_SPECIALS.get(cfg.model_type, ())))
     if train_steps:
         _train(model, tok, train_steps)
     model.eval()

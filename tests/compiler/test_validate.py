@@ -25,8 +25,8 @@ def test_builtin_specs_validate(capsys):
 
 
 def test_unregistered_backend_and_bad_options_are_named(tmp_path, capsys):
-    path = _variant(tmp_path, 'backends = ["executorch", "tvm", "onnxruntime"]',
-                    'backends = ["executorch", "tvm", "onnxruntime", "mynpu"]')
+    path = _variant(tmp_path, 'backends = ["executorch", "tvm", "onnxruntime", "llamacpp"]',
+                    'backends = ["executorch", "tvm", "onnxruntime", "llamacpp", "mynpu"]')
     _, checks = validate_spec(path)
     failed = {c.name: c.detail for c in checks if not c.ok}
     assert "unknown backend 'mynpu'" in failed["backend mynpu"] and "Install the plugin" in failed["backend mynpu"]

@@ -80,7 +80,7 @@ def test_templates_own_tests_pass_for_a_board_reached_over_rpc(tmp_path):
 
 def _only_backend(spec_text: str, backend: str) -> str:
     """The arm64 spec with ``backend`` as its only backend (the others' options dropped)."""
-    return (spec_text.replace('backends = ["executorch", "tvm", "onnxruntime"]', f'backends = ["{backend}"]')
+    return (spec_text.replace('backends = ["executorch", "tvm", "onnxruntime", "llamacpp"]', f'backends = ["{backend}"]')
             .replace("[backend_options.executorch]\ndelegate = \"xnnpack\"\n\n", "")
             .replace("[backend_options.tvm]", "[unused_tvm]").split("[unused_tvm]")[0]
             + spec_text.split("[backend_options.onnxruntime]")[1].split("\n\n", 1)[1])

@@ -30,7 +30,11 @@ FAST = ProfileRequest(runs=80, prompt_lengths=(16, 64), new_tokens=12)
 def llm_build(tmp_path_factory):
     root = tmp_path_factory.mktemp("llm-profile")
     folder = save(root / "story", config("llama", hidden_size=128, intermediate_size=256), train_steps=60)
-    results = build(load_model(folder), BuildOptions(["host", "arm64-cortex-a76", "apple-a17"], root / "build"))
+    model = load_model(folder)
+    # the chips' own runtimes, which cannot run here (the race would ship llama.cpp's file, run here as a proxy)
+    results = (build(model, BuildOptions(["host"], root / "build"))
+               + build(model, BuildOptions(["arm64-cortex-a76"], root / "build", backend="tvm"))
+               + build(model, BuildOptions(["apple-a17"], root / "build", backend="coreml")))
     assert all(r.ok for r in results), [(r.target, r.message) for r in results]
     return root / "build" / "story"
 
@@ -42,7 +46,7 @@ def profiled(llm_build):
 
 def test_a_host_decoder_is_measured_with_every_figure_labelled(profiled):
     host = {p.backend: p for p in profiled.profiles if p.target == "host"}
-    assert set(host) == {"onnxruntime", "tvm"}
+    assert set(host) == {"onnxruntime", "tvm", "llamacpp"}
     for p in host.values():
         llm = p.llm
         assert llm["method"] == "measured:host" and p.latency_method == "measured:host"

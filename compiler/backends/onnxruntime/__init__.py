@@ -57,16 +57,19 @@ class OnnxRuntimeBackend(BackendBase):
 
         provider = options["execution_provider"]
         mismatch = host_mismatch(target, host)
+        on_cpu = provider == "CPUExecutionProvider"
         if form == "static":
             from compiler.backends.onnxruntime.static_decoder import StaticOrtRunner
 
             return GenerationPlan(StaticOrtRunner(artifact_dir, options["static_layout"]), proxy=True,
-                                  note=f"proxy: the static programs made for {provider} run on this host's CPU provider")
-        if mismatch is None and provider == "CPUExecutionProvider":
+                                  note=f"proxy: the static programs made for {provider} run on this host's CPU provider",
+                                  representative=on_cpu)
+        if mismatch is None and on_cpu:
             return GenerationPlan(GenaiRunner(artifact_dir, on_cpu=False))
         why = mismatch or f"{provider} is not on this host"
         return GenerationPlan(GenaiRunner(artifact_dir, on_cpu=True), proxy=True,
-                              note=f"proxy: the folder run by onnxruntime-genai on this host's CPU provider ({why})")
+                              note=f"proxy: the folder run by onnxruntime-genai on this host's CPU provider ({why})",
+                              representative=on_cpu)
 
     def normalizers(self) -> Mapping[str, Normalizer]:
         # Found by the conformance kit's determinism check: ONNX Runtime's ORT-format writer lays its

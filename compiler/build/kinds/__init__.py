@@ -9,6 +9,7 @@ the kind. `compiler.build.kind_of` picks the kind of a model.
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -21,11 +22,28 @@ from targets.request import BuildRequest
 from targets.spec import TargetSpec
 
 
+@dataclass(frozen=True)
+class Contender:
+    """A candidate as the backend race times it."""
+
+    call: Callable[[], object]  # one timed unit: a graph's batch, a decoder's prompt and continuation
+    proxy: bool = False
+    note: str = ""
+    #: False where running it here swaps the target's accelerator for this CPU (an NPU provider's folder on the CPU
+    #: provider): its time says nothing of the target's, so it is not raced
+    representative: bool = True
+    #: what the race reports besides the time of a call, read after the rounds (a decoder's TTFT and decode rate)
+    figures: Callable[[], Mapping[str, float]] | None = None
+
+
 class ModelKind(Protocol):
     name: str
     #: several backends of one target that build this kind race, and the fastest verified one ships; else the first
     #: in the target's order that builds it is the target's artifact
     races: bool
+    #: on a ``build_all_backends`` target the candidates race too: the fastest owns ``<target>``, the others stay
+    #: beside it as ``<target>@<backend>`` (else the first backend owns it and nothing is timed)
+    races_all_backends: bool
 
     def accepts(self, model: Any) -> bool: ...
 
@@ -61,8 +79,6 @@ class ModelKind(Protocol):
         """Lower, hash and verify ``cell`` in a staging folder entered on ``stack``; the manifest describes it."""
         ...
 
-    def timer(self, cell: Cell, artifact: Path, manifest: Manifest, inputs: Any, host: HostInfo
-              ) -> tuple[Callable[[], object], bool, str]:
-        """For the race (kinds whose ``races`` is true): (the call timed, whether it runs as a proxy, the proxy's
-        note)."""
+    def timer(self, cell: Cell, artifact: Path, manifest: Manifest, inputs: Any, host: HostInfo) -> Contender:
+        """For the race (kinds whose ``races`` is true): the call timed, and how it runs here."""
         ...

@@ -8,12 +8,17 @@ workspace, against the target's memory) is made from the checkpoint before lower
 artifact's files after; both go in the manifest. Every artifact that can run here generates text and is verified
 against transformers (`compiler.llm.verify`), each form it carries on its own.
 
-Decoder candidates do not race yet (``races``, and so no ``timer``): the first backend in the target's order that
-lowers the family builds the target's artifact, until the LLM runtimes are timed by generation against each other.
+Where several backends of a target lower the model, each builds, verifies and is timed generating a typical turn
+(`TYPICAL_PROMPT` tokens of prompt, then `TYPICAL_NEW` tokens; interleaved rounds, the same rule and memory of
+decisions as graphs): the fastest verified one ships as ``<target>``, with its time to first token and decode
+rate in the manifest's backend choice. On a ``build_all_backends`` target (the host) the others stay beside it.
+A backend whose toolchain is not installed is left out with a note where others remain; asked for by
+``--backend``, or the only one, it is refused before any work with the command that installs it.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from contextlib import ExitStack
 from dataclasses import replace
@@ -24,12 +29,15 @@ from compiler.artifact import Staging, hash_files
 from compiler.build import inputs as input_stage
 from compiler.build.cell import Built, Cell, Where
 from compiler.build.context import BuildContext, BuildOptions, BuildRun
+from compiler.build.kinds import Contender
 from compiler.build.lowering import lower, make_job
 from compiler.build.manifest import describe
 from compiler.errors import RunError, UsageError
 from compiler.llm.verify import PromptCase, reference_cases, verify_generation
 from compiler.reproducibility import content_digest
-from targets.backend import Backend, Lowered, NotRunnable
+from targets.backend import Backend, DecoderRunner, Generation, Lowered, NotRunnable
+from targets.host import HostInfo
+from targets.manifest import Manifest
 from targets.decoder import LanguageModelRecord, plan_memory
 from targets.model import DecoderModel
 from targets.numerics import Numerics
@@ -39,11 +47,15 @@ from targets.spec import TargetSpec
 #: the context a decoder is built for when none is asked: the model's own limit, capped here (phones rarely
 #: hold more, and the cache grows with it), and further by what the target's memory holds
 DEFAULT_CONTEXT = 4096
+#: the turn a decoder race times: a prompt of this many tokens (at most half the context), then this many more
+TYPICAL_PROMPT = 128
+TYPICAL_NEW = 32
 
 
 class DecoderKind:
     name = "decoder"
-    races = False
+    races = True
+    races_all_backends = True  # the host ships its fastest decoder runtime, the others beside it
 
     def accepts(self, model: Any) -> bool:
         return isinstance(model, DecoderModel)
@@ -96,6 +108,13 @@ class DecoderKind:
         family = model.spec.model_type
         able = [b for b in backends
                 if family in b.capabilities.decoder_families and precision in b.capabilities.decoder_precisions]
+        missing = {b.name: b.check_toolchain(target) for b in able}
+        missing = {name: problems for name, problems in missing.items() if problems}
+        if missing and (request.backend or len(missing) == len(able)):
+            raise UsageError("; ".join(p for problems in missing.values() for p in problems))
+        for name, problems in missing.items():
+            ctx.progress(f"{target.id}: leaving {name} out: {'; '.join(problems)}")
+        able = [b for b in able if b.name not in missing]
         if able and target.build_all_backends and not request.backend:
             for skipped in (b for b in backends if b not in able):
                 ctx.progress(f"{target.id}: {skipped.name} lowers no {family} decoder at {precision}; "
@@ -167,6 +186,42 @@ class DecoderKind:
                                            f"context {memory.context}; target {cell.target.id} has "
                                            f"{(memory.capacity_bytes or 0) / 2**30:.2f} GiB",)
         return Built(staging, manifest, failed_stage, warnings=warnings)
+
+
+    # -- the race -------------------------------------------------------------------------------------------
+    def timer(self, cell: Cell, artifact: Path, manifest: Manifest, inputs: Sequence[PromptCase], host: HostInfo
+              ) -> Contender:
+        plan = cell.backend.plan_generate(artifact, manifest.backend.options, cell.target, host)
+        context = manifest.llm.context if manifest.llm else TYPICAL_PROMPT + TYPICAL_NEW + 1
+        turn = TypicalTurn(plan.runner, inputs, context)
+        return Contender(turn, plan.proxy, plan.note, plan.representative, turn.figures)
+
+
+class TypicalTurn:
+    """One timed call of the decoder race: the prompt, then `TYPICAL_NEW` greedy tokens; keeps every generation
+    for the time to first token and the decode rate."""
+
+    def __init__(self, runner: DecoderRunner, cases: Sequence[PromptCase], context: int) -> None:
+        length = max(1, min(TYPICAL_PROMPT, context // 2))
+        pool = [t for case in cases for t in case.ids] or [0]
+        self.prompt = [pool[i % len(pool)] for i in range(length)]  # the reference prompts, repeated
+        self.new = max(1, min(TYPICAL_NEW, context - length - 1))
+        self.runner = runner
+        self.generations: list[Generation] = []
+
+    def __call__(self) -> Generation:
+        generation = self.runner.generate(self.prompt, self.new)
+        self.generations.append(generation)
+        return generation
+
+    def figures(self) -> dict[str, float]:
+        done = [g for g in self.generations if g.token_s]
+        if not done:
+            return {}
+        ttft = statistics.median(g.prefill_s for g in done)
+        decode = statistics.median(len(g.token_s) / sum(g.token_s) for g in done)
+        return {"prompt_tokens": len(self.prompt), "ttft_ms": round(ttft * 1e3, 3),
+                "prefill_tok_s": round(len(self.prompt) / ttft, 1), "decode_tok_s": round(decode, 1)}
 
 
 def _verify(cell: Cell, lowered: Lowered, path: Path, form: str, cases: Sequence[PromptCase], run: BuildRun

@@ -22,6 +22,7 @@ from compiler.artifact import Staging, hash_files
 from compiler.build import inputs as input_stage
 from compiler.build.cell import Built, Cell, Where
 from compiler.build.context import BuildContext, BuildOptions, BuildRun
+from compiler.build.kinds import Contender
 from compiler.build.lowering import lower, make_job
 from compiler.build.manifest import describe
 from compiler.build.race import files_key, host_key
@@ -103,6 +104,7 @@ class Variant:
 class GraphKind:
     name = "graph"
     races = True
+    races_all_backends = False  # a host build keeps every backend's graph side by side, for comparison
 
     def accepts(self, model: Any) -> bool:
         return isinstance(model, TracedModel)
@@ -123,7 +125,9 @@ class GraphKind:
                              f"{precision} ({builds})")
         if len(backends) > 1 and not request.backend:
             for skipped in (b for b in backends if b not in able):
-                ctx.progress(f"{target.id}: {skipped.name} does not build {precision}; building with the others")
+                ctx.progress(f"{target.id}: {skipped.name} " + (f"does not build {precision}" if
+                             skipped.capabilities.precisions else "builds decoder LMs only")
+                             + "; building with the others")
         if len(able) > 1 and not request.backend and model.exported_program is None:
             # a backend that lowers only torch programs cannot take an ONNX file; the others can
             torch_only = [b for b in able if not b.lowers_onnx(model, precision)]
@@ -249,11 +253,10 @@ class GraphKind:
                        seconds)
 
     # -- the race -------------------------------------------------------------------------------------------
-    def timer(self, cell: Cell, artifact: Path, manifest: Manifest, inputs: GraphInputs, host: HostInfo
-              ) -> tuple[Callable[[], object], bool, str]:
+    def timer(self, cell: Cell, artifact: Path, manifest: Manifest, inputs: GraphInputs, host: HostInfo) -> Contender:
         run_plan = cell.backend.plan_run(artifact, manifest.backend.options, manifest.signature, cell.target, host)
-        return (partial(run_plan.runner.run, _timing_batch(manifest.signature, inputs.inputs)), run_plan.proxy,
-                run_plan.note)
+        return Contender(partial(run_plan.runner.run, _timing_batch(manifest.signature, inputs.inputs)),
+                         run_plan.proxy, run_plan.note)
 
 
 def _build_data(cell: Cell, inputs: GraphInputs) -> BuildData:

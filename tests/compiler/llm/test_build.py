@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from compiler.backends.tvm.lower import elf_machine
 from compiler.build import BuildOptions, build
 from compiler.frontend import load_model
+from compiler.speed import faster
 from targets.manifest import read_artifact
 
-from tests.compiler.llm.conftest import FAMILIES
+from compiler.llm.synthetic import FAMILIES
 
 
 def _by_backend(results):
@@ -27,8 +29,9 @@ DEFAULT_FAMILIES = ("llama", "gemma3_text", "minicpm3")
                                     for f in FAMILIES])
 def test_every_family_generates_the_reference_tokens_on_host(family_dirs, tmp_path, family):
     results = _by_backend(build(load_model(family_dirs[family]), BuildOptions(["host"], tmp_path)))
-    # ONNX Runtime GenAI's builder has no MiniCPM3; TVM lowers every family
-    expected = {"tvm"} | ({"onnxruntime"} if family != "minicpm3" else set())
+    # ONNX Runtime GenAI's builder has no MiniCPM3; TVM lowers every family; llama.cpp the ones it is verified on
+    expected = ({"tvm"} | ({"onnxruntime"} if family != "minicpm3" else set())
+                | ({"llamacpp"} if family in ("llama", "qwen2", "qwen3", "mistral") else set()))
     assert set(results) == expected
     for backend, r in results.items():
         assert r.status == "verified", (backend, r.message, r.numerics and r.numerics.reason)
@@ -36,7 +39,7 @@ def test_every_family_generates_the_reference_tokens_on_host(family_dirs, tmp_pa
         assert generation["greedy_equal"] and generation["token_agreement"] == 1.0
         assert all(p["matched"] >= 1 for p in generation["prompts"])
     if "onnxruntime" in results:
-        folder = tmp_path / family_dirs[family].name / "host"
+        folder = Path(results["onnxruntime"].artifact)
         config = json.loads((folder / "genai_config.json").read_text())
         assert config["model"]["decoder"]["inputs"]["past_key_names"] == "past_key_values.%d.key"
         manifest = read_artifact(folder).manifest
@@ -87,7 +90,8 @@ def test_a_quantized_artifact_far_from_the_reference_fails_with_its_figures(fami
 
 
 def test_core_ml_gets_a_stateful_program_with_prefill_and_decode(trained_dir, tmp_path):
-    (result,) = build(load_model(trained_dir), BuildOptions(["apple-a17"], tmp_path, precision="int8"))
+    (result,) = build(load_model(trained_dir), BuildOptions(["apple-a17"], tmp_path, precision="int8",
+                                                            backend="coreml"))
     assert result.status == "not-run" and "macOS" in result.numerics.reason
     structure = read_artifact(result.artifact).manifest.numerics.structure
     assert structure["functions"] == ["decode", "prefill"]
@@ -96,13 +100,39 @@ def test_core_ml_gets_a_stateful_program_with_prefill_and_decode(trained_dir, tm
 
 
 def test_arm_gets_a_cross_linked_decoder_library_and_npus_a_static_form(trained_dir, tmp_path):
-    results = build(load_model(trained_dir), BuildOptions(["arm64-cortex-a76", "snapdragon-8gen3"], tmp_path))
-    by_target = {r.target: r for r in results}
-    arm = by_target["arm64-cortex-a76"]
+    model = load_model(trained_dir)
+    (arm,) = build(model, BuildOptions(["arm64-cortex-a76"], tmp_path, backend="tvm"))
     assert arm.status == "not-run" and elf_machine(tmp_path / "tiny-story" / "arm64-cortex-a76" / "decoder.so") == "aarch64"
-    npu = by_target["snapdragon-8gen3"]
-    assert npu.status == "verified" and npu.numerics.proxy
+    (npu,) = build(model, BuildOptions(["snapdragon-8gen3"], tmp_path))
+    # the folder is for QNN's NPU; run here on the CPU provider its speed says nothing of the NPU's, so it is not
+    # raced against llama.cpp's CPU file, and the target's first backend ships
+    assert npu.status == "verified" and npu.numerics.proxy and npu.backend == "onnxruntime"
+    candidates = {c.backend: c for c in npu.choice.candidates}
+    assert candidates["onnxruntime"].latency_ms is None and "not the target's compute unit" in candidates["onnxruntime"].method
+    assert not (tmp_path / "tiny-story" / "snapdragon-8gen3@llamacpp").exists()
     llm = read_artifact(npu.artifact).manifest.llm
     (static,) = llm.other_forms
     assert static["name"] == "static" and static["numerics"]["status"] == "verified"
     assert (tmp_path / "tiny-story" / "snapdragon-8gen3" / "static" / "prefill.onnx").is_file()
+
+
+def test_the_host_ships_its_fastest_decoder_runtime_with_the_others_beside_it(trained_dir, tmp_path):
+    results = _by_backend(build(load_model(trained_dir), BuildOptions(["host"], tmp_path)))
+    assert set(results) == {"onnxruntime", "tvm", "llamacpp"}
+    chosen = next(r for r in results.values() if r.choice is not None)
+    assert Path(chosen.artifact) == tmp_path / "tiny-story" / "host"
+    for name, r in results.items():
+        assert r.status == "verified"
+        if r is not chosen:
+            assert Path(r.artifact) == tmp_path / "tiny-story" / f"host@{name}"
+    manifest = read_artifact(chosen.artifact).manifest
+    candidates = manifest.backend_choice.candidates
+    assert [c.backend for c in candidates] == ["onnxruntime", "tvm", "llamacpp"]
+    for c in candidates:  # every runtime timed on one typical turn, with its time to first token and decode rate
+        assert c.latency_ms > 0 and c.figures["ttft_ms"] > 0 and c.figures["decode_tok_s"] > 0
+        assert c.figures["prompt_tokens"] == 128 and "interleaved rounds" in c.method
+    best = candidates[0]
+    for c in candidates[1:]:  # the race's rule: a later backend wins only by more than the noise margin
+        best = c if faster(c.latency_ms, best.latency_ms) else best
+    assert manifest.backend_choice.chosen == best.backend == manifest.backend.name
+    assert not (tmp_path / "tiny-story" / ".candidates").exists()

@@ -35,7 +35,7 @@ def celu_net(path: Path) -> Path:
 def _release(folder: Path, text: str) -> Path:
     (folder / "both.toml").write_text((SPECS / "x86-64-avx2.toml").read_text()
                                       .replace('id = "x86-64-avx2"', 'id = "both-cpu"')
-                                      .replace('backends = ["tvm", "onnxruntime", "executorch"]',
+                                      .replace('backends = ["tvm", "onnxruntime", "executorch", "llamacpp"]',
                                                'backends = ["tvm", "onnxruntime"]\nbuild_all_backends = true')
                                       .replace('[backend_options.executorch]\ndelegate = "xnnpack"\n\n', ''))
     (folder / "release.toml").write_text(text)
