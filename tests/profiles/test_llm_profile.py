@@ -83,7 +83,7 @@ def test_measured_energy_per_token_matches_a_hand_computation(llm_build, tmp_pat
     (zone / "energy_uj").write_text("0\n")
     per_prompt_uj, per_token_uj = 200, 5000
     artifact = read_artifact(llm_build / "host")
-    plan = backend_registry().get("onnxruntime").plan_generate(artifact.path, artifact.manifest.backend.options,
+    plan = backend_registry().get(artifact.manifest.backend.name).plan_generate(artifact.path, artifact.manifest.backend.options,
                                                                 target_registry().get("host"), detect_host())
 
     class Metered:
