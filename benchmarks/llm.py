@@ -223,7 +223,10 @@ def main() -> None:
         share = decode * reads[name] / (bandwidth * 1e9)
         print(f"| {name} | {sizes[name] / 1e6:.0f} | {ttft * 1e3:.0f} | {args.prompt / ttft:.1f} | {decode:.1f} | "
               f"{reads[name] / 1e6:.0f} | {share * 100:.0f} % |")
-    shipped = next(n for n in rates if n.startswith("chipfit host (shipped)"))
+    shipped = next((n for n in rates if n.startswith("chipfit host (shipped)")), None)
+    if shipped is None:  # random weights: int4 may fail verification everywhere; the candidates are timed as built
+        print("\nno chipfit candidate verified, so none shipped as host (the .failed ones above are timed as built)")
+        return
     peers = [n for n in rates if not n.startswith("chipfit")]
     best_decode = max(peers, key=lambda n: rates[n][1])
     best_prefill = max(peers, key=lambda n: rates[n][0])
