@@ -579,3 +579,11 @@ def host_mismatch(target: TargetSpec, host: HostInfo) -> str | None:
         return f"this host's CPU lacks {', '.join(missing)}, which target {target.id} requires"
     return None
 
+
+
+def run_threads(target: TargetSpec, host: HostInfo, asked: int = 0) -> int:
+    """Threads a CPU runtime uses here for ``target``: ``asked`` if set, else the target's cores
+    (``hardware.cores``), never more than this host has."""
+    cores = target.hardware.figures.get("cores")
+    cores = int(cores) if isinstance(cores, (int, float)) and cores >= 1 else host.cores
+    return max(1, min(asked or cores, host.cores))

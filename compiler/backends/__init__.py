@@ -39,6 +39,7 @@ from targets.backend import (
     code_fingerprint,
     host_mismatch,
     package_version,
+    run_threads,
 )
 from targets.registry import backend_registry
 
@@ -74,4 +75,5 @@ __all__ = [
     "code_fingerprint",
     "host_mismatch",
     "package_version",
+    "run_threads",
 ]

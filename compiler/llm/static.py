@@ -95,9 +95,10 @@ class ChunkedRunner:
     """Greedy generation and teacher-forced logits over a static-cache prefill/decode pair."""
 
     def __init__(self, prefill: Step, decode: Step, chunk: int, empty_cache: Callable[[], list], context: int,
-                 description: str) -> None:
+                 description: str, padded: bool = True) -> None:
         self._prefill, self._decode, self._empty = prefill, decode, empty_cache
         self.chunk, self.context, self.description = chunk, context, description
+        self.padded = padded  # False for a program whose token count is dynamic (up to the chunk)
 
     def _feed(self, ids: Sequence[int], past: list) -> tuple[np.ndarray, list]:
         """Run the prompt in chunks; logits for every prompt position ([len(ids), V]) and the filled cache."""
@@ -106,9 +107,10 @@ class ChunkedRunner:
         rows = []
         for start in range(0, len(ids), self.chunk):
             part = list(ids[start:start + self.chunk])
-            padded = np.zeros((1, self.chunk), np.int64)
+            width = self.chunk if self.padded else len(part)
+            padded = np.zeros((1, width), np.int64)
             padded[0, :len(part)] = part
-            positions = np.arange(start, start + self.chunk, dtype=np.int64)
+            positions = np.arange(start, start + width, dtype=np.int64)
             positions = np.minimum(positions, self.context - 1)  # a padded tail never writes past the cache
             logits, past = self._prefill(padded, positions, past)
             rows.append(np.asarray(logits)[0, :len(part)])

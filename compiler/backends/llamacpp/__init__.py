@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from compiler.backends import (BACKEND_API_VERSION, BackendBase, Capabilities, DecoderForm, GenerationPlan, Lowered,
-                               LowerJob, NotRunnable, RunPlan, code_fingerprint, host_mismatch)
+                               LowerJob, NotRunnable, RunPlan, code_fingerprint, host_mismatch, run_threads)
 from compiler.backends.llamacpp.options import FIXED_TYPES, SCHEMA
 from compiler.errors import LowerError
 from compiler.isolated.environment import Environment, EnvironmentState, SourceBuild, clean_env, inspect_environment
@@ -157,10 +157,7 @@ class LlamaCppBackend(BackendBase):
 
 
 def _threads(options: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> int:
-    asked = int(options.get("threads") or 0)
-    cores = target.hardware.figures.get("cores")
-    cores = int(cores) if isinstance(cores, (int, float)) and cores >= 1 else host.cores
-    return max(1, min(asked or cores, host.cores))
+    return run_threads(target, host, int(options.get("threads") or 0))
 
 
 def _runner(state: EnvironmentState, gguf: Path, context: int, threads: int):
