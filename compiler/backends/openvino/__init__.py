@@ -1,17 +1,21 @@
-"""OpenVINO backend: an OpenVINO IR (`model.xml` + `model.bin`) for Intel CPUs, GPUs and NPUs, with NNCF int8."""
+"""OpenVINO backend: an OpenVINO IR (`model.xml` + `model.bin`) for Intel CPUs, GPUs and NPUs, with NNCF int8; for
+a Hugging Face decoder LM, a stateful IR folder that OpenVINO GenAI's `LLMPipeline` runs (`decoder.py`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping
 
-from compiler.backends import (BACKEND_API_VERSION, BackendBase, Capabilities, Lowered, LowerJob, NotRunnable, RunPlan,
-                               host_mismatch, package_version)
+from compiler.backends import (BACKEND_API_VERSION, BackendBase, Capabilities, GenerationPlan, Lowered, LowerJob,
+                               NotRunnable, RunPlan, host_mismatch, package_version, run_threads)
 from compiler.backends.openvino.options import SCHEMA
 from targets.model import TracedModel
 from targets.host import HostInfo
 from targets.signature import Signature
 from targets.spec import TargetSpec
+
+
+FAMILIES = ("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral", "minicpm3")
 
 
 class OpenVinoBackend(BackendBase):
@@ -23,18 +27,52 @@ class OpenVinoBackend(BackendBase):
         # it lowers the float graph: fp16 and int8 are OpenVINO's own (save_model; NNCF from the build's samples)
         calibrated_precisions=("int8",),
         symbolic_dims=True,  # the IR keeps dynamic dims; `static_shapes` binds them (the NPU plugin needs that)
-        accepted_domains=())  # OpenVINO's ONNX frontend takes the standard domain; it fuses in its own plugins
+        accepted_domains=(),  # OpenVINO's ONNX frontend takes the standard domain; it fuses in its own plugins
+        decoder_precisions=("fp32", "fp16", "int8", "int4"),
+        # the families whose folder generates token for token as transformers does at fp32
+        # (tests/compiler/backends/test_openvino.py)
+        decoder_families=FAMILIES)
 
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         return True
 
     def versions(self) -> dict[str, str]:
-        return {"openvino": package_version("openvino"), "nncf": package_version("nncf")}
+        return {"openvino": package_version("openvino"), "nncf": package_version("nncf"),
+                "openvino-genai": package_version("openvino-genai"),
+                "openvino-tokenizers": package_version("openvino-tokenizers")}
 
     def lower(self, job: LowerJob) -> Lowered:
         from compiler.backends.openvino import lower as _lower
 
         return _lower.lower(job.model, job.target, job.precision, job.workdir, dict(job.options), job.data)
+
+    def lower_decoder(self, job: LowerJob) -> Lowered:
+        from compiler.backends.openvino.decoder import lower_decoder
+
+        q = job.target.quantization
+        block = job.request.quantization.block_size or (q.int4_block_sizes[0] if q and q.int4_block_sizes else 32)
+        return lower_decoder(job.model, job.precision, job.workdir, job.context, block, dict(job.options))
+
+    def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
+                      host: HostInfo, form: str = "main") -> GenerationPlan:
+        from compiler.backends.openvino.decoder import IR, OpenVinoDecoderRunner
+
+        if not (artifact_dir / IR).exists():
+            raise NotRunnable(f"{artifact_dir / IR} is missing")
+        try:
+            import openvino_genai  # noqa: F401
+        except ImportError as exc:
+            raise NotRunnable(f"OpenVINO GenAI is not installed here ({exc})") from exc
+        layout = options["decoder"]
+        runner = OpenVinoDecoderRunner(artifact_dir, layout["config"], int(layout["context"]),
+                                       run_threads(target, host))
+        mismatch = host_mismatch(target, host)
+        device = options.get("device", "CPU")
+        if mismatch is None and device == "CPU":
+            return GenerationPlan(runner)
+        why = mismatch or f"the folder is for OpenVINO's {device} plugin"
+        return GenerationPlan(runner, proxy=True, representative=device == "CPU",
+                              note=f"proxy: the same folder run by OpenVINO GenAI on this host's CPU plugin ({why})")
 
     def plan_run(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature, target: TargetSpec,
                  host: HostInfo) -> RunPlan:

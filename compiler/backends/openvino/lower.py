@@ -44,14 +44,14 @@ def _unsupported(exc: Exception, model: onnx.ModelProto) -> UnsupportedOpError |
 _AUTO_NAME = re.compile(r"^([A-Z][A-Za-z0-9]*)_\d+$")
 
 
-def _stable_names(ov_model, graph: onnx.ModelProto) -> int:
-    """Renumber the names OpenVINO makes up (``Constant_2425``) in graph order; returns how many were renamed.
+def stable_names(ov_model, taken: frozenset[str] = frozenset()) -> int:
+    """Renumber the names OpenVINO makes up (``Constant_2425``) in graph order, leaving those in ``taken`` (the
+    source's own); returns how many were renamed.
 
     Found by a determinism check: those numbers come from a process-wide counter, so a second conversion in the
     same process writes another model.xml (in a fresh process it is byte-identical). Names taken from the ONNX
     graph are kept; the application binds inputs and outputs by tensor names, which this does not touch.
     """
-    taken = {n.name for n in graph.graph.node} | {v for n in graph.graph.node for v in (*n.input, *n.output)}
     renamed, counter = 0, Counter()
     for op in ov_model.get_ordered_ops():
         name = op.get_friendly_name()
@@ -161,7 +161,9 @@ def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path,
     if precision == "int8":
         ov_model, record = _quantize(ov_model, model, target, options, data)
         passes += (record,)
-    _stable_names(ov_model, model.onnx_model)
+    graph = model.onnx_model.graph
+    stable_names(ov_model, frozenset({n.name for n in graph.node}
+                                     | {v for n in graph.node for v in (*n.input, *n.output)}))
     compress = precision == "fp16"
     ov.save_model(ov_model, str(workdir / IR), compress_to_fp16=compress)
     passes += ({"name": "openvino.save_model", "compress_to_fp16": compress},)

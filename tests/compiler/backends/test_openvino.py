@@ -164,3 +164,52 @@ def test_runner_takes_threads_and_gives_per_op_times(example_traced, ctx, tmp_pa
     assert runner.run(images)["linear"].shape == (4, 10)
     rows = runner.profile_ops(images, runs=2)
     assert rows and {"node", "op", "mean_us"} <= set(rows[0]) and rows[0]["mean_us"] >= rows[-1]["mean_us"]
+
+
+# -- decoder LMs: a stateful IR folder for OpenVINO GenAI ---------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text", *(pytest.param(f, marks=pytest.mark.slow) for f in
+                                                               ("qwen2", "qwen3", "phi3", "gemma2", "mistral", "minicpm3"))])
+def test_each_family_generates_the_reference_tokens_through_llm_pipeline(family_dirs, ctx, tmp_path, family):
+    from compiler.frontend import load_model
+
+    (result,) = build(load_model(family_dirs[family]), BuildOptions([CPU], tmp_path, backend="openvino"), ctx)
+    assert result.status == "verified", result.message
+    generation = result.numerics.generation
+    assert generation["greedy_equal"] and generation["token_agreement"] == 1.0
+    assert result.numerics.min_cosine > 0.9999 and "LLMPipeline" in result.numerics.runner
+    manifest = _manifest(result)
+    assert manifest["llm"]["runtime"] == "openvino-genai" and manifest["llm"]["cache_form"] == "dynamic"
+    folder = Path(result.artifact)
+    # what LLMPipeline loads: the stateful model and the converted tokenizer pair
+    assert {"openvino_model.xml", "openvino_tokenizer.xml", "openvino_detokenizer.xml"} <= set(manifest["files"])
+    import openvino as ov
+
+    ir = ov.Core().read_model(str(folder / "openvino_model.xml"))
+    assert {p.get_any_name() for p in ir.inputs} == {"input_ids", "attention_mask", "position_ids", "beam_idx"}
+    assert len(ir.get_sinks()) == 2 * manifest["llm"]["decoder"]["layers"]  # an Assign per cache tensor
+    config = json.loads((folder / "ov_config.json").read_text())["config"]
+    assert config["KV_CACHE_PRECISION"] == "f32" and config["INFERENCE_PRECISION_HINT"] == "f32"
+
+
+def test_int8_and_int4_weights_by_nncf_keep_the_trained_models_tokens(trained_dir, ctx, tmp_path):
+    from compiler.frontend import load_model
+
+    model = load_model(trained_dir)
+    sizes = {}
+    for precision in ("int8", "int4"):
+        (result,) = build(model, BuildOptions([CPU], tmp_path / precision, backend="openvino", precision=precision),
+                          ctx)
+        assert result.status == "verified", result.message
+        assert result.numerics.generation["greedy_equal"]
+        manifest = _manifest(result)
+        nncf = next(p for p in manifest["passes"] if p["name"] == "nncf.compress_weights")
+        assert nncf["mode"] == ("int4_sym" if precision == "int4" else "int8_asym")
+        weights = manifest["llm"]["weight_precisions"]
+        assert weights["matmuls"].startswith(precision)
+        assert weights["lm_head"] == "int8"  # at int4 too: NNCF's backup mode, kept for the logits' accuracy
+        sizes[precision] = manifest["files"]["openvino_model.bin"]["bytes"]
+        config = json.loads((Path(result.artifact) / "ov_config.json").read_text())["config"]
+        assert config["KV_CACHE_PRECISION"] == "u8"
+    fp32_bytes = model.spec.parameters * 4
+    assert sizes["int4"] < sizes["int8"] < fp32_bytes * 0.3
