@@ -6,7 +6,9 @@ onnxruntime-genai's own builder and llama.cpp's own converter and quantizer, sid
 The model is Qwen2.5-0.5B-shaped (its widths, heads and 151936-token vocabulary; --layers of its 24, random
 weights, tied embeddings). chipfit builds it for ``host`` at int4 as a user does (``chipfit build -t host
 --precision int4``): every decoder backend of the host builds, verifies and races, the fastest ships as ``host``,
-the others stay beside it. Peers at their own best settings: ``python -m onnxruntime_genai.models.builder -p int4
+the others stay beside it. The decoder backends of two other CPU targets are built too and run here as they run
+there (``-t arm64-cortex-a76 --backend executorch``: ExecuTorch's ``.pte``; ``-t intel-core-ultra-cpu --backend
+openvino``: OpenVINO GenAI's folder; their "MB read" counts every weight file). Peers at their own best settings: ``python -m onnxruntime_genai.models.builder -p int4
 -e cpu`` (its CPU defaults: accuracy_level 4, the tied lm_head quantized with the embedding), and llama.cpp's
 flow: ``convert_hf_to_gguf.py --outtype f16`` (the converter of the tree chipfit's toolchain keeps; its pre-tokenizer
 check is mended as chipfit's build mends it, since this model's tokenizer is trained here), then
@@ -32,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+#: decoder backends of other CPU targets whose artifacts run on this host as they run there
+OTHER_CPU_BACKENDS = (("arm64-cortex-a76", "executorch"), ("intel-core-ultra-cpu", "openvino"))
 
 
 def make_model(folder: Path, layers: int) -> Path:
@@ -106,6 +110,29 @@ class Gguf:
         return g.prefill_s, sum(g.token_s)
 
 
+class Artifact:
+    """A chipfit decoder artifact of another CPU target, run here by its own runtime (chipfit's runner for it)."""
+
+    def __init__(self, folder: Path, threads: int) -> None:
+        from targets.host import detect_host
+        from targets.manifest import read_artifact
+        from targets.registry import backend_registry, target_registry
+
+        manifest = read_artifact(folder).manifest
+        target = target_registry().get(manifest.target.id)
+        plan = backend_registry().get(manifest.backend.name).plan_generate(folder, manifest.backend.options, target,
+                                                                            detect_host())
+        self.runner = plan.runner
+        self.runner.set_threads(threads)
+        # weights only (the tokenizer files are read once): what a decode step streams, the embedding's rows aside
+        self.weight_bytes = sum(f.bytes for name, f in manifest.files.items()
+                                if name.endswith((".pte", ".bin")) and "tokenizer" not in name)
+
+    def run(self, ids, new):
+        g = self.runner.generate(ids, new)
+        return g.prefill_s, sum(g.token_s)
+
+
 def onnx_bytes_per_token(folder: Path) -> int:
     """Weight bytes a decode step reads: every initializer but a table only gathered from (one row is read)."""
     import onnx
@@ -164,7 +191,22 @@ def main() -> None:
         print("\n".join(line for line in done.stderr.splitlines() if "host:" in line))
         if done.returncode not in (0, 1):
             raise SystemExit(f"chipfit build failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    # the decoder backends of other CPU targets, which run on this host as they run there: ExecuTorch's .pte
+    # (arm64-cortex-a76) and OpenVINO GenAI's folder (intel-core-ultra-cpu)
+    for target, backend in OTHER_CPU_BACKENDS:
+        if not (built / model.name / target).exists() and not (built / model.name / f"{target}.failed").exists():
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "compiler.cli", "build", str(model), "-t", target, "--backend",
+                                   backend, "--precision", "int4", "--context", "512", "-o", str(built)], cwd=ROOT,
+                                  capture_output=True, text=True)
+            timings[f"chipfit build -t {target} --backend {backend} --precision int4"] = time.perf_counter() - start
+            if done.returncode not in (0, 1):
+                raise SystemExit(f"chipfit build failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     paths: dict[str, Path] = {}
+    for target, backend in OTHER_CPU_BACKENDS:
+        for folder in (built / model.name / target, built / model.name / f"{target}.failed"):
+            if (folder / "manifest.json").exists():
+                paths[f"chipfit {folder.name}: {backend}"] = folder
     for folder in sorted((built / model.name).iterdir()):
         if folder.name.startswith("host") and (folder / "manifest.json").exists():
             manifest = json.loads((folder / "manifest.json").read_text())
@@ -191,7 +233,10 @@ def main() -> None:
     context = args.prompt + args.new + 8
     runners, reads, sizes = {}, {}, {}
     for name, path in paths.items():
-        if path.suffix == ".gguf" or (path / "model.gguf").exists():
+        if name.startswith("chipfit") and not name.startswith("chipfit host"):
+            runners[name] = Artifact(path, args.threads)
+            reads[name], sizes[name] = runners[name].weight_bytes, runners[name].weight_bytes
+        elif path.suffix == ".gguf" or (path / "model.gguf").exists():
             file = path if path.suffix == ".gguf" else path / "model.gguf"
             runners[name], reads[name], sizes[name] = Gguf(file, args.threads, context), gguf_bytes_per_token(file), \
                 file.stat().st_size

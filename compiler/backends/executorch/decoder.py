@@ -133,6 +133,9 @@ class ExecuTorchDecoderRunner:
 
     def __init__(self, program: Path, chunk: int, context: int, threads: int) -> None:
         import executorch
+        # the quantized embedding's kernels (quantized_decomposed::embedding_*bit) register on import: without
+        # them a quantized program fails to load in a process that did not lower it
+        import executorch.kernels.quantized  # noqa: F401
         from executorch.runtime import Runtime
 
         from compiler.llm.static import ChunkedRunner
