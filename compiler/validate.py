@@ -45,6 +45,7 @@ def validate_spec(path: str | Path) -> tuple[TargetSpec | None, list[Check]]:
             backend.check_options(spec)
             checks.append(Check(f"backend {name}", True, f"registered (API {backend.api_version}); options accepted"))
             builds.update(backend.capabilities.precisions)
+            builds.update(backend.capabilities.decoder_precisions)  # a precision only decoder LMs take counts too
         except TargetError as exc:
             checks.append(Check(f"backend {name}", False, str(exc)))
             continue
