@@ -18,10 +18,10 @@ def test_failures_are_classified_by_stage_and_unsupported_ops_listed():
 
 def test_every_backend_is_tested_and_named_on_each_outcome():
     report = run_conformance("host", ops=("test_relu",), models=False)
-    assert report.backends == ["onnxruntime", "tvm", "llamacpp"]
+    assert report.backends == ["onnxruntime", "tvm", "llamacpp", "openvino"]
     ops = {(o.item, o.backend) for o in report.outcomes if o.kind == "op"}
-    assert ops == {("test_relu", "onnxruntime"), ("test_relu", "tvm")}
-    assert {o.backend for o in report.outcomes if o.item == "determinism"} == {"onnxruntime", "tvm"}
+    assert ops == {("test_relu", "onnxruntime"), ("test_relu", "tvm"), ("test_relu", "openvino")}
+    assert {o.backend for o in report.outcomes if o.item == "determinism"} == {"onnxruntime", "tvm", "openvino"}
     assert all(o.backend for o in report.outcomes)
     with pytest.raises(UsageError, match="--backend coreml: target host has no such backend; its backends: onnxruntime, tvm"):
         run_conformance("host", ops=(), models=False, backend="coreml")

@@ -39,7 +39,7 @@ def test_example_builds_for_every_builtin_target(example_build):
         assert f"\n{target} " in result.stdout
     model_dir = out / "example"
     built = sorted(p.name for p in model_dir.iterdir())
-    assert built == sorted(BUILTIN + ["host@tvm"])
+    assert built == sorted(BUILTIN + ["host@tvm", "host@openvino"])
     for name in built:
         manifest = json.loads((model_dir / name / "manifest.json").read_text())
         for key in ("schema_version", "chipfit_version", "toolchain", "model", "target", "backend", "precision",
@@ -92,7 +92,7 @@ def test_inspect_describes_artifact_and_checks_hashes(example_build, capsys):
     assert "all files match their sha256" in text
     assert main(["inspect", str(example_build[0]), "--json"]) == 0
     reports = json.loads(capsys.readouterr().out)
-    assert len(reports) == 8 and all(not r["file_problems"] for r in reports)
+    assert len(reports) == len(BUILTIN) + 2 and all(not r["file_problems"] for r in reports)
 
 
 def test_inspect_flags_a_tampered_artifact(example_build, tmp_path, capsys):
@@ -109,7 +109,7 @@ def test_inspect_flags_a_tampered_artifact(example_build, tmp_path, capsys):
 def test_json_output_and_targets_commands(tmp_path, capsys):
     assert main(["build", "example", "-t", "host", "-o", str(tmp_path), "--json", "-q"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [r["backend"] for r in report["results"]] == ["onnxruntime", "tvm"]
+    assert [r["backend"] for r in report["results"]] == ["onnxruntime", "tvm", "openvino"]
     assert all(r["host_latency"]["latency_ms_p50"] > 0 for r in report["results"])
     assert main(["targets", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)

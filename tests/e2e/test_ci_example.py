@@ -68,12 +68,12 @@ def test_the_workflow_commands_build_gate_and_publish(tmp_path):
         done = _bash(step["run"], ws, env)
         assert done.returncode == 0, f"{step['name']}: {done.stdout[-2000:]} {done.stderr[-3000:]}"
     index = json.loads((ws / "dist" / "index.json").read_text())
-    assert index["summary"]["ok"] and index["summary"]["cells"] == 5 and index["summary"]["artifacts"] == 6
+    assert index["summary"]["ok"] and index["summary"]["cells"] == 5 and index["summary"]["artifacts"] == 7
     assert index["summary"]["built"] == 0  # the baseline run filled the cache
     measured = [a["profile"] for c in index["cells"] for a in c["artifacts"] if a["profile"]["runner"] == "host"]
-    assert len(measured) == 2 and all(p["reused_measurement"] for p in measured)
+    assert len(measured) == 3 and all(p["reused_measurement"] for p in measured)
     suite = validate_junit((ws / "dist" / "compare.xml").read_text())
-    assert suite.get("failures") == "0" and int(suite.get("tests")) >= 6 * 4
+    assert suite.get("failures") == "0" and int(suite.get("tests")) >= 7 * 4
     published = (tmp_path / "step-summary.md").read_text()
     assert "## chipfit release digits" in published and "## chipfit compare: 0 regression(s)" in published
     # the committed baseline covers exactly this release's cells, in the schema this chipfit reads

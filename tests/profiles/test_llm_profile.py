@@ -46,7 +46,7 @@ def profiled(llm_build):
 
 def test_a_host_decoder_is_measured_with_every_figure_labelled(profiled):
     host = {p.backend: p for p in profiled.profiles if p.target == "host"}
-    assert set(host) == {"onnxruntime", "tvm", "llamacpp"}
+    assert set(host) == {"onnxruntime", "tvm", "llamacpp", "openvino"}
     for p in host.values():
         llm = p.llm
         assert llm["method"] == "measured:host" and p.latency_method == "measured:host"

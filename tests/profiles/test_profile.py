@@ -37,7 +37,7 @@ def profiled(built):
 
 def test_host_artifacts_are_measured_in_a_child_process(profiled):
     host = {p.backend: p for p in profiled.profiles if p.target == "host"}
-    assert set(host) == {"onnxruntime", "tvm"}
+    assert set(host) == {"onnxruntime", "tvm", "openvino"}
     for p in host.values():
         assert p.runner == "host" and p.latency_method == "measured:host"
         assert len(p.latency_samples_ms) >= 10 and p.latency.latency_ms_p50 > 0
@@ -46,7 +46,7 @@ def test_host_artifacts_are_measured_in_a_child_process(profiled):
         assert p.energy_method.startswith("estimated:roofline-v1")  # no meter on this machine
     assert host["onnxruntime"].per_op and host["onnxruntime"].per_op[0]["mean_us"] > 0
     assert host["onnxruntime"].per_op_source == "onnxruntime profiler"
-    assert set(profiled.fit) == {"onnxruntime", "tvm"}
+    assert set(profiled.fit) == {"onnxruntime", "tvm", "openvino"}
 
 
 def test_unreachable_targets_are_estimated_and_say_so(profiled):

@@ -26,7 +26,7 @@ from compiler.build.kinds import Contender
 from compiler.build.lowering import lower, make_job
 from compiler.build.manifest import describe
 from compiler.build.race import files_key, host_key
-from compiler.errors import RunError, UsageError
+from compiler.errors import QuantizeError, RunError, UsageError
 from compiler.frontend import concretize
 from compiler.fusion_stage import FusionStage
 from compiler.passes.cost import graph_cost
@@ -44,6 +44,7 @@ from targets.manifest import CalibrationRecord, FileRecord, Manifest, SpeedCheck
 from targets.model import TracedModel
 from targets.numerics import Numerics
 from targets.request import BuildRequest
+from targets.signature import run_batched, static_batch
 from targets.spec import TargetSpec
 
 
@@ -249,6 +250,8 @@ class GraphKind:
         files = hash_files(path, lowered.files)
         seconds = time.perf_counter() - start
         numerics, latency, failed_stage, run_plan = _check(cell, path, lowered, inputs, run)
+        if quantizes_itself(cell) and numerics.status == "verified" and run_plan is not None:
+            report = _vendor_accuracy(cell, run_plan, lowered, inputs)
         return Variant(cell_model, lowered, files, numerics, latency, failed_stage, run_plan, report, fusion_report,
                        seconds)
 
@@ -257,6 +260,29 @@ class GraphKind:
         run_plan = cell.backend.plan_run(artifact, manifest.backend.options, manifest.signature, cell.target, host)
         return Contender(partial(run_plan.runner.run, _timing_batch(manifest.signature, inputs.inputs)),
                          run_plan.proxy, run_plan.note)
+
+
+def _vendor_accuracy(cell: Cell, run_plan: RunPlan, lowered: Lowered, inputs: GraphInputs) -> dict[str, Any]:
+    """The accuracy of an artifact the backend quantized with its own tool, judged on the evaluation set as
+    chipfit's own int8 is; over ``--accuracy-budget`` it fails (that tool keeps no layer in float for chipfit)."""
+    stage = inputs.stage
+    batch = static_batch(lowered.signature)
+    outputs = run_batched(run_plan.runner.run, stage.evaluation.inputs, batch)
+    accuracy = stage.accuracy({name: outputs[name] for name in stage.reference})
+    tool = next((p["name"] for p in lowered.passes if "quantiz" in p.get("name", "") or "nncf" in p.get("name", "")),
+                f"{cell.backend.name}'s quantizer")
+    report: dict[str, Any] = {"settings": {"quantizer": tool, "method": "the backend's own"}, "accuracy": accuracy}
+    budget = cell.request.quantization.accuracy_budget
+    if budget is not None:
+        what = "top-1 points" if stage.evaluation.labels is not None else "% top-1 disagreement with float"
+        drop = stage.drop(accuracy)
+        report["budget"] = {"limit": budget, "metric": what, "final_drop": drop}
+        if drop > budget:
+            raise QuantizeError(
+                f"accuracy budget {budget} ({what}) is not met by {cell.backend.name}'s own int8 quantizer ({tool}): "
+                f"the loss is {drop:.2f}, and it keeps no layer in float for chipfit. Raise the budget, give more "
+                "representative calibration samples, or build with another --backend")
+    return report
 
 
 def _build_data(cell: Cell, inputs: GraphInputs) -> BuildData:

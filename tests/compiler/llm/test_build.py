@@ -29,8 +29,9 @@ DEFAULT_FAMILIES = ("llama", "gemma3_text", "minicpm3")
                                     for f in FAMILIES])
 def test_every_family_generates_the_reference_tokens_on_host(family_dirs, tmp_path, family):
     results = _by_backend(build(load_model(family_dirs[family]), BuildOptions(["host"], tmp_path)))
-    # ONNX Runtime GenAI's builder has no MiniCPM3; TVM lowers every family; llama.cpp the ones it is verified on
-    expected = ({"tvm"} | ({"onnxruntime"} if family != "minicpm3" else set())
+    # ONNX Runtime GenAI's builder has no MiniCPM3; TVM and OpenVINO lower every family; llama.cpp the ones it is
+    # verified on
+    expected = ({"tvm", "openvino"} | ({"onnxruntime"} if family != "minicpm3" else set())
                 | ({"llamacpp"} if family in ("llama", "qwen2", "qwen3", "mistral") else set()))
     assert set(results) == expected
     for backend, r in results.items():
@@ -118,7 +119,7 @@ def test_arm_gets_a_cross_linked_decoder_library_and_npus_a_static_form(trained_
 
 def test_the_host_ships_its_fastest_decoder_runtime_with_the_others_beside_it(trained_dir, tmp_path):
     results = _by_backend(build(load_model(trained_dir), BuildOptions(["host"], tmp_path)))
-    assert set(results) == {"onnxruntime", "tvm", "llamacpp"}
+    assert set(results) == {"onnxruntime", "tvm", "llamacpp", "openvino"}
     chosen = next(r for r in results.values() if r.choice is not None)
     assert Path(chosen.artifact) == tmp_path / "tiny-story" / "host"
     for name, r in results.items():
@@ -127,7 +128,7 @@ def test_the_host_ships_its_fastest_decoder_runtime_with_the_others_beside_it(tr
             assert Path(r.artifact) == tmp_path / "tiny-story" / f"host@{name}"
     manifest = read_artifact(chosen.artifact).manifest
     candidates = manifest.backend_choice.candidates
-    assert [c.backend for c in candidates] == ["onnxruntime", "tvm", "llamacpp"]
+    assert [c.backend for c in candidates] == ["onnxruntime", "tvm", "llamacpp", "openvino"]
     for c in candidates:  # every runtime timed on one typical turn, with its time to first token and decode rate
         assert c.latency_ms > 0 and c.figures["ttft_ms"] > 0 and c.figures["decode_tok_s"] > 0
         assert c.figures["prompt_tokens"] == 128 and "interleaved rounds" in c.method
