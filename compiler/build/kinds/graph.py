@@ -152,7 +152,8 @@ class GraphKind:
         inputs, inputs_label = input_stage.verification_inputs(model, request, calibration)
         reference = input_stage.reference_outputs(model, inputs, inputs_label)
         stage = None
-        if any(rewrites_graph(c) or rewrites_program(c) for c in built):
+        if any(rewrites_graph(c) or rewrites_program(c) or quantizes_itself(c) for c in built):
+            # a backend quantizing with its own tool is judged on the same evaluation set as chipfit's int8
             evaluation = input_stage.evaluation_set(model, request, calibration, (inputs, inputs_label))
             stage = PrecisionStage(
                 calibration=calibration,
