@@ -60,3 +60,44 @@ def _encoder(tokenizer: Path | None):
     except Exception as exc:
         raise CalibrationError(f"{tokenizer}: not a readable tokenizer.json ({exc})") from exc
     return (lambda text: loaded.encode(text).ids), f"tokenized with {tokenizer}"
+
+
+#: a calibration prompt shorter than this many tokens says little about a decoder's activations
+MIN_PROMPT_TOKENS = 4
+
+
+def read_prompts(path: Path, encode, unknown_id: int | None = None, limit: int = 128,
+                 max_tokens: int = 128) -> list[list[int]]:
+    """A decoder LM's calibration prompts: one per non-empty line of a UTF-8 text file, as token ids (at most
+    ``max_tokens`` each, ``limit`` lines). Refused, naming the file and line: a file that is not UTF-8, one with no
+    prompt of at least `MIN_PROMPT_TOKENS` tokens, a line that tokenizes to unknown ids only."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CalibrationError(f"{path}: cannot be read ({exc.strerror})") from exc
+    prompts: list[list[int]] = []
+    short = 0
+    for number, line in enumerate(raw.splitlines(), 1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CalibrationError(f"{path}:{number}: not UTF-8 (byte {line[exc.start]:#04x} at column "
+                                   f"{exc.start + 1}); save the prompts as UTF-8 text") from exc
+        if not text.strip():
+            continue
+        ids = list(encode(text))
+        if unknown_id is not None and ids and all(i == unknown_id for i in ids):
+            raise CalibrationError(f"{path}:{number}: the line tokenizes to the unknown token only; the model's "
+                                   "tokenizer does not cover its text")
+        if len(ids) < MIN_PROMPT_TOKENS:
+            short += 1
+            continue
+        prompts.append(ids[:max_tokens])
+        if len(prompts) == limit:
+            break
+    if not prompts:
+        raise CalibrationError(
+            f"{path}: no calibration prompt" + (f" of at least {MIN_PROMPT_TOKENS} tokens ({short} shorter line(s))"
+                                                if short else " (the file has no non-empty line)")
+            + "; give one prompt per line, a sentence or more each")
+    return prompts

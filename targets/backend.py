@@ -105,6 +105,9 @@ class Capabilities:
     #: a backend declaring any implements `DecoderLowering`
     decoder_precisions: tuple[str, ...] = ()
     decoder_families: tuple[str, ...] = ()
+    #: decoder LMs: per precision, the weight quantization methods it offers (`LowerJob.weight_method`), data-free
+    #: first; where there are several the build lowers each and keeps the lowest perplexity
+    decoder_weight_methods: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     tunable: bool = False  # implements `Tuning`
     device_timing: bool = False  # implements `DeviceTimer`
     build_resources: bool = False  # implements `BuildResourcing`
@@ -170,6 +173,9 @@ class LowerJob:
     host: HostInfo
     data: BuildData = BuildData()
     context: int | None = None
+    #: decoder LMs: which of the backend's ``decoder_weight_methods`` quantizes the weights ("" where it has one);
+    #: data-aware ones take their calibration token ids from ``data.calibration`` (``{"input_ids": [1, T]}``)
+    weight_method: str = ""
 
 
 @dataclass(frozen=True)

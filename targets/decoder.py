@@ -125,3 +125,6 @@ class LanguageModelRecord:
     windowed_cache: bool  # sliding-window layers hold only their window
     #: other forms the artifact carries (name, cache form, programs, runtime, chunk), each verified on its own
     other_forms: tuple[Mapping[str, Any], ...] = ()
+    #: where the backend offers several weight quantization methods at this precision: each one's perplexity on
+    #: held-out text, agreement and cosine, and the one that shipped (`compiler.build.kinds.decoder`)
+    weight_choice: Mapping[str, Any] | None = None

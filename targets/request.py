@@ -78,6 +78,10 @@ class QuantizationRequest:
     int8_weights: str = option("auto", name="int8_weights", choices=("auto", "int8", "int8-7bit", "uint8"),
                                help="int8 weight scheme: auto (full-range int8 where the target's ISA computes it "
                                     "exactly, else the most accurate exact one: 7-bit int8 or uint8), or one of them")
+    weight_method: str | None = option(
+        None, name="weight_method",
+        help="decoder LMs: the weight quantization method (e.g. rtn, awq, gptq; default: each the backend offers "
+             "is built and the lowest perplexity on held-out text ships)")
     block_size: int | None = option(None, name="block_size", minimum=16,
                                     help="int4 weight block size (default: the target's first)")
     accuracy_budget: float | None = option(
@@ -102,7 +106,8 @@ class FusionRequest:
 @dataclass(frozen=True)
 class DataRequest:
     calibration: str | None = option(None, name="calibration", path=True,
-                                     help="int8 calibration samples: .npz or folder of .npy/.npz, .txt, or 'random'")
+                                     help="calibration samples: .npz or folder of .npy/.npz, .txt, or 'random' (decoder LMs: a "
+                                          ".txt file of prompts, one per line)")
     samples: str | None = option(None, name="samples", path=True,
                                  help="verification samples (.npz keyed by input name, or a folder)")
     eval: str | None = option(None, name="eval", path=True,

@@ -22,6 +22,10 @@ if "CHIPFIT_TOOLCHAINS_DIR" not in os.environ:
 
     os.environ["CHIPFIT_TOOLCHAINS_DIR"] = str(toolchains_dir())
 os.environ["CHIPFIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="chipfit-test-cache-")
+#: models the tests train (`compiler.llm.synthetic.stdlib_model`), kept by content across sessions so a machine
+#: trains each once; apart from chipfit's own cache
+TEST_MODELS = Path(os.environ.get("CHIPFIT_TEST_MODELS_DIR")
+                   or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "chipfit-test-models")
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", module="torch")
 

@@ -4,7 +4,9 @@ For a graph: calibration samples (``--calibration``, or the model's bundled ones
 verification inputs (``--samples``, else calibration or bundled samples, else seeded random inputs), the
 evaluation set quantized graphs are judged on (``--eval``, else labelled bundled samples, else the
 verification inputs) and the float reference's outputs on them. For a decoder LM: the prompts it is
-verified on (``--samples``: a .txt file, one per line, else fixed ones).
+verified on (``--samples``: a .txt file, one per line, else fixed ones), the prompts its weights are calibrated
+on (``--calibration``: a .txt file, one per line, else the standard library's sources, `calibration.corpus`) and
+the held-out text its perplexity is measured on.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import numpy as np
 
 from calibration import CalibrationSet
 from calibration.errors import CalibrationError
+from calibration.corpus import CALIBRATION, DEFAULT_SET, HELD_OUT, stdlib_text
 from calibration.readers import from_arrays, load_labels, load_samples, random_samples
+from calibration.text import read_prompts
 from compiler.errors import BuildError, UsageError
+from compiler.llm.perplexity import WINDOW, HeldOutText, held_out_text
 from compiler.llm.verify import DEFAULT_PROMPTS
 from compiler.precision import EvalSet
-from targets.model import TracedModel
+from targets.model import DecoderModel, TracedModel
 from targets.request import BuildRequest
 from targets.signature import run_batched, seeded_inputs, static_batch
 
@@ -139,3 +144,35 @@ def prompts(request: BuildRequest) -> list[str]:
             raise UsageError(f"--samples {path}: no prompts in it")
         return lines[:8]
     return list(DEFAULT_PROMPTS)
+
+
+#: calibration windows cut from the default text set when the user gives no prompts
+DEFAULT_CALIBRATION_SAMPLES = 32
+
+
+def decoder_calibration(model: DecoderModel, request: BuildRequest) -> tuple[tuple[tuple[int, ...], ...], str]:
+    """The token ids a decoder's weights are calibrated on, and where they came from."""
+    given = request.data.calibration
+    if given:
+        path = Path(given)
+        if given == "random" or path.suffix != ".txt" or not path.is_file():
+            raise UsageError(f"--calibration {given}: a decoder LM's weights are calibrated on text: give a UTF-8 "
+                             ".txt file with one prompt per line")
+        tokenizer = model.tokenizer()
+        try:
+            prompts = read_prompts(path, model.encode, getattr(tokenizer, "unk_token_id", None))
+        except CalibrationError as exc:
+            raise UsageError(f"--calibration: {exc}") from exc
+        return tuple(tuple(p) for p in prompts), f"{path} ({len(prompts)} prompts)"
+    ids = model.encode(stdlib_text(CALIBRATION))
+    windows = tuple(tuple(ids[i:i + WINDOW]) for i in range(0, len(ids) - WINDOW + 1, WINDOW))
+    step = max(1, len(windows) // DEFAULT_CALIBRATION_SAMPLES)
+    chosen = windows[::step][:DEFAULT_CALIBRATION_SAMPLES]
+    return chosen, (f"{DEFAULT_SET} ({len(chosen)} windows of {WINDOW} tokens from the sources of "
+                    f"{', '.join(CALIBRATION)})")
+
+
+def held_out(model: DecoderModel, context: int) -> HeldOutText:
+    """The held-out text a decoder's perplexity is measured on, in windows the smallest context holds."""
+    return held_out_text(model.encode, stdlib_text(HELD_OUT), f"{DEFAULT_SET} held-out ({', '.join(HELD_OUT)})",
+                         window=max(2, min(WINDOW, context - 1)))

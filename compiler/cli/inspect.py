@@ -18,7 +18,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from targets.registry import backend_registry
 
     path = Path(args.path)
-    if args.path == "example" or path.suffix.lower() in (".pt2", ".onnx") or (path / "config.json").is_file():
+    model_folder = (path / "config.json").is_file() and not (path / "manifest.json").is_file()  # not an LLM folder
+    if args.path == "example" or path.suffix.lower() in (".pt2", ".onnx") or model_folder:
         return _describe_model(args)
     if not path.exists():
         raise UsageError(f"{path}: no such artifact directory")
@@ -199,7 +200,22 @@ def _llm_lines(llm) -> list[str]:
     ] + [f"  also:      {o['name']} form: {o['cache_form']} cache, programs {', '.join(o['programs'])}, runs in "
          f"{o['runtime']}; {o['numerics'].get('status')}: "
          f"{(o['numerics'].get('generation') or {}).get('summary') or o['numerics'].get('reason', '')}"
-         for o in llm.other_forms] + (["  remote code: trusted (--trust-remote-code)"] if llm.trust_remote_code else [])
+         for o in llm.other_forms] + _weight_choice_lines(llm.weight_choice) + (
+        ["  remote code: trusted (--trust-remote-code)"] if llm.trust_remote_code else [])
+
+
+def _weight_choice_lines(choice) -> list[str]:
+    """Each weight quantization method's perplexity beside the float model's, and which one shipped."""
+    if not choice:
+        return []
+    lines = [f"  weight methods: perplexity on {choice['held_out']} (float {choice['reference_perplexity']:.3f}); "
+             f"calibrated on {choice['calibration']}"]
+    for v in choice["variants"]:
+        ppl = f"{v['perplexity']:.3f}" if v.get("perplexity") is not None else "-"
+        lines.append(f"    {'*' if v['method'] == choice['chosen'] else ' '} {v['method']:<24} perplexity {ppl}, "
+                     f"agreement {v.get('token_agreement')}, cos {v.get('min_cosine')}: {v['status']}"
+                     + (f" ({v['reason']})" if v.get("reason") else ""))
+    return lines
 
 
 

@@ -4,7 +4,13 @@ corpus when a test needs predictions that mean something; the tokenizer is train
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -31,7 +37,8 @@ FAMILIES = ("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral
 FAMILY_SPECIALS = {"qwen2": ["<|endoftext|>"]}
 
 
-def tokenizer(vocab_size: int = 320, extra_specials: tuple[str, ...] = ()):
+def tokenizer(vocab_size: int = 320, extra_specials: tuple[str, ...] = (), texts: Sequence[str] = ()):
+    """A byte-level BPE tokenizer trained on ``texts`` (default: the story corpus)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -40,7 +47,7 @@ def tokenizer(vocab_size: int = 320, extra_specials: tuple[str, ...] = ()):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS + list(extra_specials),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS * 4, trainer)
+    tok.train_from_iterator(list(texts) or CORPUS * 4, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
@@ -99,3 +106,75 @@ def _train(model, tok, steps: int) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+
+
+#: the language model `stdlib_model` trains: a Llama of a few layers, wide enough for int4 groups of 32..128
+STDLIB_MODEL = dict(vocab_size=1024, hidden_size=128, intermediate_size=384, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+STDLIB_TRAINING = dict(steps=1500, window=128, batch=16, lr=4e-3, seed=0)
+
+
+def stdlib_model(models_dir: Path | None = None) -> Path:
+    """A small Llama that knows something: trained here on Python standard-library sources
+    (`calibration.corpus.TRAINING`), with a tokenizer trained on the same text, so its perplexity on held-out
+    sources (`calibration.corpus.HELD_OUT`) is far below uniform and a quantized copy's loss is measurable.
+
+    Kept in ``models_dir`` (default: ``models/`` in chipfit's cache) by the digest of everything that
+    determines it (texts, settings, library versions), so a machine trains it once (about 90 s on two
+    cores); written atomically, so a killed run leaves no half model."""
+    import tokenizers
+    import transformers
+
+    from calibration.corpus import TRAINING, stdlib_text
+    from compiler.cache_dir import default_cache_dir
+
+    text = stdlib_text(TRAINING)
+    key = json.dumps({"text": hashlib.sha256(text.encode()).hexdigest(), "model": STDLIB_MODEL,
+                      "training": STDLIB_TRAINING, "torch": torch.__version__, "transformers": transformers.__version__,
+                      "tokenizers": tokenizers.__version__, "format": 1}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    root = models_dir or default_cache_dir() / "models"
+    folder = root / f"stdlib-llama-{digest}"
+    if (folder / "config.json").is_file():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
+    try:
+        cfg = config("llama", **STDLIB_MODEL)
+        torch.manual_seed(STDLIB_TRAINING["seed"])
+        cfg.initializer_range = 0.02
+        from transformers import AutoModelForCausalLM, GenerationConfig
+
+        model = AutoModelForCausalLM.from_config(cfg)
+        tok = tokenizer(cfg.vocab_size, texts=text.split("\n\n"))
+        ids = torch.tensor(tok(text)["input_ids"])
+        _fit(model, ids, **{k: v for k, v in STDLIB_TRAINING.items() if k != "seed"})
+        model.eval()
+        model.save_pretrained(staging)
+        tok.save_pretrained(staging)
+        GenerationConfig(bos_token_id=0, eos_token_id=1, pad_token_id=2).save_pretrained(staging)
+        (staging / "chipfit-training.json").write_text(key + "\n")
+        try:
+            os.rename(staging, folder)
+        except OSError:  # another process trained it first: theirs is the same model
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def _fit(model, ids: torch.Tensor, *, steps: int, window: int, batch: int, lr: float) -> None:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - window - 1, (batch,), generator=generator)
+        rows = torch.stack([ids[s:s + window] for s in starts])
+        loss = model(input_ids=rows, labels=rows).loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from calibration import compare_outputs
+from compiler.llm.perplexity import HeldOutText, perplexity, perplexity_record
 from targets.backend import GenerationPlan
 from targets.numerics import Numerics, OutputError
 from targets.spec import Tolerance
@@ -53,8 +54,22 @@ def reference_cases(model, prompts: Sequence[str], new_tokens: int = NEW_TOKENS)
     return cases
 
 
+@dataclass(frozen=True)
+class ReferencePerplexity:
+    """The float reference's perplexity on held-out text, measured once per model."""
+
+    text: HeldOutText
+    value: float
+
+    @classmethod
+    def of(cls, model, text: HeldOutText) -> "ReferencePerplexity":
+        return cls(text, perplexity(model.reference_logits, text))
+
+
 def verify_generation(plan: GenerationPlan, cases: Sequence[PromptCase], precision: str,
-                      tolerance: Tolerance) -> Numerics:
+                      tolerance: Tolerance, reference: ReferencePerplexity | None = None) -> Numerics:
+    """Greedy and teacher-forced comparison with the reference; with ``reference``, the artifact's perplexity on
+    the same held-out text too (reported beside the reference's; the precision stage chooses variants by it)."""
     runner = plan.runner
     prompts = []
     errors: list[OutputError] = []
@@ -83,6 +98,9 @@ def verify_generation(plan: GenerationPlan, cases: Sequence[PromptCase], precisi
                         "ties": list(case.ties), "reference": list(case.tokens), "artifact": list(produced),
                         "first_mismatch": mismatch, "mismatch_at_tie": tie_ok})
     agreement = agree / steps if steps else 1.0
+    scored = None
+    if reference is not None:
+        scored = perplexity_record(reference.value, perplexity(runner.logits, reference.text), reference.text)
     cosine = min((e.cosine for e in errors), default=1.0)
     need = tolerance.token_agreement(precision)
     exact = precision == "fp32"
@@ -91,7 +109,8 @@ def verify_generation(plan: GenerationPlan, cases: Sequence[PromptCase], precisi
     tied = sum(1 for p in prompts if p["ties"])
     summary = (f"{sum(p['matched'] for p in prompts)}/{total} greedy tokens equal"
                + (f" (compared up to a tie in {tied} prompt(s))" if tied else "")
-               + f", teacher-forced agreement {agreement * 100:.1f}%, logit cos {cosine:.6f}")
+               + f", teacher-forced agreement {agreement * 100:.1f}%, logit cos {cosine:.6f}"
+               + (f", perplexity {scored['artifact']:.3f} (float {scored['reference']:.3f})" if scored else ""))
     reasons = []
     if exact and not greedy_ok:
         reasons.append("greedy tokens differ from the reference (not at a tie)")
@@ -106,5 +125,6 @@ def verify_generation(plan: GenerationPlan, cases: Sequence[PromptCase], precisi
         inputs=f"{len(cases)} prompts, up to {max((len(c.tokens) for c in cases), default=0)} greedy tokens each",
         tolerance=tolerance, outputs=tuple(errors),
         generation={"summary": summary, "greedy_equal": greedy_ok, "token_agreement": round(agreement, 4),
-                    "required_agreement": need, "tie_margin": TIE_MARGIN, "prompts": prompts},
+                    "required_agreement": need, "tie_margin": TIE_MARGIN, "prompts": prompts,
+                    **({"perplexity": scored} if scored else {})},
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.llm.synthetic import FAMILIES, config, save
+from compiler.llm.synthetic import FAMILIES, config, save, stdlib_model
+from tests.conftest import TEST_MODELS
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +20,10 @@ def trained_dir(tmp_path_factory):
     agreement of a quantized artifact with it means something."""
     return save(tmp_path_factory.mktemp("trained") / "tiny-story", config("llama", hidden_size=128, intermediate_size=256),
                 train_steps=200)
+
+
+@pytest.fixture(scope="session")
+def stdlib_lm():
+    """A small Llama trained on standard-library sources (`stdlib_model`): its held-out perplexity is far below
+    uniform, so what int4 costs it, and what calibration wins back, can be measured."""
+    return stdlib_model(TEST_MODELS)

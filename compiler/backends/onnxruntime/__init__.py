@@ -14,6 +14,11 @@ from targets.signature import Signature
 from targets.spec import TargetSpec
 
 
+#: int4 decoder weights: the builder's own round to nearest and k-quant search (data-free), and NNCF's
+#: activation-aware scaling with scale estimation on the build's calibration prompts (data-aware)
+DECODER_WEIGHT_METHODS = ("rtn", "k_quant", "awq+scale_estimation")
+
+
 class OnnxRuntimeBackend(BackendBase):
     name = "onnxruntime"
     api_version = BACKEND_API_VERSION
@@ -24,7 +29,8 @@ class OnnxRuntimeBackend(BackendBase):
         # Decoder LMs go through onnxruntime-genai's own model builder: the families it builds and chipfit has
         # verified token for token against transformers (compiler/backends/onnxruntime/README.md).
         decoder_precisions=("fp32", "int8", "int4"),
-        decoder_families=("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral"))
+        decoder_families=("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral"),
+        decoder_weight_methods={"int4": DECODER_WEIGHT_METHODS})
 
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         return True
@@ -48,8 +54,10 @@ class OnnxRuntimeBackend(BackendBase):
 
         q = job.target.quantization
         block = q.int4_block_sizes[0] if q and q.int4_block_sizes else None
+        calibration = [sample["input_ids"][0].tolist() for sample in job.data.calibration]
         return genai.lower_decoder(job.model, job.target, job.precision, job.workdir, job.context, dict(job.options),
-                                   block)
+                                   block, method=job.weight_method or "rtn", calibration=calibration,
+                                   calibration_origin=job.data.calibration_origin)
 
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
                       host: HostInfo, form: str = "main") -> GenerationPlan:

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from compiler.backends import DecoderForm, Generation, Lowered
+from compiler.backends.onnxruntime import DECODER_WEIGHT_METHODS
 from compiler.errors import LowerError, UsageError
 from compiler.frontend.onnx_file import signature_from_onnx
 from targets.spec import TargetSpec
@@ -36,7 +37,8 @@ BUILD_TIMEOUT_S = 3600.0
 
 
 def lower_decoder(model, target: TargetSpec, precision: str, workdir: Path, context: int, options: Mapping[str, Any],
-                  block_size: int | None) -> Lowered:
+                  block_size: int | None, method: str = "rtn", calibration: Sequence[Sequence[int]] = (),
+                  calibration_origin: str = "") -> Lowered:
     provider = options["execution_provider"]
     if precision not in CPU_PRECISIONS:
         raise UsageError(f"target {target.id}: onnxruntime-genai's model builder makes {precision} decoders for GPU "
@@ -52,9 +54,20 @@ def lower_decoder(model, target: TargetSpec, precision: str, workdir: Path, cont
         # precision (a tied lm_head shares the embedding's quantized table)
         builder_options["block_size"] = block_size or 32
         builder_options["accuracy_level"] = 4
-    notes = _run_builder(model, precision, workdir, builder_options)
+    if method not in ("rtn",) + (DECODER_WEIGHT_METHODS if precision == "int4" else ()):
+        raise LowerError(f"onnxruntime weight method {method!r} at {precision}: it offers "
+                         f"{', '.join(DECODER_WEIGHT_METHODS) if precision == 'int4' else 'rtn'}")
+    data_aware = method == "awq+scale_estimation"
+    if method == "k_quant":
+        builder_options["algo_config"] = "k_quant"
+    built_at = "fp32" if data_aware else precision  # NNCF compresses the builder's float graph
+    notes = _run_builder(model, built_at, workdir, {} if data_aware else builder_options)
     config_path = workdir / CONFIG
     config = json.loads(config_path.read_text())
+    weight_pass: dict[str, Any] = {"name": "onnxruntime-genai-model-builder", "weight_method": method}
+    if data_aware:
+        weight_pass = _compress_with_nncf(workdir / config["model"]["decoder"]["filename"], block_size or 32,
+                                          model.spec.head_dim, calibration, calibration_origin)
     config["model"]["context_length"] = context
     config["search"]["max_length"] = context
     if provider != "CPUExecutionProvider":
@@ -89,8 +102,9 @@ def lower_decoder(model, target: TargetSpec, precision: str, workdir: Path, cont
         signature=signature_from_onnx(graph),
         options={**dict(options), "builder_precision": precision, "builder_extra_options": builder_options,
                  "execution_provider_in_config": provider, "static_layout": layout},
-        passes=({"name": "onnxruntime-genai-model-builder", "precision": precision, **builder_options,
-                 "op_histogram": histogram},),
+        passes=({"name": "onnxruntime-genai-model-builder", "precision": built_at,
+                 **({} if data_aware else builder_options), "op_histogram": histogram},
+                *([weight_pass] if precision in ("int4", "int8") else [])),
         notes=tuple(notes) + (("onnxruntime-genai's builder makes no graph for this provider; the folder is the "
                                f"CPU-provider form with {provider} named in genai_config.json",)
                               if provider not in ("CPUExecutionProvider",) else ()),
@@ -119,19 +133,71 @@ def _run_builder(model, precision: str, workdir: Path, extra: Mapping[str, Any])
         return json.loads(result.read_text())["notes"]
 
 
+def _compress_with_nncf(path: Path, block: int, head_dim: int, calibration: Sequence[Sequence[int]],
+                        origin: str) -> dict[str, Any]:
+    """int4 weights by NNCF's AWQ and scale estimation on the builder's float graph, in place: each MatMul's
+    weight becomes a block-wise int4 DequantizeLinear (groups of ``block`` along its input), which ONNX Runtime
+    fuses into MatMulNBits when it loads the model (accuracy level 4, as the builder writes them); the lm_head too,
+    the embedding's Gather stays float, as the builder leaves an untied one."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    import nncf
+
+    if not calibration:
+        raise LowerError("weight method awq+scale_estimation needs calibration prompts; none reached the lowering")
+    graph = onnx.load(str(path))
+    pasts = [i for i in graph.graph.input if i.name.startswith("past_key_values.")]
+
+    def inputs(ids: Sequence[int]) -> dict[str, np.ndarray]:
+        tokens = np.asarray([list(ids)], dtype=np.int64)
+        feed = {"input_ids": tokens, "attention_mask": np.ones_like(tokens)}
+        for past in pasts:  # an empty cache: each prompt starts a request
+            dims = [d.dim_value for d in past.type.tensor_type.shape.dim]
+            feed[past.name] = np.zeros((1, dims[1], 0, dims[3] or head_dim), np.float32)
+        return feed
+
+    gathers = [n.name for n in graph.graph.node if n.op_type == "Gather" and "embed" in n.name]
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        compressed = nncf.compress_weights(
+            graph, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=block, ratio=1.0, all_layers=True,
+            ignored_scope=nncf.IgnoredScope(names=gathers), dataset=nncf.Dataset(list(calibration), inputs),
+            subset_size=len(calibration), awq=True, scale_estimation=True)
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)
+    onnx.save(compressed, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+    return {"name": "nncf.compress_weights", "nncf": nncf.__version__, "weight_method": "awq+scale_estimation",
+            "mode": "int4_sym", "group_size": block, "lm_head": "int4", "embedding": "float (as the builder's)",
+            "format": "block-wise DequantizeLinear -> MatMul, fused to MatMulNBits by ONNX Runtime at load",
+            "calibration": origin, "samples": len(calibration)}
+
+
 def _weight_precisions(graph: onnx.ModelProto, precision: str) -> dict[str, str]:
     """What the builder actually wrote for the embedding, the body's matmuls and the lm_head."""
     def bits(node) -> str:
         value = next((a.i for a in node.attribute if a.name == "bits"), 4)
         return f"int{value}"
 
+    initializers = {t.name: t for t in graph.graph.initializer}
+    dequantized = {}  # DequantizeLinear outputs -> the element type they dequantize (NNCF's form)
+    for node in graph.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in initializers:
+            kind = initializers[node.input[0]].data_type
+            dequantized[node.output[0]] = {onnx.TensorProto.INT4: "int4", onnx.TensorProto.UINT4: "int4",
+                                           onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "int8"}.get(kind, "fp32")
     embedding = "fp32"
     lm_head = "fp32"
     for node in graph.graph.node:
         if node.op_type == "GatherBlockQuantized":
             embedding = bits(node)
         if "lm_head" in node.name:
-            lm_head = bits(node) if node.op_type == "MatMulNBits" else "fp32"
+            lm_head = (bits(node) if node.op_type == "MatMulNBits" else
+                       dequantized.get(node.input[1], "fp32") if node.op_type == "MatMul" else "fp32")
     body = {"fp32": "fp32", "int4": "int4", "int8": "int8"}[precision]
     return {"embedding": embedding, "matmuls": body, "lm_head": lm_head}
 

@@ -16,6 +16,7 @@ from targets.spec import TargetSpec
 
 
 FAMILIES = ("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral", "minicpm3")
+DECODER_WEIGHT_METHODS = ("rtn", "awq+scale_estimation", "gptq+scale_estimation")
 
 
 class OpenVinoBackend(BackendBase):
@@ -31,7 +32,10 @@ class OpenVinoBackend(BackendBase):
         decoder_precisions=("fp32", "fp16", "int8", "int4"),
         # the families whose folder generates token for token as transformers does at fp32
         # (tests/compiler/backends/test_openvino.py)
-        decoder_families=FAMILIES)
+        decoder_families=FAMILIES,
+        # NNCF's own algorithms: round to nearest (data-free), then its data-aware ones on the build's calibration
+        # prompts (activation-aware scaling with scale estimation; GPTQ with scale estimation)
+        decoder_weight_methods={"int4": DECODER_WEIGHT_METHODS})
 
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         return True
@@ -51,7 +55,10 @@ class OpenVinoBackend(BackendBase):
 
         q = job.target.quantization
         block = job.request.quantization.block_size or (q.int4_block_sizes[0] if q and q.int4_block_sizes else 32)
-        return lower_decoder(job.model, job.precision, job.workdir, job.context, block, dict(job.options))
+        calibration = [sample["input_ids"][0].tolist() for sample in job.data.calibration]
+        return lower_decoder(job.model, job.precision, job.workdir, job.context, block, dict(job.options),
+                             method=job.weight_method or "rtn", calibration=calibration,
+                             calibration_origin=job.data.calibration_origin)
 
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
                       host: HostInfo, form: str = "main") -> GenerationPlan:

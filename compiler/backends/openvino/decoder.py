@@ -116,8 +116,11 @@ def _make_stateful(ov_model, past: list[str], present: list[str], kv_heads: Sequ
     ov_model.validate_nodes_and_infer_types()
 
 
-def _compress(ov_model, precision: str, block: int) -> tuple[Any, dict[str, Any]]:
-    """int8 / int4 weights by NNCF: the compressed model and the pass record."""
+def _compress(ov_model, precision: str, block: int, method: str = "rtn",
+              calibration: Sequence[Sequence[int]] = (), origin: str = "") -> tuple[Any, dict[str, Any]]:
+    """int8 / int4 weights by NNCF: the compressed model and the pass record. ``method`` "rtn" is data-free;
+    "awq+scale_estimation" and "gptq+scale_estimation" are NNCF's data-aware algorithms, run on ``calibration``
+    (token ids; the stateful model's state is reset before each prompt, as NNCF's engine does)."""
     import nncf
 
     mode = nncf.CompressWeightsMode.INT4_SYM if precision == "int4" else nncf.CompressWeightsMode.INT8_ASYM
@@ -127,16 +130,34 @@ def _compress(ov_model, precision: str, block: int) -> tuple[Any, dict[str, Any]
         # trained model's logits fell to cosine 0.979 against 0.986 (tests/compiler/backends/test_openvino.py's
         # model, 200 tokens of stdlib source)
         settings.update(group_size=block, ratio=1.0)
+    algorithms = [a for a in method.split("+") if a != "rtn"]
+    unknown = [a for a in algorithms if a not in ("awq", "scale_estimation", "gptq")]
+    if unknown or (algorithms and precision != "int4"):
+        raise LowerError(f"OpenVINO weight method {method!r} at {precision}: NNCF's data-aware methods here are "
+                         "rtn, awq+scale_estimation, gptq+scale_estimation (int4)")
+    if algorithms:
+        if not calibration:
+            raise LowerError(f"weight method {method} needs calibration prompts; none were given to the lowering")
+        settings.update({a: True for a in algorithms}, dataset=nncf.Dataset(list(calibration), _calibration_inputs),
+                        subset_size=len(calibration))
     logging.getLogger("nncf").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         compressed = nncf.compress_weights(ov_model, **settings)
-    record = {"name": "nncf.compress_weights", "nncf": nncf.__version__, "mode": mode.value,
+    record = {"name": "nncf.compress_weights", "nncf": nncf.__version__, "mode": mode.value, "weight_method": method,
               **({"group_size": block, "ratio": 1.0, "embedding_and_lm_head": "int8 asymmetric (NNCF's backup mode)"}
                  if precision == "int4" else
-                 {"granularity": "per output channel"})}
+                 {"granularity": "per output channel"}),
+              **({"algorithms": algorithms, "calibration": origin, "samples": len(calibration)} if algorithms else {})}
     return compressed, record
+
+
+def _calibration_inputs(ids: Sequence[int]) -> dict[str, np.ndarray]:
+    """One calibration prompt as the stateful model's inputs at the start of a request."""
+    tokens = np.asarray([list(ids)], dtype=np.int64)
+    return {"input_ids": tokens, "attention_mask": np.ones_like(tokens),
+            "position_ids": np.arange(tokens.shape[1], dtype=np.int64)[None], "beam_idx": np.zeros(1, np.int32)}
 
 
 def _tokenizers(source: Path, workdir: Path) -> None:
@@ -154,7 +175,8 @@ def _tokenizers(source: Path, workdir: Path) -> None:
     ov.save_model(detokenizer, str(workdir / DETOKENIZER))
 
 
-def lower_decoder(model, precision: str, workdir: Path, context: int, block: int, options: Mapping[str, Any]
+def lower_decoder(model, precision: str, workdir: Path, context: int, block: int, options: Mapping[str, Any],
+                  method: str = "rtn", calibration: Sequence[Sequence[int]] = (), calibration_origin: str = ""
                   ) -> Lowered:
     import openvino as ov
     import torch
@@ -198,7 +220,8 @@ def lower_decoder(model, precision: str, workdir: Path, context: int, block: int
         {"name": "openvino.make_stateful", "states": len(past_names), "inputs": ["input_ids", "attention_mask",
                                                                                "position_ids", "beam_idx"]}]
     if precision in ("int8", "int4"):
-        ov_model, record = _compress(ov_model, precision, block)
+        ov_model, record = _compress(ov_model, precision, block, method if precision == "int4" else "rtn",
+                                     calibration, calibration_origin)
         passes.append(record)
     stable_names(ov_model)
     ov.save_model(ov_model, str(workdir / IR), compress_to_fp16=precision == "fp16")

@@ -18,12 +18,15 @@ A backend whose toolchain is not installed is left out with a note where others 
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from compiler.artifact import Staging, hash_files
 from compiler.build import inputs as input_stage
@@ -33,9 +36,9 @@ from compiler.build.kinds import Contender
 from compiler.build.lowering import lower, make_job
 from compiler.build.manifest import describe
 from compiler.errors import RunError, UsageError
-from compiler.llm.verify import PromptCase, reference_cases, verify_generation
+from compiler.llm.verify import PromptCase, ReferencePerplexity, reference_cases, verify_generation
 from compiler.reproducibility import content_digest
-from targets.backend import Backend, DecoderRunner, Generation, Lowered, NotRunnable
+from targets.backend import Backend, BuildData, DecoderRunner, Generation, Lowered, NotRunnable
 from targets.host import HostInfo
 from targets.manifest import Manifest
 from targets.decoder import LanguageModelRecord, plan_memory
@@ -50,6 +53,18 @@ DEFAULT_CONTEXT = 4096
 #: the turn a decoder race times: a prompt of this many tokens (at most half the context), then this many more
 TYPICAL_PROMPT = 128
 TYPICAL_NEW = 32
+#: a weight quantization method must lower the held-out perplexity by more than this to beat an earlier one
+PERPLEXITY_TIE = 0.002
+
+
+@dataclass(frozen=True)
+class DecoderInputs:
+    """What every cell of one decoder build is verified and calibrated on (read once, `DecoderKind.prepare`)."""
+
+    cases: tuple[PromptCase, ...]  # the verification prompts with the reference's greedy tokens and logits
+    reference: ReferencePerplexity  # the float model's perplexity on the held-out text
+    calibration: tuple[tuple[int, ...], ...]  # token ids the data-aware weight methods calibrate on
+    calibration_origin: str
 
 
 class DecoderKind:
@@ -115,6 +130,18 @@ class DecoderKind:
         for name, problems in missing.items():
             ctx.progress(f"{target.id}: leaving {name} out: {'; '.join(problems)}")
         able = [b for b in able if b.name not in missing]
+        asked = request.quantization.weight_method
+        if asked is not None:
+            offering = [b for b in able if asked in b.capabilities.decoder_weight_methods.get(precision, ())]
+            if not offering:
+                offered = {b.name: b.capabilities.decoder_weight_methods.get(precision, ()) for b in able}
+                raise UsageError(f"--weight-method {asked}: no backend of target {target.id} quantizes {precision} "
+                                 "decoder weights that way; "
+                                 + ("; ".join(f"{name}: {', '.join(m)}" for name, m in offered.items() if m)
+                                    or f"none offers a choice at {precision}"))
+            for skipped in (b for b in able if b not in offering):
+                ctx.progress(f"{target.id}: leaving {skipped.name} out: it has no weight method {asked} at {precision}")
+            able = offering
         if able and target.build_all_backends and not request.backend:
             for skipped in (b for b in backends if b not in able):
                 ctx.progress(f"{target.id}: {skipped.name} lowers no {family} decoder at {precision}; "
@@ -131,23 +158,34 @@ class DecoderKind:
 
     # -- the input stage ------------------------------------------------------------------------------------
     def prepare(self, model: DecoderModel, cells: Sequence[Cell], options: BuildOptions, ctx: BuildContext
-                ) -> list[PromptCase]:
-        prompts = input_stage.prompts(input_stage.shared_request([c.request for c in cells]))
-        ctx.progress(f"reference: transformers eager on {len(prompts)} prompt(s)")
-        return reference_cases(model, prompts)
+                ) -> DecoderInputs:
+        request = input_stage.shared_request([c.request for c in cells])
+        prompts = input_stage.prompts(request)
+        calibration, origin = input_stage.decoder_calibration(model, request)
+        ctx.progress(f"reference: transformers eager on {len(prompts)} prompt(s) and held-out text")
+        text = input_stage.held_out(model, min((c.context for c in cells), default=DEFAULT_CONTEXT))
+        return DecoderInputs(tuple(reference_cases(model, prompts)), ReferencePerplexity.of(model, text),
+                             calibration, origin)
 
     # -- one cell -------------------------------------------------------------------------------------------
     def lowering(self, model: DecoderModel, cell: Cell) -> str:
         return (f"lowering {model.spec.architecture} with {cell.backend.name} ({cell.precision}, context "
                 f"{cell.context})")
 
-    def build_cell(self, model: DecoderModel, cell: Cell, cases: Sequence[PromptCase], run: BuildRun,
+    def build_cell(self, model: DecoderModel, cell: Cell, inputs: DecoderInputs, run: BuildRun,
                    stack: ExitStack, where: Where) -> Built:
         start = time.perf_counter()
         staging = stack.enter_context(Staging(cell.dest))
-        job = make_job(cell.backend, model, cell.target, cell.precision, cell.request, staging.path, run.ctx.host,
-                       context=cell.context)
-        lowered = lower(cell.backend, job, cell.backend.lower_decoder)
+        methods = weight_methods(cell.backend, cell.precision, cell.request)
+        cases = inputs.cases
+        if len(methods) <= 1:
+            lowered = self._lower(model, cell, inputs, run, staging.path, methods[0] if methods else "")
+            where.stage = "RUN"
+            numerics, failed_stage = _verify(cell, lowered, staging.path, lowered.decoder.name, inputs, run)
+            weight_choice = None
+        else:
+            lowered, numerics, failed_stage, weight_choice = self._weight_race(model, cell, inputs, run, staging,
+                                                                                methods, where)
         files = hash_files(staging.path, lowered.files)
         seconds = time.perf_counter() - start
         form = lowered.decoder
@@ -157,10 +195,9 @@ class DecoderKind:
                              weight_bytes=weights or None, windowed=form.windowed_cache,
                              basis="weights from the artifact's files; KV cache and workspace computed")
         where.stage = "RUN"
-        numerics, failed_stage = _verify(cell, lowered, staging.path, form.name, cases, run)
         others = []
         for extra in lowered.extra_decoder_forms:
-            checked, stage = _verify(cell, lowered, staging.path, extra.name, cases, run)
+            checked, stage = _verify(cell, lowered, staging.path, extra.name, inputs, run)
             others.append({"name": extra.name, "cache_form": extra.cache_form, "programs": list(extra.programs),
                            "runtime": extra.runtime, "prefill_chunk": extra.prefill_chunk,
                            "numerics": checked.to_dict()})
@@ -176,7 +213,7 @@ class DecoderKind:
             programs=form.programs, runtime=form.runtime, memory_plan=memory,
             weight_precisions=dict(form.weight_precisions), tokenizer_files=form.tokenizer_files,
             trust_remote_code=model.trust_remote_code, generation=dict(form.generation),
-            windowed_cache=form.windowed_cache, other_forms=tuple(others))
+            windowed_cache=form.windowed_cache, other_forms=tuple(others), weight_choice=weight_choice)
         manifest = describe(
             model, cell, lowered, files, numerics, run.versions,
             content_digest(staging.path, files, cell.backend.normalizers()), seconds, run.ctx.host,
@@ -187,13 +224,65 @@ class DecoderKind:
                                            f"{(memory.capacity_bytes or 0) / 2**30:.2f} GiB",)
         return Built(staging, manifest, failed_stage, warnings=warnings)
 
+    def _lower(self, model: DecoderModel, cell: Cell, inputs: DecoderInputs, run: BuildRun, workdir: Path,
+               method: str) -> Lowered:
+        data = BuildData(calibration=tuple({"input_ids": np.asarray([ids], dtype=np.int64)}
+                                           for ids in inputs.calibration),
+                         calibration_origin=inputs.calibration_origin) if method else BuildData()
+        job = make_job(cell.backend, model, cell.target, cell.precision, cell.request, workdir, run.ctx.host,
+                       data=data, context=cell.context, weight_method=method)
+        return lower(cell.backend, job, cell.backend.lower_decoder)
+
+    def _weight_race(self, model: DecoderModel, cell: Cell, inputs: DecoderInputs, run: BuildRun,
+                     staging: Staging, methods: Sequence[str], where: Where
+                     ) -> tuple[Lowered, Numerics, str, dict[str, Any]]:
+        """Each weight quantization method the backend offers, lowered and verified on its own; the lowest
+        perplexity on the held-out text ships (an earlier, cheaper method wins a tie within `PERPLEXITY_TIE`;
+        a verified one beats any that failed). Its files are moved into ``staging``."""
+        tried: list[tuple[str, Lowered, Numerics, str]] = []
+        workdirs: list[Path] = []  # named after the staging directory, so a killed build's are swept with it
+        try:
+            for method in methods:
+                workdir = staging.path.parent / f"{staging.path.name}.{method.replace('+', '-')}"
+                workdirs.append(workdir)
+                workdir.mkdir()
+                run.ctx.progress(f"{cell.target.id}: {cell.backend.name} {cell.precision} weights by {method}")
+                where.stage = "LOWER"
+                lowered = self._lower(model, cell, inputs, run, workdir, method)
+                where.stage = "RUN"
+                numerics, failed = _verify(cell, lowered, workdir, lowered.decoder.name, inputs, run)
+                tried.append((method, lowered, numerics, failed))
+            best = 0
+            for i in range(1, len(tried)):
+                if _better(tried[i][2], tried[best][2]):
+                    best = i
+            method, lowered, numerics, failed = tried[best]
+            for rel in lowered.files:
+                (staging.path / rel).parent.mkdir(parents=True, exist_ok=True)
+                (workdirs[best] / rel).replace(staging.path / rel)
+        finally:
+            for workdir in workdirs:
+                shutil.rmtree(workdir, ignore_errors=True)
+        variants = []
+        for m, low, checked, _ in tried:
+            generation = checked.generation or {}
+            variants.append({"method": m, "status": checked.status, "reason": checked.reason,
+                             "perplexity": (generation.get("perplexity") or {}).get("artifact"),
+                             "token_agreement": generation.get("token_agreement"),
+                             "min_cosine": round(min((e.cosine for e in checked.outputs), default=1.0), 6),
+                             "passes": [p for p in low.passes if p.get("weight_method")]})
+        choice = {"chosen": method, "by": "lowest perplexity on held-out text among verified variants "
+                                          f"(ties within {PERPLEXITY_TIE:.1%}: the earlier, data-free first)",
+                  "reference_perplexity": round(inputs.reference.value, 4), "calibration": inputs.calibration_origin,
+                  "held_out": inputs.reference.text.origin, "variants": variants}
+        return lowered, numerics, failed, choice
 
     # -- the race -------------------------------------------------------------------------------------------
-    def timer(self, cell: Cell, artifact: Path, manifest: Manifest, inputs: Sequence[PromptCase], host: HostInfo
+    def timer(self, cell: Cell, artifact: Path, manifest: Manifest, inputs: DecoderInputs, host: HostInfo
               ) -> Contender:
         plan = cell.backend.plan_generate(artifact, manifest.backend.options, cell.target, host)
         context = manifest.llm.context if manifest.llm else TYPICAL_PROMPT + TYPICAL_NEW + 1
-        turn = TypicalTurn(plan.runner, inputs, context)
+        turn = TypicalTurn(plan.runner, inputs.cases, context)
         return Contender(turn, plan.proxy, plan.note, plan.representative, turn.figures)
 
 
@@ -224,10 +313,30 @@ class TypicalTurn:
                 "prefill_tok_s": round(len(self.prompt) / ttft, 1), "decode_tok_s": round(decode, 1)}
 
 
-def _verify(cell: Cell, lowered: Lowered, path: Path, form: str, cases: Sequence[PromptCase], run: BuildRun
+def weight_methods(backend: Backend, precision: str, request: BuildRequest) -> tuple[str, ...]:
+    """The weight quantization methods a cell lowers with: the one asked (``--weight-method``), else each the
+    backend offers at the precision."""
+    offered = tuple(backend.capabilities.decoder_weight_methods.get(precision, ()))
+    asked = request.quantization.weight_method
+    if asked is None:
+        return offered
+    return (asked,) if asked in offered else ()
+
+
+def _better(candidate: Numerics, best: Numerics) -> bool:
+    def score(n: Numerics) -> float:
+        value = ((n.generation or {}).get("perplexity") or {}).get("artifact")
+        return float("inf") if value is None else value
+    if (candidate.status == "verified") != (best.status == "verified"):
+        return candidate.status == "verified"
+    return score(candidate) < score(best) * (1 - PERPLEXITY_TIE)
+
+
+def _verify(cell: Cell, lowered: Lowered, path: Path, form: str, inputs: DecoderInputs, run: BuildRun
             ) -> tuple[Numerics, str]:
     """Generate with one form of the artifact and compare with the reference (not-run where it cannot run here);
     with the stage that failed where it failed."""
+    cases = inputs.cases
     try:
         plan = cell.backend.plan_generate(path, lowered.options, cell.target, run.ctx.host, form)
     except NotRunnable as exc:
@@ -235,7 +344,8 @@ def _verify(cell: Cell, lowered: Lowered, path: Path, form: str, cases: Sequence
     run.ctx.progress(f"{cell.target.id}: generating from {len(cases)} prompts to verify"
                      + (f" ({form} form)" if form != "main" else ""))
     try:
-        numerics = verify_generation(plan, cases, cell.precision, cell.target.tolerance(cell.precision))
+        numerics = verify_generation(plan, cases, cell.precision, cell.target.tolerance(cell.precision),
+                                     inputs.reference)
     except Exception as exc:  # the artifact was built; running it failed: kept for inspection
         error = RunError(f"running the artifact failed: {type(exc).__name__}: {exc}")
         return Numerics("failed", cell.precision, reason=str(error), runner=plan.runner.description,

@@ -1,0 +1,93 @@
+"""int4 decoder weights chosen by perplexity: each method a backend offers is built, the lowest perplexity on
+held-out text ships, and the manifest keeps every variant's figures; calibration prompts are checked first."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from compiler.build import BuildOptions, build
+from compiler.cli.main import main
+from compiler.frontend import load_model
+from compiler.llm.perplexity import HeldOutText, perplexity
+from targets.manifest import read_artifact
+
+
+def test_perplexity_is_the_exponent_of_the_mean_next_token_loss():
+    text = HeldOutText("test", ((1, 2, 3, 4),))
+    assert perplexity(lambda ids: np.zeros((len(ids), 10)), text) == pytest.approx(10.0)
+    sure = lambda ids: np.stack([np.eye(10)[min(i + 1, 9)] * 50 for i in ids])  # predicts each next id
+    assert perplexity(sure, text) == pytest.approx(1.0, abs=1e-6)
+
+
+#: verification prompts in the trained model's own domain (a user verifies on theirs: ``--samples``)
+CODE_PROMPTS = ('def __init__(self, name, value=None):', '    """Return the number of items in the queue."""',
+                "import os", "from collections import", "class Error(Exception):", "    def __repr__(self):")
+
+
+@pytest.fixture(scope="module")
+def code_prompts(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prompts") / "code.txt"
+    path.write_text("\n".join(CODE_PROMPTS) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("backend, target", [("onnxruntime", "host"), ("openvino", "intel-core-ultra-cpu")])
+def test_calibrated_int4_beats_round_to_nearest_and_the_choice_is_recorded(stdlib_lm, code_prompts, tmp_path,
+                                                                           backend, target):
+    (result,) = build(load_model(stdlib_lm), BuildOptions([target], tmp_path, backend=backend, precision="int4",
+                                                          samples=code_prompts))
+    manifest = read_artifact(result.artifact).manifest
+    choice = manifest.llm.weight_choice
+    variants = {v["method"]: v for v in choice["variants"]}
+    assert list(variants)[0] == "rtn" and len(variants) >= 3
+    assert all(v["status"] == "verified" and v["perplexity"] > 1 for v in variants.values())
+    float_ppl = choice["reference_perplexity"]
+    assert 1 < float_ppl < load_model(stdlib_lm).spec.vocab_size / 5  # the model knows something
+    calibrated = min(v["perplexity"] for m, v in variants.items() if m != "rtn" and "k_quant" not in m)
+    assert float_ppl < variants["rtn"]["perplexity"] and calibrated < variants["rtn"]["perplexity"]
+    assert variants[choice["chosen"]]["perplexity"] == min(v["perplexity"] for v in variants.values())
+    assert "python-stdlib" in choice["calibration"] and "held-out" in choice["held_out"]
+    scored = result.numerics.generation["perplexity"]
+    assert scored["artifact"] == variants[choice["chosen"]]["perplexity"] and scored["reference"] == float_ppl
+    assert math.isclose(scored["ratio"], scored["artifact"] / scored["reference"], rel_tol=1e-3)
+
+
+def test_a_pinned_method_builds_only_that_one_on_the_users_prompts(stdlib_lm, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("def parse(text):\n    return [line.strip() for line in text.splitlines()]\n\n"
+                       "class Queue:\n    def put(self, item, block=True, timeout=None):\n")
+    (result,) = build(load_model(stdlib_lm), BuildOptions(["intel-core-ultra-cpu"], tmp_path / "out",
+                                                          backend="openvino", precision="int4",
+                                                          weight_method="awq+scale_estimation",
+                                                          calibration=str(prompts)))
+    manifest = read_artifact(result.artifact).manifest
+    assert manifest.llm.weight_choice is None
+    nncf = next(p for p in manifest.passes if p["name"] == "nncf.compress_weights")
+    assert nncf["weight_method"] == "awq+scale_estimation" and nncf["samples"] == 4
+    assert str(prompts) in nncf["calibration"]
+    assert result.numerics.generation["perplexity"]["artifact"] > 1
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "no calibration prompt (the file has no non-empty line)"),
+    (b"a\nbc\n", "no calibration prompt of at least 4 tokens (2 shorter line(s))"),
+    (b"def f(x):\n    return x + 1 # caf\xe9\n", "prompts.txt:2: not UTF-8 (byte 0xe9 at column 23)"),
+])
+def test_bad_calibration_prompts_are_named_before_any_work(stdlib_lm, tmp_path, capsys, content, message):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(content)
+    out = tmp_path / "out"
+    code = main(["build", str(stdlib_lm), "-t", "intel-core-ultra-cpu", "--precision", "int4",
+                 "--calibration", str(prompts), "-o", str(out), "-q"])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_weight_method_no_backend_offers_is_refused_with_the_ones_they_do(stdlib_lm, tmp_path, capsys):
+    code = main(["build", str(stdlib_lm), "-t", "intel-core-ultra-cpu", "--precision", "int4",
+                 "--weight-method", "hqq", "-o", str(tmp_path), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--weight-method hqq" in err and "openvino: rtn, awq+scale_estimation" in err
