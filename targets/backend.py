@@ -108,6 +108,9 @@ class Capabilities:
     #: decoder LMs: per precision, the weight quantization methods it offers (`LowerJob.weight_method`), data-free
     #: first; where there are several the build lowers each and keeps the lowest perplexity
     decoder_weight_methods: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: decoder LMs: the int4 weight methods that can keep a share of the matmuls in int8 (`LowerJob.int8_share`),
+    #: the most sensitive first by the backend's own ranking; how a decoder meets ``--accuracy-budget``
+    decoder_int8_backup: tuple[str, ...] = ()
     tunable: bool = False  # implements `Tuning`
     device_timing: bool = False  # implements `DeviceTimer`
     build_resources: bool = False  # implements `BuildResourcing`
@@ -176,6 +179,8 @@ class LowerJob:
     #: decoder LMs: which of the backend's ``decoder_weight_methods`` quantizes the weights ("" where it has one);
     #: data-aware ones take their calibration token ids from ``data.calibration`` (``{"input_ids": [1, T]}``)
     weight_method: str = ""
+    #: decoder LMs at int4: the share of the matmuls (0..1) the weight method keeps in int8, most sensitive first
+    int8_share: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from targets.spec import TargetSpec
 
 def make_job(backend: Backend, model: TracedModel | DecoderModel, target: TargetSpec, precision: str,
              request: BuildRequest, workdir: Path, host: HostInfo, data: BuildData = BuildData(),
-             context: int | None = None, weight_method: str = "") -> LowerJob:
+             context: int | None = None, weight_method: str = "", int8_share: float = 0.0) -> LowerJob:
     return LowerJob(model=model, target=target, precision=precision, options=backend.resolve_options(target, host),
                     request=request, workdir=workdir, host=host, data=data, context=context,
-                    weight_method=weight_method)
+                    weight_method=weight_method, int8_share=int8_share)
 
 
 def lower(backend: Backend, job: LowerJob, entry: Callable[[LowerJob], Lowered] | None = None) -> Lowered:

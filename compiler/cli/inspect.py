@@ -212,9 +212,20 @@ def _weight_choice_lines(choice) -> list[str]:
              f"calibrated on {choice['calibration']}"]
     for v in choice["variants"]:
         ppl = f"{v['perplexity']:.3f}" if v.get("perplexity") is not None else "-"
-        lines.append(f"    {'*' if v['method'] == choice['chosen'] else ' '} {v['method']:<24} perplexity {ppl}, "
+        share = v.get("int8_share") or 0.0
+        name = v["method"] + (f" +{share:.0%} int8" if 0 < share < 1 else " -> all int8" if share >= 1 else "")
+        chosen = v["method"] == choice["chosen"] and share == (choice.get("int8_share") or 0.0)
+        lines.append(f"    {'*' if chosen else ' '} {name:<30} perplexity {ppl}, "
                      f"agreement {v.get('token_agreement')}, cos {v.get('min_cosine')}: {v['status']}"
                      + (f" ({v['reason']})" if v.get("reason") else ""))
+    budget = choice.get("budget")
+    if budget and budget.get("checked", True):
+        lines.append(f"  accuracy budget {budget['limit']} ({budget['metric']}): {budget['increase']} met by "
+                     f"{budget['met_by']}" + (f"; int4 alone {budget['int4_increase']}" if "int4_increase" in budget
+                                              else "")
+                     + (f"; int8: {', '.join(budget['int8_layers'][:8])}" if budget.get("int8_layers") else ""))
+    elif budget:
+        lines.append(f"  accuracy budget {budget['limit']}: not checked ({budget['why']})")
     return lines
 
 

@@ -30,7 +30,9 @@ class OnnxRuntimeBackend(BackendBase):
         # verified token for token against transformers (compiler/backends/onnxruntime/README.md).
         decoder_precisions=("fp32", "int8", "int4"),
         decoder_families=("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mistral"),
-        decoder_weight_methods={"int4": DECODER_WEIGHT_METHODS})
+        decoder_weight_methods={"int4": DECODER_WEIGHT_METHODS},
+        # NNCF's ratio keeps its most sensitive matmuls int8; the builder's own methods are all-int4
+        decoder_int8_backup=("awq+scale_estimation",))
 
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         return True
@@ -57,7 +59,7 @@ class OnnxRuntimeBackend(BackendBase):
         calibration = [sample["input_ids"][0].tolist() for sample in job.data.calibration]
         return genai.lower_decoder(job.model, job.target, job.precision, job.workdir, job.context, dict(job.options),
                                    block, method=job.weight_method or "rtn", calibration=calibration,
-                                   calibration_origin=job.data.calibration_origin)
+                                   calibration_origin=job.data.calibration_origin, int8_share=job.int8_share)
 
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
                       host: HostInfo, form: str = "main") -> GenerationPlan:

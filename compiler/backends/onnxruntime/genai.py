@@ -38,7 +38,7 @@ BUILD_TIMEOUT_S = 3600.0
 
 def lower_decoder(model, target: TargetSpec, precision: str, workdir: Path, context: int, options: Mapping[str, Any],
                   block_size: int | None, method: str = "rtn", calibration: Sequence[Sequence[int]] = (),
-                  calibration_origin: str = "") -> Lowered:
+                  calibration_origin: str = "", int8_share: float = 0.0) -> Lowered:
     provider = options["execution_provider"]
     if precision not in CPU_PRECISIONS:
         raise UsageError(f"target {target.id}: onnxruntime-genai's model builder makes {precision} decoders for GPU "
@@ -57,6 +57,9 @@ def lower_decoder(model, target: TargetSpec, precision: str, workdir: Path, cont
     if method not in ("rtn",) + (DECODER_WEIGHT_METHODS if precision == "int4" else ()):
         raise LowerError(f"onnxruntime weight method {method!r} at {precision}: it offers "
                          f"{', '.join(DECODER_WEIGHT_METHODS) if precision == 'int4' else 'rtn'}")
+    every_int8 = precision == "int4" and int8_share >= 1.0  # int4 missed the accuracy budget: the builder's int8
+    if every_int8:
+        precision, method = "int8", "rtn"
     data_aware = method == "awq+scale_estimation"
     if method == "k_quant":
         builder_options["algo_config"] = "k_quant"
@@ -65,9 +68,11 @@ def lower_decoder(model, target: TargetSpec, precision: str, workdir: Path, cont
     config_path = workdir / CONFIG
     config = json.loads(config_path.read_text())
     weight_pass: dict[str, Any] = {"name": "onnxruntime-genai-model-builder", "weight_method": method}
+    if every_int8:
+        weight_pass.update(int8_share=1.0, int8_layers=["every MatMul (MatMulNBits, 8 bits)"])
     if data_aware:
         weight_pass = _compress_with_nncf(workdir / config["model"]["decoder"]["filename"], block_size or 32,
-                                          model.spec.head_dim, calibration, calibration_origin)
+                                          model.spec.head_dim, calibration, calibration_origin, int8_share)
     config["model"]["context_length"] = context
     config["search"]["max_length"] = context
     if provider != "CPUExecutionProvider":
@@ -134,11 +139,12 @@ def _run_builder(model, precision: str, workdir: Path, extra: Mapping[str, Any])
 
 
 def _compress_with_nncf(path: Path, block: int, head_dim: int, calibration: Sequence[Sequence[int]],
-                        origin: str) -> dict[str, Any]:
+                        origin: str, int8_share: float = 0.0) -> dict[str, Any]:
     """int4 weights by NNCF's AWQ and scale estimation on the builder's float graph, in place: each MatMul's
     weight becomes a block-wise int4 DequantizeLinear (groups of ``block`` along its input), which ONNX Runtime
     fuses into MatMulNBits when it loads the model (accuracy level 4, as the builder writes them); the lm_head too,
-    the embedding's Gather stays float, as the builder leaves an untied one."""
+    the embedding's Gather stays float, as the builder leaves an untied one. ``int8_share`` of the matmuls stay
+    int8 per output channel (NNCF's ``ratio``; its data-aware sensitivity picks them)."""
     import contextlib
     import io
     import logging
@@ -165,7 +171,8 @@ def _compress_with_nncf(path: Path, block: int, head_dim: int, calibration: Sequ
             contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         compressed = nncf.compress_weights(
-            graph, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=block, ratio=1.0, all_layers=True,
+            graph, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=block, ratio=round(1.0 - int8_share, 4),
+            all_layers=True,
             ignored_scope=nncf.IgnoredScope(names=gathers), dataset=nncf.Dataset(list(calibration), inputs),
             subset_size=len(calibration), awq=True, scale_estimation=True)
     data = path.with_name(path.name + ".data")
@@ -174,7 +181,17 @@ def _compress_with_nncf(path: Path, block: int, head_dim: int, calibration: Sequ
     return {"name": "nncf.compress_weights", "nncf": nncf.__version__, "weight_method": "awq+scale_estimation",
             "mode": "int4_sym", "group_size": block, "lm_head": "int4", "embedding": "float (as the builder's)",
             "format": "block-wise DequantizeLinear -> MatMul, fused to MatMulNBits by ONNX Runtime at load",
-            "calibration": origin, "samples": len(calibration)}
+            "calibration": origin, "samples": len(calibration),
+            **({"int8_share": int8_share, "int8_layers": _int8_matmuls(compressed)} if int8_share else {})}
+
+
+def _int8_matmuls(graph: onnx.ModelProto) -> list[str]:
+    """The MatMuls whose weight is an int8 DequantizeLinear (NNCF's backup layers)."""
+    eight = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+    initializers = {t.name: t.data_type for t in graph.graph.initializer}
+    outputs = {n.output[0] for n in graph.graph.node
+               if n.op_type == "DequantizeLinear" and initializers.get(n.input[0]) in eight}
+    return sorted(n.name for n in graph.graph.node if n.op_type == "MatMul" and any(i in outputs for i in n.input))
 
 
 def _weight_precisions(graph: onnx.ModelProto, precision: str) -> dict[str, str]:
@@ -199,6 +216,9 @@ def _weight_precisions(graph: onnx.ModelProto, precision: str) -> dict[str, str]
             lm_head = (bits(node) if node.op_type == "MatMulNBits" else
                        dequantized.get(node.input[1], "fp32") if node.op_type == "MatMul" else "fp32")
     body = {"fp32": "fp32", "int4": "int4", "int8": "int8"}[precision]
+    backups = [name for name in _int8_matmuls(graph) if "lm_head" not in name]
+    if precision == "int4" and backups:
+        body = f"int4, {len(backups)} matmuls int8"
     return {"embedding": embedding, "matmuls": body, "lm_head": lm_head}
 
 

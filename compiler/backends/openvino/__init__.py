@@ -35,7 +35,9 @@ class OpenVinoBackend(BackendBase):
         decoder_families=FAMILIES,
         # NNCF's own algorithms: round to nearest (data-free), then its data-aware ones on the build's calibration
         # prompts (activation-aware scaling with scale estimation; GPTQ with scale estimation)
-        decoder_weight_methods={"int4": DECODER_WEIGHT_METHODS})
+        decoder_weight_methods={"int4": DECODER_WEIGHT_METHODS},
+        # NNCF's ratio keeps the most sensitive matmuls int8 whatever the int4 algorithm
+        decoder_int8_backup=DECODER_WEIGHT_METHODS)
 
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         return True
@@ -58,7 +60,7 @@ class OpenVinoBackend(BackendBase):
         calibration = [sample["input_ids"][0].tolist() for sample in job.data.calibration]
         return lower_decoder(job.model, job.precision, job.workdir, job.context, block, dict(job.options),
                              method=job.weight_method or "rtn", calibration=calibration,
-                             calibration_origin=job.data.calibration_origin)
+                             calibration_origin=job.data.calibration_origin, int8_share=job.int8_share)
 
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
                       host: HostInfo, form: str = "main") -> GenerationPlan:

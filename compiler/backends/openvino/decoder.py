@@ -117,19 +117,26 @@ def _make_stateful(ov_model, past: list[str], present: list[str], kv_heads: Sequ
 
 
 def _compress(ov_model, precision: str, block: int, method: str = "rtn",
-              calibration: Sequence[Sequence[int]] = (), origin: str = "") -> tuple[Any, dict[str, Any]]:
+              calibration: Sequence[Sequence[int]] = (), origin: str = "", int8_share: float = 0.0
+              ) -> tuple[Any, dict[str, Any]]:
     """int8 / int4 weights by NNCF: the compressed model and the pass record. ``method`` "rtn" is data-free;
     "awq+scale_estimation" and "gptq+scale_estimation" are NNCF's data-aware algorithms, run on ``calibration``
-    (token ids; the stateful model's state is reset before each prompt, as NNCF's engine does)."""
+    (token ids; the stateful model's state is reset before each prompt, as NNCF's engine does). ``int8_share`` of the
+    matmuls stay int8 (NNCF's ``ratio``: its sensitivity metric picks them, on the data where there is data)."""
     import nncf
 
+    if precision == "int4" and int8_share >= 1.0:
+        # every matmul int8 (per output channel, as the int8 precision): NNCF reads ratio 0 as "no ratio"
+        compressed, record = _compress(ov_model, "int8", block)
+        return compressed, {**record, "weight_method": method, "int8_share": 1.0,
+                            "int8_layers": _int8_matmuls(compressed)}
     mode = nncf.CompressWeightsMode.INT4_SYM if precision == "int4" else nncf.CompressWeightsMode.INT8_ASYM
     settings: dict[str, Any] = {"mode": mode}
     if precision == "int4":
         # every matmul int4 but the embedding and lm_head, int8 as NNCF's default keeps them: with them int4 too a
         # trained model's logits fell to cosine 0.979 against 0.986 (tests/compiler/backends/test_openvino.py's
         # model, 200 tokens of stdlib source)
-        settings.update(group_size=block, ratio=1.0)
+        settings.update(group_size=block, ratio=round(1.0 - int8_share, 4))
     algorithms = [a for a in method.split("+") if a != "rtn"]
     unknown = [a for a in algorithms if a not in ("awq", "scale_estimation", "gptq")]
     if unknown or (algorithms and precision != "int4"):
@@ -146,11 +153,35 @@ def _compress(ov_model, precision: str, block: int, method: str = "rtn",
         warnings.simplefilter("ignore")
         compressed = nncf.compress_weights(ov_model, **settings)
     record = {"name": "nncf.compress_weights", "nncf": nncf.__version__, "mode": mode.value, "weight_method": method,
-              **({"group_size": block, "ratio": 1.0, "embedding_and_lm_head": "int8 asymmetric (NNCF's backup mode)"}
+              **({"group_size": block, "ratio": settings["ratio"],
+                  "embedding_and_lm_head": "int8 asymmetric (NNCF's backup mode)"}
                  if precision == "int4" else
                  {"granularity": "per output channel"}),
-              **({"algorithms": algorithms, "calibration": origin, "samples": len(calibration)} if algorithms else {})}
+              **({"algorithms": algorithms, "calibration": origin, "samples": len(calibration)} if algorithms else {}),
+              **({"int8_share": int8_share, "int8_layers": _int8_matmuls(compressed)} if int8_share else {})}
     return compressed, record
+
+
+def _int8_matmuls(ov_model) -> list[str]:
+    """The MatMuls whose weights NNCF left at 8 bits, the embedding's and lm_head's aside (int8 at every share)."""
+    eight = {"u8", "i8"}
+    names = []
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() != "Constant" or op.get_element_type().get_type_name() not in eight:
+            continue
+        frontier, hops = [op], 0
+        while frontier and hops < 5:  # Constant -> Convert -> Subtract -> Multiply (-> Reshape) -> MatMul
+            nxt = []
+            for node in frontier:
+                for out in node.outputs():
+                    for target in out.get_target_inputs():
+                        consumer = target.get_node()
+                        if consumer.get_type_name() == "MatMul":
+                            names.append(consumer.get_friendly_name())
+                        elif consumer.get_type_name() in ("Convert", "Subtract", "Multiply", "Reshape"):
+                            nxt.append(consumer)
+            frontier, hops = nxt, hops + 1
+    return sorted({n for n in names if "lm_head" not in n})
 
 
 def _calibration_inputs(ids: Sequence[int]) -> dict[str, np.ndarray]:
@@ -176,8 +207,8 @@ def _tokenizers(source: Path, workdir: Path) -> None:
 
 
 def lower_decoder(model, precision: str, workdir: Path, context: int, block: int, options: Mapping[str, Any],
-                  method: str = "rtn", calibration: Sequence[Sequence[int]] = (), calibration_origin: str = ""
-                  ) -> Lowered:
+                  method: str = "rtn", calibration: Sequence[Sequence[int]] = (), calibration_origin: str = "",
+                  int8_share: float = 0.0) -> Lowered:
     import openvino as ov
     import torch
 
@@ -221,7 +252,7 @@ def lower_decoder(model, precision: str, workdir: Path, context: int, block: int
                                                                                "position_ids", "beam_idx"]}]
     if precision in ("int8", "int4"):
         ov_model, record = _compress(ov_model, precision, block, method if precision == "int4" else "rtn",
-                                     calibration, calibration_origin)
+                                     calibration, calibration_origin, int8_share if precision == "int4" else 0.0)
         passes.append(record)
     stable_names(ov_model)
     ov.save_model(ov_model, str(workdir / IR), compress_to_fp16=precision == "fp16")
@@ -238,6 +269,10 @@ def lower_decoder(model, precision: str, workdir: Path, context: int, block: int
                "openvino_version": ov.get_version()}
     (workdir / CONFIG).write_text(json.dumps(runtime, indent=2, sort_keys=True) + "\n")
     weights = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "int4": f"int4 (groups of {block})"}[precision]
+    if precision == "int4" and int8_share >= 1.0:
+        weights = "int8 (every matmul: int4 missed the accuracy budget)"
+    elif precision == "int4" and int8_share:
+        weights += f", {len(record['int8_layers'])} matmuls int8"
     edges = "int8" if precision == "int4" else weights  # the embedding and lm_head
     ops: dict[str, int] = {}
     for op in ov_model.get_ordered_ops():

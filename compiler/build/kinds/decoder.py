@@ -35,7 +35,7 @@ from compiler.build.context import BuildContext, BuildOptions, BuildRun
 from compiler.build.kinds import Contender
 from compiler.build.lowering import lower, make_job
 from compiler.build.manifest import describe
-from compiler.errors import RunError, UsageError
+from compiler.errors import QuantizeError, RunError, UsageError
 from compiler.llm.verify import PromptCase, ReferencePerplexity, reference_cases, verify_generation
 from compiler.reproducibility import content_digest
 from targets.backend import Backend, BuildData, DecoderRunner, Generation, Lowered, NotRunnable
@@ -55,6 +55,8 @@ TYPICAL_PROMPT = 128
 TYPICAL_NEW = 32
 #: a weight quantization method must lower the held-out perplexity by more than this to beat an earlier one
 PERPLEXITY_TIE = 0.002
+#: under ``--accuracy-budget``, the shares of the matmuls kept in int8, tried in turn until the budget is met
+INT8_SHARES = (0.25, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -177,15 +179,15 @@ class DecoderKind:
         start = time.perf_counter()
         staging = stack.enter_context(Staging(cell.dest))
         methods = weight_methods(cell.backend, cell.precision, cell.request)
-        cases = inputs.cases
-        if len(methods) <= 1:
+        budget = accuracy_budget(cell)
+        if len(methods) <= 1 and budget is None:
             lowered = self._lower(model, cell, inputs, run, staging.path, methods[0] if methods else "")
             where.stage = "RUN"
             numerics, failed_stage = _verify(cell, lowered, staging.path, lowered.decoder.name, inputs, run)
             weight_choice = None
         else:
             lowered, numerics, failed_stage, weight_choice = self._weight_race(model, cell, inputs, run, staging,
-                                                                                methods, where)
+                                                                                methods or ("",), budget, where)
         files = hash_files(staging.path, lowered.files)
         seconds = time.perf_counter() - start
         form = lowered.decoder
@@ -225,38 +227,50 @@ class DecoderKind:
         return Built(staging, manifest, failed_stage, warnings=warnings)
 
     def _lower(self, model: DecoderModel, cell: Cell, inputs: DecoderInputs, run: BuildRun, workdir: Path,
-               method: str) -> Lowered:
+               method: str, int8_share: float = 0.0) -> Lowered:
         data = BuildData(calibration=tuple({"input_ids": np.asarray([ids], dtype=np.int64)}
                                            for ids in inputs.calibration),
                          calibration_origin=inputs.calibration_origin) if method else BuildData()
         job = make_job(cell.backend, model, cell.target, cell.precision, cell.request, workdir, run.ctx.host,
-                       data=data, context=cell.context, weight_method=method)
+                       data=data, context=cell.context, weight_method=method, int8_share=int8_share)
         return lower(cell.backend, job, cell.backend.lower_decoder)
 
     def _weight_race(self, model: DecoderModel, cell: Cell, inputs: DecoderInputs, run: BuildRun,
-                     staging: Staging, methods: Sequence[str], where: Where
+                     staging: Staging, methods: Sequence[str], budget: float | None, where: Where
                      ) -> tuple[Lowered, Numerics, str, dict[str, Any]]:
         """Each weight quantization method the backend offers, lowered and verified on its own; the lowest
         perplexity on the held-out text ships (an earlier, cheaper method wins a tie within `PERPLEXITY_TIE`;
-        a verified one beats any that failed). Its files are moved into ``staging``."""
-        tried: list[tuple[str, Lowered, Numerics, str]] = []
+        a verified one beats any that failed). Under ``budget`` (% perplexity increase over float) a best variant
+        over it is lowered again with `INT8_SHARES` of its matmuls in int8, in turn, until one is within it; none
+        within it fails the cell. The shipped files are moved into ``staging``."""
+        tried: list[tuple[str, float, Lowered, Numerics, str]] = []
         workdirs: list[Path] = []  # named after the staging directory, so a killed build's are swept with it
+
+        def attempt(method: str, share: float = 0.0) -> int:
+            label = (method or "default").replace("+", "-") + (f".int8-{share:g}" if share else "")
+            workdir = staging.path.parent / f"{staging.path.name}.{label}"
+            workdirs.append(workdir)
+            workdir.mkdir()
+            run.ctx.progress(f"{cell.target.id}: {cell.backend.name} {cell.precision} weights by "
+                             f"{method or 'its own method'}" + (f", {share:.0%} of the matmuls int8" if share else ""))
+            where.stage = "LOWER"
+            lowered = self._lower(model, cell, inputs, run, workdir, method, share)
+            where.stage = "RUN"
+            numerics, failed = _verify(cell, lowered, workdir, lowered.decoder.name, inputs, run)
+            tried.append((method, share, lowered, numerics, failed))
+            return len(tried) - 1
+
         try:
             for method in methods:
-                workdir = staging.path.parent / f"{staging.path.name}.{method.replace('+', '-')}"
-                workdirs.append(workdir)
-                workdir.mkdir()
-                run.ctx.progress(f"{cell.target.id}: {cell.backend.name} {cell.precision} weights by {method}")
-                where.stage = "LOWER"
-                lowered = self._lower(model, cell, inputs, run, workdir, method)
-                where.stage = "RUN"
-                numerics, failed = _verify(cell, lowered, workdir, lowered.decoder.name, inputs, run)
-                tried.append((method, lowered, numerics, failed))
+                attempt(method)
             best = 0
             for i in range(1, len(tried)):
-                if _better(tried[i][2], tried[best][2]):
+                if _better(tried[i][3], tried[best][3]):
                     best = i
-            method, lowered, numerics, failed = tried[best]
+            budget_record = None
+            if budget is not None:
+                best, budget_record = self._meet_budget(cell, inputs, tried, best, budget, attempt)
+            method, share, lowered, numerics, failed = tried[best]
             for rel in lowered.files:
                 (staging.path / rel).parent.mkdir(parents=True, exist_ok=True)
                 (workdirs[best] / rel).replace(staging.path / rel)
@@ -264,18 +278,58 @@ class DecoderKind:
             for workdir in workdirs:
                 shutil.rmtree(workdir, ignore_errors=True)
         variants = []
-        for m, low, checked, _ in tried:
+        for m, s, low, checked, _ in tried:
             generation = checked.generation or {}
-            variants.append({"method": m, "status": checked.status, "reason": checked.reason,
+            variants.append({"method": m or "the backend's own", "int8_share": s, "status": checked.status,
+                             "reason": checked.reason,
                              "perplexity": (generation.get("perplexity") or {}).get("artifact"),
                              "token_agreement": generation.get("token_agreement"),
                              "min_cosine": round(min((e.cosine for e in checked.outputs), default=1.0), 6),
-                             "passes": [p for p in low.passes if p.get("weight_method")]})
-        choice = {"chosen": method, "by": "lowest perplexity on held-out text among verified variants "
-                                          f"(ties within {PERPLEXITY_TIE:.1%}: the earlier, data-free first)",
+                             "passes": [p for p in low.passes if p.get("weight_method") or p.get("int8_share")]})
+        choice = {"chosen": method or "the backend's own", "int8_share": share,
+                  "by": "lowest perplexity on held-out text among verified variants "
+                        f"(ties within {PERPLEXITY_TIE:.1%}: the earlier, data-free first)"
+                        + ("; then the fewest int8 matmuls within --accuracy-budget" if budget is not None else ""),
                   "reference_perplexity": round(inputs.reference.value, 4), "calibration": inputs.calibration_origin,
-                  "held_out": inputs.reference.text.origin, "variants": variants}
+                  "held_out": inputs.reference.text.origin, "variants": variants,
+                  **({"budget": budget_record} if budget_record else {})}
         return lowered, numerics, failed, choice
+
+    def _meet_budget(self, cell: Cell, inputs: DecoderInputs, tried: list, best: int, budget: float,
+                     attempt: Any) -> tuple[int, dict[str, Any]]:
+        """The variant that ships under ``budget``: ``best`` where it is within it, else the first int8 share of
+        the best method that can keep matmuls in int8 which is; a `QuantizeError` naming the figures if none is."""
+        metric = "% held-out perplexity increase over float"
+        record: dict[str, Any] = {"limit": budget, "metric": metric}
+        increase = _increase(tried[best][3])
+        if increase is None:
+            return best, {**record, "checked": False,
+                          "why": f"the artifact does not run here: {tried[best][3].reason or 'no perplexity'}"}
+        if tried[best][3].status == "verified" and increase <= budget:
+            return best, {**record, "increase": round(increase, 3), "met_by": "int4 alone"}
+        backups = cell.backend.capabilities.decoder_int8_backup
+        # a method that failed token agreement may pass it with int8 layers: its perplexity ranks it all the same
+        able = sorted((i for i, t in enumerate(tried) if t[0] in backups), key=lambda i: _perplexity(tried[i][3]))
+        if not able:
+            raise QuantizeError(
+                f"accuracy budget {budget} ({metric}) is not met by {cell.backend.name}'s int4 weights: "
+                f"{tried[best][0] or 'its method'} raises perplexity {increase:.2f} %"
+                + (f", and it keeps matmuls in int8 only with {', '.join(backups)}" if backups else
+                   ", and it keeps no matmul in int8 for chipfit")
+                + ". Raise the budget, build int8 (--precision int8), or build with another --backend")
+        method = tried[able[0]][0]
+        for share in INT8_SHARES:
+            i = attempt(method, share)
+            increase_i = _increase(tried[i][3])
+            if tried[i][3].status == "verified" and increase_i is not None and increase_i <= budget:
+                layers = next((p.get("int8_layers") for p in tried[i][2].passes if p.get("int8_layers")), None)
+                return i, {**record, "increase": round(increase_i, 3), "met_by": f"{share:.0%} of the matmuls int8",
+                           "int4_increase": round(increase, 3), "int8_layers": layers or []}
+        closest = min((_increase(t[3]) for t in tried if _increase(t[3]) is not None), default=increase)
+        raise QuantizeError(
+            f"accuracy budget {budget} ({metric}) is not met by {cell.backend.name} at int4 even with every matmul "
+            f"int8 by {method}: the closest variant raises perplexity {closest:.2f} %. Raise the budget, give "
+            "--calibration prompts like the text the model will see, or build int8 (--precision int8)")
 
     # -- the race -------------------------------------------------------------------------------------------
     def timer(self, cell: Cell, artifact: Path, manifest: Manifest, inputs: DecoderInputs, host: HostInfo
@@ -323,13 +377,26 @@ def weight_methods(backend: Backend, precision: str, request: BuildRequest) -> t
     return (asked,) if asked in offered else ()
 
 
+def accuracy_budget(cell: Cell) -> float | None:
+    """``--accuracy-budget`` for a decoder: the held-out perplexity increase over float it may have, in percent
+    (int4 only: int8 weights are the fallback that meets it)."""
+    return cell.request.quantization.accuracy_budget if cell.precision == "int4" else None
+
+
+def _perplexity(n: Numerics) -> float:
+    value = ((n.generation or {}).get("perplexity") or {}).get("artifact")
+    return float("inf") if value is None else value
+
+
+def _increase(n: Numerics) -> float | None:
+    ratio = ((n.generation or {}).get("perplexity") or {}).get("ratio")
+    return None if ratio is None else (ratio - 1.0) * 100.0
+
+
 def _better(candidate: Numerics, best: Numerics) -> bool:
-    def score(n: Numerics) -> float:
-        value = ((n.generation or {}).get("perplexity") or {}).get("artifact")
-        return float("inf") if value is None else value
     if (candidate.status == "verified") != (best.status == "verified"):
         return candidate.status == "verified"
-    return score(candidate) < score(best) * (1 - PERPLEXITY_TIE)
+    return _perplexity(candidate) < _perplexity(best) * (1 - PERPLEXITY_TIE)
 
 
 def _verify(cell: Cell, lowered: Lowered, path: Path, form: str, inputs: DecoderInputs, run: BuildRun

@@ -91,3 +91,34 @@ def test_a_weight_method_no_backend_offers_is_refused_with_the_ones_they_do(stdl
                  "--weight-method", "hqq", "-o", str(tmp_path), "-q"])
     err = capsys.readouterr().err
     assert code == 2 and "--weight-method hqq" in err and "openvino: rtn, awq+scale_estimation" in err
+
+
+def test_a_budget_no_int4_variant_meets_keeps_named_matmuls_in_int8(stdlib_lm, code_prompts, tmp_path, capsys):
+    (result,) = build(load_model(stdlib_lm), BuildOptions(["intel-core-ultra-cpu"], tmp_path, backend="openvino",
+                                                          precision="int4", samples=code_prompts,
+                                                          accuracy_budget=0.3))
+    assert result.status == "verified", result.message
+    manifest = read_artifact(result.artifact).manifest
+    choice = manifest.llm.weight_choice
+    budget = choice["budget"]
+    int4_only = [v for v in choice["variants"] if not v["int8_share"]]
+    backups = [v for v in choice["variants"] if v["int8_share"]]
+    assert len(int4_only) == 3 and backups and backups[-1]["int8_share"] == choice["int8_share"] > 0
+    assert budget["int4_increase"] > 0.3 >= budget["increase"] and budget["met_by"].endswith("of the matmuls int8")
+    assert budget["int8_layers"] and all("proj" in name for name in budget["int8_layers"])
+    assert "int8" in manifest.llm.weight_precisions["matmuls"]
+    ratio = result.numerics.generation["perplexity"]["ratio"]
+    assert (ratio - 1) * 100 == pytest.approx(budget["increase"], abs=1e-2)
+    capsys.readouterr()
+    assert main(["inspect", result.artifact]) == 0
+    shown = capsys.readouterr().out
+    assert "accuracy budget 0.3" in shown and f"int4 alone {budget['int4_increase']}" in shown
+    assert sum(line.lstrip().startswith("* ") for line in shown.splitlines()) == 1
+
+
+def test_a_budget_a_pinned_int4_method_cannot_meet_fails_the_cell_and_says_why(stdlib_lm, tmp_path):
+    (result,) = build(load_model(stdlib_lm), BuildOptions(["host"], tmp_path, backend="onnxruntime",
+                                                          precision="int4", weight_method="rtn",
+                                                          accuracy_budget=0.1))
+    assert result.status == "error" and result.stage == "QUANTIZE" and not result.artifact
+    assert "accuracy budget 0.1" in result.message and "only with awq+scale_estimation" in result.message
