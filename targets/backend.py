@@ -111,6 +111,8 @@ class Capabilities:
     #: decoder LMs: the int4 weight methods that can keep a share of the matmuls in int8 (`LowerJob.int8_share`),
     #: the most sensitive first by the backend's own ranking; how a decoder meets ``--accuracy-budget``
     decoder_int8_backup: tuple[str, ...] = ()
+    #: decoder LMs: the KV cache element types it can write into the artifact (``--kv-cache``; request.KV_CACHE_TYPES)
+    decoder_kv_caches: tuple[str, ...] = ()
     tunable: bool = False  # implements `Tuning`
     device_timing: bool = False  # implements `DeviceTimer`
     build_resources: bool = False  # implements `BuildResourcing`
@@ -191,7 +193,7 @@ class DecoderForm:
     programs: tuple[str, ...]  # e.g. ("prefill", "decode"), or ("decoder",)
     runtime: str  # what runs it, e.g. "onnxruntime-genai"
     context: int  # tokens the cache holds
-    kv_bytes_per_element: int
+    kv_bytes_per_element: float
     weight_precisions: Mapping[str, str]  # embedding / matmuls / lm_head -> precision written
     tokenizer_files: tuple[str, ...] = ()
     prefill_chunk: int | None = None
@@ -286,8 +288,11 @@ class RunPlan:
     proxy: bool = False
     note: str = ""
     #: which execution computes the outputs (`compiler.arithmetic`): "native", "qdq" (Q/DQ as written) or
-    #: "emulated" (the target's int8 arithmetic in numpy); said in the numerics column
+    #: "emulated" (the target's int8 arithmetic in numpy) or "simulator" (the vendor's simulator of the chip); said
+    #: in the numerics column
     execution: str = "native"
+    #: False where timing this run says nothing of the target's speed (a vendor's simulator): never raced or profiled
+    representative: bool = True
 
 
 @dataclass(frozen=True)

@@ -35,15 +35,16 @@ class DecoderSpec:
     embedding_parameters: int  # the token embedding (and an untied lm_head counts again in `parameters`)
     rope: Mapping[str, Any]
 
-    def kv_bytes(self, context: int, bytes_per_element: int, windowed: bool = True) -> int:
+    def kv_bytes(self, context: int, bytes_per_element: float, windowed: bool = True) -> int:
         """Keys and values of every layer at ``context`` tokens (sliding layers hold at most their window when
         the cache is ``windowed``)."""
         tokens = sum(min(context, self.sliding_window) if (windowed and self.sliding_window and i in self.sliding_layers)
                      else context for i in range(self.layers))
-        return self.kv_heads * (self.head_dim + self.value_head_dim) * bytes_per_element * tokens
+        # a block-quantized cache (llama.cpp's Q8_0: 34 bytes per 32 values) has a fractional size per element
+        return round(self.kv_heads * (self.head_dim + self.value_head_dim) * bytes_per_element * tokens)
 
-    def kv_bytes_per_token(self, bytes_per_element: int) -> int:
-        return self.layers * self.kv_heads * (self.head_dim + self.value_head_dim) * bytes_per_element
+    def kv_bytes_per_token(self, bytes_per_element: float) -> int:
+        return round(self.layers * self.kv_heads * (self.head_dim + self.value_head_dim) * bytes_per_element)
 
     def weight_bytes(self, precision: str, block_size: int = 32, embeddings: str = "fp32") -> int:
         """Weights at ``precision`` (matmuls, lm_head included); the token embedding at ``embeddings``."""
@@ -72,7 +73,7 @@ class MemoryPlan:
     precision: str
     weight_bytes: int
     kv_cache_bytes: int
-    kv_bytes_per_element: int
+    kv_bytes_per_element: float
     workspace_bytes: int
     total_bytes: int
     capacity_bytes: int | None  # None: the target's memory is unknown
@@ -82,7 +83,7 @@ class MemoryPlan:
 
 
 def plan_memory(spec: DecoderSpec, context: int, precision: str, capacity_bytes: int | None, *,
-                kv_bytes_per_element: int = 4, chunk: int = 128, weight_bytes: int | None = None,
+                kv_bytes_per_element: float = 4, chunk: int = 128, weight_bytes: int | None = None,
                 block_size: int = 32, windowed: bool = True,
                 basis: str = "estimated from the checkpoint's shapes") -> MemoryPlan:
     """Weights + KV cache at ``context`` + workspace, against the target's capacity; the largest context that fits."""

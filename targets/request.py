@@ -117,6 +117,10 @@ class DataRequest:
                                    help="tokenizer.json used to tokenize .txt samples (language models)")
 
 
+#: KV cache element types a decoder build may ask for (``--kv-cache``)
+KV_CACHE_TYPES = ("fp32", "fp16", "int8")
+
+
 @dataclass(frozen=True)
 class LanguageModelRequest:
     """Settings of a decoder LM build (a model directory); other models ignore them."""
@@ -126,6 +130,10 @@ class LanguageModelRequest:
                                       "target's memory holds)")
     prefill_chunk: int | None = option(None, name="prefill_chunk", minimum=1,
                                        help="static-cache artifacts process the prompt in chunks of this many tokens")
+    kv_cache: str | None = option(None, name="kv_cache", choices=KV_CACHE_TYPES,
+                                  help="the KV cache's element type, where the decoder runtime offers a choice "
+                                       "(OpenVINO: f32 / f16 / u8; llama.cpp: F32 / F16 / Q8_0); default: the "
+                                       "runtime's own for the precision")
 
 
 @dataclass(frozen=True)

@@ -27,3 +27,16 @@ def stdlib_lm():
     """A small Llama trained on standard-library sources (`stdlib_model`): its held-out perplexity is far below
     uniform, so what int4 costs it, and what calibration wins back, can be measured."""
     return stdlib_model(TEST_MODELS)
+
+
+#: verification prompts in the stdlib model's own domain (a user verifies on theirs: ``--samples``); on the
+#: default English prompts its greedy agreement swings by a few points between int4 variants
+CODE_PROMPTS = ('def __init__(self, name, value=None):', '    """Return the number of items in the queue."""',
+                "import os", "from collections import", "class Error(Exception):", "    def __repr__(self):")
+
+
+@pytest.fixture(scope="session")
+def code_prompts(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prompts") / "code.txt"
+    path.write_text("\n".join(CODE_PROMPTS) + "\n")
+    return str(path)

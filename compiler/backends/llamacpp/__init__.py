@@ -40,6 +40,9 @@ ENVIRONMENT = Environment(
     reported=("llama-cpp-python", "numpy"),
 )
 GGUF = "model.gguf"
+#: ``--kv-cache`` -> llama.cpp's cache type (both K and V), and its bytes per element (Q8_0: 34 per 32)
+CACHE_TYPES = {"fp32": "F32", "fp16": "F16", "int8": "Q8_0"}
+CACHE_BYTES = {"F32": 4, "F16": 2, "Q8_0": 34 / 32}
 CONVERT_TIMEOUT_S = 3600.0
 #: texts llama.cpp's tokenizer must split as transformers does (spaces, digits, punctuation, non-ASCII)
 TOKENIZER_CHECKS = ("Once upon a time", "The quick brown fox jumps over the lazy dog.",
@@ -57,7 +60,8 @@ class LlamaCppBackend(BackendBase):
         # the families whose GGUF generates token for token as transformers does (tests/compiler/backends/
         # test_llamacpp.py); phi3, gemma2 and minicpm3 convert only with a SentencePiece tokenizer.model, and a
         # gemma3_text GGUF parted from transformers' tokens: not claimed until verified
-        decoder_families=("llama", "qwen2", "qwen3", "mistral"))
+        decoder_families=("llama", "qwen2", "qwen3", "mistral"),
+        decoder_kv_caches=tuple(CACHE_TYPES))
 
     def environment_state(self) -> EnvironmentState:
         return inspect_environment(self.environment)
@@ -118,21 +122,22 @@ class LlamaCppBackend(BackendBase):
                     raise LowerError(f"llama.cpp's quantizer could not write {kind}: {' | '.join(tail) or done.returncode}")
             header = _child_chipfit(source, {"op": "describe", "gguf": str(out)}, scratch)
         precisions = _weight_precisions(header["types"])
-        runner = _runner(state, out, min(job.context, 512), threads)
+        cache_type = CACHE_TYPES[job.request.llm.kv_cache or "fp16"]
+        runner = _runner(state, out, min(job.context, 512), threads, cache_type)
         try:
             _check_tokenizer(model, runner)
         finally:
             runner.close()
         form = DecoderForm(
             cache_form="static", programs=("decoder",), runtime="llama.cpp", context=job.context,
-            kv_bytes_per_element=2,  # llama.cpp's default KV cache type is F16
+            kv_bytes_per_element=CACHE_BYTES[cache_type],  # F16 unless --kv-cache asked otherwise
             weight_precisions=precisions, tokenizer_files=(GGUF,), prefill_chunk=512,
             generation={"eos_token_id": list(model.eos_token_ids)})
         return Lowered(
             files=(GGUF,), signature=Signature(
                 inputs=(TensorSpec("tokens", ("sequence",), "int32"),),
                 outputs=(TensorSpec("logits", ("sequence", model.spec.vocab_size), "float32"),)),
-            options={**options, "gguf_type": kind, "n_ctx": job.context, "n_batch": 512,
+            options={**options, "gguf_type": kind, "n_ctx": job.context, "n_batch": 512, "cache_type": cache_type,
                      "tensor_types": header["types"]},
             passes=({"name": "llama.cpp convert_hf_to_gguf", "outtype": "f16" if kind == "F16" else "f32"},)
                    + (() if kind in ("F32", "F16") else ({"name": "llama.cpp llama_model_quantize", "type": kind,
@@ -147,7 +152,7 @@ class LlamaCppBackend(BackendBase):
         if not state.complete:
             raise NotRunnable(self._not_ready(state))
         threads = _threads(options, target, host)
-        runner = _runner(state, artifact_dir / GGUF, int(options["n_ctx"]), threads)
+        runner = _runner(state, artifact_dir / GGUF, int(options["n_ctx"]), threads, options.get("cache_type", "F16"))
         mismatch = host_mismatch(target, host)
         if mismatch is None and options.get("device", "cpu") == "cpu":
             return GenerationPlan(runner)
@@ -160,10 +165,10 @@ def _threads(options: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> 
     return run_threads(target, host, int(options.get("threads") or 0))
 
 
-def _runner(state: EnvironmentState, gguf: Path, context: int, threads: int):
+def _runner(state: EnvironmentState, gguf: Path, context: int, threads: int, cache_type: str = "F16"):
     from compiler.backends.llamacpp.runner import LlamaCppRunner
 
-    return LlamaCppRunner(state.python_exe, gguf, context, threads)
+    return LlamaCppRunner(state.python_exe, gguf, context, threads, cache_type)
 
 
 def _child_chipfit(source: Path, request: dict, scratch: str) -> dict:

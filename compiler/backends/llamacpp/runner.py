@@ -34,14 +34,15 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 class LlamaCppRunner:
-    def __init__(self, python: Path, gguf: Path, context: int, threads: int) -> None:
-        self._python, self._gguf, self._context = python, gguf, context
+    def __init__(self, python: Path, gguf: Path, context: int, threads: int, cache_type: str = "F16") -> None:
+        self._python, self._gguf, self._context, self._cache_type = python, gguf, context, cache_type
         self._start(threads)
 
     def _start(self, threads: int) -> None:
         self.threads = threads
         self._process = subprocess.Popen(
-            [str(self._python), str(RUNTIME), "serve", str(self._gguf), str(self._context), str(threads)],
+            [str(self._python), str(RUNTIME), "serve", str(self._gguf), str(self._context), str(threads),
+             self._cache_type],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
         self._finalizer = weakref.finalize(self, _stop, self._process)
         line = self._process.stdout.readline()
@@ -51,7 +52,8 @@ class LlamaCppRunner:
         info = json.loads(line)
         self.vocab = int(info["vocab"])
         self.system = info["system"]
-        self.description = f"llama.cpp (llama-cpp-python {info['version']}, CPU backend, {threads} threads)"
+        self.description = (f"llama.cpp (llama-cpp-python {info['version']}, CPU backend, {threads} threads, "
+                            f"{self._cache_type} KV cache)")
 
     def close(self) -> None:
         self._finalizer()

@@ -33,10 +33,17 @@ def quantize(src: str, dst: str, kind: str, threads: int) -> int:
     return int(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)))
 
 
+#: KV cache types by llama.cpp's names (``ggml_type``; llama-cli's --cache-type-k / -v)
+CACHE_TYPES = {"F32": 0, "F16": 1, "Q8_0": 8}
+
+
 class Session:
-    def __init__(self, path: str, n_ctx: int, threads: int) -> None:
+    def __init__(self, path: str, n_ctx: int, threads: int, cache_type: str = "F16") -> None:
+        kind = CACHE_TYPES[cache_type]
+        # a quantized V cache needs flash attention in llama.cpp; the float caches keep its default path
         self.llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_batch=512, n_ubatch=512, n_threads=threads,
-                                   n_threads_batch=threads, logits_all=False, verbose=False)
+                                   n_threads_batch=threads, logits_all=False, verbose=False, type_k=kind, type_v=kind,
+                                   **({"flash_attn": True} if cache_type == "Q8_0" else {}))
         self.vocab = self.llm.n_vocab()
 
     def _last_logits(self) -> np.ndarray:
@@ -74,8 +81,8 @@ class Session:
         return {"ids": self.llm.tokenize(text.encode(), add_bos=False, special=False)}
 
 
-def serve(path: str, n_ctx: int, threads: int) -> int:
-    session = Session(path, n_ctx, threads)
+def serve(path: str, n_ctx: int, threads: int, cache_type: str = "F16") -> int:
+    session = Session(path, n_ctx, threads, cache_type)
     info = {"ready": True, "vocab": session.vocab, "version": llama_cpp.__version__,
             "system": llama_cpp.llama_print_system_info().decode(errors="replace").strip()}
     print(json.dumps(info), flush=True)
@@ -96,7 +103,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "quantize":
         return quantize(argv[1], argv[2], argv[3], int(argv[4]))
     if argv[0] == "serve":
-        return serve(argv[1], int(argv[2]), int(argv[3]))
+        return serve(argv[1], int(argv[2]), int(argv[3]), *argv[4:5])
     print(f"unknown command {argv[0]!r}", file=sys.stderr)
     return 2
 

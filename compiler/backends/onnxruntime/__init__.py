@@ -7,16 +7,11 @@ from typing import Any, Mapping
 
 from compiler.backends import (BACKEND_API_VERSION, BackendBase, Capabilities, GenerationPlan, Lowered, LowerJob,
                                Normalizer, RunPlan, host_mismatch, package_version)
-from compiler.backends.onnxruntime.options import SCHEMA
+from compiler.backends.onnxruntime.options import DECODER_WEIGHT_METHODS, SCHEMA
 from targets.model import TracedModel
 from targets.host import HostInfo
 from targets.signature import Signature
 from targets.spec import TargetSpec
-
-
-#: int4 decoder weights: the builder's own round to nearest and k-quant search (data-free), and NNCF's
-#: activation-aware scaling with scale estimation on the build's calibration prompts (data-aware)
-DECODER_WEIGHT_METHODS = ("rtn", "k_quant", "awq+scale_estimation")
 
 
 class OnnxRuntimeBackend(BackendBase):

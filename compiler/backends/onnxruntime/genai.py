@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from compiler.backends import DecoderForm, Generation, Lowered
-from compiler.backends.onnxruntime import DECODER_WEIGHT_METHODS
+from compiler.backends.onnxruntime.options import DECODER_WEIGHT_METHODS
 from compiler.errors import LowerError, UsageError
 from compiler.frontend.onnx_file import signature_from_onnx
 from targets.spec import TargetSpec

@@ -4,6 +4,10 @@ from compiler.backends import OptionField, OptionSchema
 
 LEVELS = ("disabled", "basic", "extended", "all")
 
+#: int4 decoder weights: the builder's own round to nearest and k-quant search (data-free), and NNCF's
+#: activation-aware scaling with scale estimation on the build's calibration prompts (data-aware)
+DECODER_WEIGHT_METHODS = ("rtn", "k_quant", "awq+scale_estimation")
+
 SCHEMA = OptionSchema(
     "onnxruntime",
     {

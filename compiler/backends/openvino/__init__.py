@@ -37,7 +37,9 @@ class OpenVinoBackend(BackendBase):
         # prompts (activation-aware scaling with scale estimation; GPTQ with scale estimation)
         decoder_weight_methods={"int4": DECODER_WEIGHT_METHODS},
         # NNCF's ratio keeps the most sensitive matmuls int8 whatever the int4 algorithm
-        decoder_int8_backup=DECODER_WEIGHT_METHODS)
+        decoder_int8_backup=DECODER_WEIGHT_METHODS,
+        # the CPU plugin's KV_CACHE_PRECISION (u8 by default below fp32)
+        decoder_kv_caches=("fp32", "fp16", "int8"))
 
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         return True
@@ -60,7 +62,8 @@ class OpenVinoBackend(BackendBase):
         calibration = [sample["input_ids"][0].tolist() for sample in job.data.calibration]
         return lower_decoder(job.model, job.precision, job.workdir, job.context, block, dict(job.options),
                              method=job.weight_method or "rtn", calibration=calibration,
-                             calibration_origin=job.data.calibration_origin, int8_share=job.int8_share)
+                             calibration_origin=job.data.calibration_origin, int8_share=job.int8_share,
+                             kv_cache=job.request.llm.kv_cache)
 
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
                       host: HostInfo, form: str = "main") -> GenerationPlan:

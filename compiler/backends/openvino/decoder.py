@@ -44,6 +44,8 @@ COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_
 #: LLMPipeline's own properties, which the CPU plugin refuses
 PIPELINE_ONLY = ("ATTENTION_BACKEND",)
 KV_CACHE = {"fp32": ("f32", 4), "fp16": ("u8", 1), "int8": ("u8", 1), "int4": ("u8", 1)}
+#: ``--kv-cache``: the CPU plugin's KV_CACHE_PRECISION per asked type (bytes per element)
+KV_CACHE_ASKED = {"fp32": ("f32", 4), "fp16": ("f16", 2), "int8": ("u8", 1)}
 
 
 def _step(model):
@@ -208,7 +210,7 @@ def _tokenizers(source: Path, workdir: Path) -> None:
 
 def lower_decoder(model, precision: str, workdir: Path, context: int, block: int, options: Mapping[str, Any],
                   method: str = "rtn", calibration: Sequence[Sequence[int]] = (), calibration_origin: str = "",
-                  int8_share: float = 0.0) -> Lowered:
+                  int8_share: float = 0.0, kv_cache: str | None = None) -> Lowered:
     import openvino as ov
     import torch
 
@@ -261,7 +263,7 @@ def lower_decoder(model, precision: str, workdir: Path, context: int, block: int
     copied = [name for name in COPIED if (model.directory / name).is_file()]
     for name in copied:
         shutil.copy2(model.directory / name, workdir / name)
-    kv_type, kv_bytes = KV_CACHE[precision]
+    kv_type, kv_bytes = KV_CACHE_ASKED[kv_cache] if kv_cache else KV_CACHE[precision]
     # SDPA: the stateful model as written. LLMPipeline's default on the CPU rewrites it to PagedAttention for
     # continuous batching, which lost gemma3's sliding windows (its decode steps left the reference's tokens)
     properties = {**dict(options.get("config", {})), "KV_CACHE_PRECISION": kv_type, "ATTENTION_BACKEND": "SDPA"}

@@ -144,6 +144,17 @@ class DecoderKind:
             for skipped in (b for b in able if b not in offering):
                 ctx.progress(f"{target.id}: leaving {skipped.name} out: it has no weight method {asked} at {precision}")
             able = offering
+        kv_cache = request.llm.kv_cache
+        if kv_cache is not None:
+            keeping = [b for b in able if kv_cache in b.capabilities.decoder_kv_caches]
+            if not keeping:
+                offered = {b.name: b.capabilities.decoder_kv_caches for b in able}
+                raise UsageError(f"--kv-cache {kv_cache}: no backend of target {target.id} writes a {kv_cache} KV "
+                                 "cache; " + ("; ".join(f"{name}: {', '.join(k)}" for name, k in offered.items() if k)
+                                              or "none offers a choice (build without --kv-cache)"))
+            for skipped in (b for b in able if b not in keeping):
+                ctx.progress(f"{target.id}: leaving {skipped.name} out: its KV cache cannot be {kv_cache}")
+            able = keeping
         if able and target.build_all_backends and not request.backend:
             for skipped in (b for b in backends if b not in able):
                 ctx.progress(f"{target.id}: {skipped.name} lowers no {family} decoder at {precision}; "

@@ -22,18 +22,6 @@ def test_perplexity_is_the_exponent_of_the_mean_next_token_loss():
     assert perplexity(sure, text) == pytest.approx(1.0, abs=1e-6)
 
 
-#: verification prompts in the trained model's own domain (a user verifies on theirs: ``--samples``)
-CODE_PROMPTS = ('def __init__(self, name, value=None):', '    """Return the number of items in the queue."""',
-                "import os", "from collections import", "class Error(Exception):", "    def __repr__(self):")
-
-
-@pytest.fixture(scope="module")
-def code_prompts(tmp_path_factory):
-    path = tmp_path_factory.mktemp("prompts") / "code.txt"
-    path.write_text("\n".join(CODE_PROMPTS) + "\n")
-    return str(path)
-
-
 @pytest.mark.parametrize("backend, target", [("onnxruntime", "host"), ("openvino", "intel-core-ultra-cpu")])
 def test_calibrated_int4_beats_round_to_nearest_and_the_choice_is_recorded(stdlib_lm, code_prompts, tmp_path,
                                                                            backend, target):
