@@ -26,11 +26,12 @@ from onnx import helper, numpy_helper
 from compiler.passes.graph import copy_model
 from targets.isa import EXACT, X86_PAIRS
 
-NATIVE, QDQ, EMULATED = "native", "qdq", "emulated"
+NATIVE, QDQ, EMULATED, SIMULATOR = "native", "qdq", "emulated", "simulator"
 EXECUTIONS = {
     NATIVE: "as the runtime loads the artifact",
     QDQ: "QDQ semantics (ONNX Runtime, graph optimizations off: Q/DQ as written, int32-exact)",
     EMULATED: "the target's int8 arithmetic emulated (u8 x s8 pairs saturating in int16)",
+    SIMULATOR: "the chip vendor's simulator of its accelerator (numerics, not speed)",
 }
 _DOMAIN = "chipfit.emulate"
 _LAYERS = ("Conv", "Gemm", "MatMul")

@@ -56,6 +56,9 @@ class Outcome:
     precision: str = ""
     backend: str = ""  # the backend that lowered it
     ran: bool = True  # False: lowered but not run here (reached no RUN or MISMATCH stage, passed neither)
+    #: ops for an accelerator backend (its compute unit an NPU, GPU or DSP): "accelerator" (it took the op), "cpu
+    #: fallback" (the op runs only on the CPU beside it), "compile error", "mismatch"; "" for other backends
+    placement: str = ""
 
 
 @dataclass
@@ -150,8 +153,12 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
                             "tests are ONNX graphs; its op coverage shows in the model battery")
         return
 
-    def row(item: str, passed: bool, stage: str = "", message: str = "", ran: bool = True) -> Outcome:
-        return Outcome(item, "op", passed, stage, message, precision, backend.name, ran)
+    accelerator = backend.capabilities.compute_unit in ("npu", "gpu", "dsp")
+
+    def row(item: str, passed: bool, stage: str = "", message: str = "", ran: bool = True, placement: str = ""
+            ) -> Outcome:
+        return Outcome(item, "op", passed, stage, message, precision, backend.name, ran,
+                       placement if accelerator else "")
 
     for case in cases:
         progress(f"op {case.name} ({backend.name})")
@@ -189,18 +196,23 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
         except Exception as exc:  # any failure to lower is this target's result for the op
             op = exc.op if isinstance(exc, UnsupportedOpError) else model.graph.node[0].op_type
             report.unsupported_ops.append(op)
-            report.outcomes.append(row(case.name, False, "LOWER", f"{type(exc).__name__}: {str(exc)[:300]}"))
+            report.outcomes.append(row(case.name, False, "LOWER", f"{type(exc).__name__}: {str(exc)[:300]}",
+                                       placement="cpu fallback" if isinstance(exc, UnsupportedOpError)
+                                       else "compile error"))
             continue
+        placed = "cpu fallback" if lowered.fallbacks else "accelerator"
         try:
             plan = backend.plan_run(out, lowered.options, lowered.signature, target, host)
         except NotRunnable as exc:
-            report.outcomes.append(row(case.name, True, "", f"lowered; not run here: {exc}", ran=False))
+            report.outcomes.append(row(case.name, True, "", f"lowered; not run here: {exc}", ran=False,
+                                       placement=placed))
             continue
         progress("stage RUN")
         try:
             got = plan.runner.run(inputs)
         except Exception as exc:
-            report.outcomes.append(row(case.name, False, "RUN", f"{type(exc).__name__}: {str(exc)[:300]}"))
+            report.outcomes.append(row(case.name, False, "RUN", f"{type(exc).__name__}: {str(exc)[:300]}",
+                                       placement=placed))
             continue
         expected = {t.name: np.asarray(a) for t, a in zip(signature.outputs, outputs_list)}
         progress("stage MISMATCH")
@@ -211,9 +223,12 @@ def run_op_battery(target, backend, workdir: Path, report: Report, ops: Sequence
             bad, errors = [str(exc)], []
         if bad:
             detail = ", ".join(f"{e.output}: max|err| {e.max_abs_error:.3g}" if hasattr(e, "output") else str(e) for e in bad)
-            report.outcomes.append(row(case.name, False, "MISMATCH", detail))
+            report.outcomes.append(row(case.name, False, "MISMATCH", detail, placement="mismatch"))
         else:
-            report.outcomes.append(row(case.name, True, "", "matches the reference" + (" (proxy)" if plan.proxy else "")))
+            how = f" ({plan.execution})" if plan.execution != "native" else " (proxy)" if plan.proxy else ""
+            fallback = f"; on the CPU: {', '.join(lowered.fallbacks)}" if lowered.fallbacks else ""
+            report.outcomes.append(row(case.name, True, "", "matches the reference" + how + fallback,
+                                       placement=placed))
 
 
 def tiny_decoder_lm(name: str):

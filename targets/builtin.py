@@ -91,6 +91,10 @@ def snapdragon_8gen3() -> TargetSpec:
     return _spec("snapdragon-8gen3.toml")
 
 
+def snapdragon_8_elite() -> TargetSpec:
+    return _spec("snapdragon-8-elite.toml")
+
+
 def intel_npu_3720() -> TargetSpec:
     return _spec("intel-npu-3720.toml")
 

@@ -11,7 +11,7 @@ from targets.spec import Tolerance
 #: numerics statuses: run here and within tolerance / outside it / could not run here
 STATUSES = ("verified", "failed", "not-run")
 #: how the numerics column names an execution other than the artifact's own runtime
-EXECUTION_LABELS = {"qdq": "QDQ semantics", "emulated": "emulated int16 pairs"}
+EXECUTION_LABELS = {"qdq": "QDQ semantics", "emulated": "emulated int16 pairs", "simulator": "vendor simulator"}
 
 
 @dataclass(frozen=True)

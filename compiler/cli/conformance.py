@@ -59,6 +59,16 @@ def cmd_conformance(args: argparse.Namespace) -> int:
             print(f"  not run here: {data['not_run']} lowered artifact(s), e.g. {why[:160]}")
         if data["unsupported_ops"]:
             print(f"  ops a backend cannot lower: {', '.join(data['unsupported_ops'])}")
+        for backend in report.backends:
+            placed: dict[str, list[str]] = {}
+            for o in data["outcomes"]:
+                if o["backend"] == backend and o.get("placement"):
+                    placed.setdefault(o["placement"], []).append(o["item"].removeprefix("test_"))
+            if placed:
+                print(f"  op placement ({backend}): " + "; ".join(
+                    f"{where} {len(items)}" + (f" ({', '.join(items[:8])}{' ...' if len(items) > 8 else ''})"
+                                               if where != "accelerator" else "")
+                    for where, items in placed.items()))
         for note in data["notes"]:
             print(f"  note: {note}")
     return 0 if all(r.failed == 0 for r in reports) else 1

@@ -128,5 +128,5 @@ def test_calibration_refused_during_quantization_is_a_quantize_failure(example_t
     bad = tmp_path / "calib.npz"
     np.savez(bad, image=np.zeros((4, 1, 8, 8), np.float32) + np.nan)
     (result,) = build(example_traced, BuildOptions(["snapdragon-8gen3"], tmp_path, calibration=str(bad),
-                                                   measure_latency=False))
+                                                   measure_latency=False, backend="qnn"))
     assert result.status == "error" and result.stage == "QUANTIZE" and "NaN" in result.message

@@ -17,8 +17,8 @@ from compiler.backends.tvm.lower import elf_machine
 from compiler.cli import main
 
 CHIPFIT = [sys.executable, "-m", "compiler.cli"]
-BUILTIN = ["apple-a17", "arm64-cortex-a76", "host", "intel-core-ultra-cpu", "intel-npu-3720", "snapdragon-8gen3",
-           "x86-64-avx2"]
+BUILTIN = ["apple-a17", "arm64-cortex-a76", "host", "intel-core-ultra-cpu", "intel-npu-3720", "snapdragon-8-elite",
+           "snapdragon-8gen3", "x86-64-avx2"]
 
 
 def chipfit(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -69,10 +69,13 @@ def test_each_target_gets_the_artifact_its_spec_asks_for(example_build):
     assert apple["numerics"]["status"] == "not-run" and "macOS" in apple["numerics"]["reason"]
     assert "FLOAT16" in apple["numerics"]["structure"]["weight_dtypes"]
     assert apple["signature"]["inputs"][0]["shape"] == [1, 1, 8, 8]
-    qnn = load("snapdragon-8gen3")
-    assert qnn["precision"] == "int8" and qnn["backend"]["options"]["execution_provider"] == "QNNExecutionProvider"
-    assert qnn["numerics"]["proxy"] and qnn["calibration"]["samples"] == 64 and not qnn["calibration"]["random"]
-    assert (model_dir / "snapdragon-8gen3" / "ep_config.json").is_file()
+    for name, htp_arch in (("snapdragon-8gen3", 75), ("snapdragon-8-elite", 79)):
+        qnn = load(name)  # a QNN context binary for the chip's HTP generation, run on Qualcomm's HTP simulator
+        assert qnn["precision"] == "int8" and qnn["backend"]["name"] == "qnn"
+        assert qnn["backend"]["options"]["htp_arch"] == htp_arch
+        assert qnn["numerics"]["status"] == "verified" and qnn["numerics"]["execution"] == "simulator"
+        assert qnn["calibration"]["samples"] == 64 and not qnn["calibration"]["random"]
+        assert (model_dir / name / "model_ctx_qnn.bin").is_file()
     npu = load("intel-npu-3720")  # an OpenVINO IR for the NPU plugin, run here on the CPU plugin as a proxy
     assert npu["precision"] == "fp16" and npu["backend"]["name"] == "openvino"
     assert npu["backend"]["options"]["device"] == "NPU" and npu["numerics"]["proxy"]

@@ -5,8 +5,8 @@ import pytest
 from targets.registry import PluginLoadError, target_registry
 from targets.spec import TargetError
 
-BUILTIN = {"host", "x86-64-avx2", "arm64-cortex-a76", "apple-a17", "snapdragon-8gen3", "intel-npu-3720",
-           "intel-core-ultra-cpu"}
+BUILTIN = {"host", "x86-64-avx2", "arm64-cortex-a76", "apple-a17", "snapdragon-8gen3", "snapdragon-8-elite",
+           "intel-npu-3720", "intel-core-ultra-cpu"}
 
 
 def test_builtin_targets_register_through_entry_points(registry):

@@ -260,7 +260,7 @@ class GraphKind:
     def timer(self, cell: Cell, artifact: Path, manifest: Manifest, inputs: GraphInputs, host: HostInfo) -> Contender:
         run_plan = cell.backend.plan_run(artifact, manifest.backend.options, manifest.signature, cell.target, host)
         return Contender(partial(run_plan.runner.run, _timing_batch(manifest.signature, inputs.inputs)),
-                         run_plan.proxy, run_plan.note)
+                         run_plan.proxy, run_plan.note, run_plan.representative)
 
 
 def _vendor_accuracy(cell: Cell, run_plan: RunPlan, lowered: Lowered, inputs: GraphInputs) -> dict[str, Any]:

@@ -260,9 +260,9 @@ def test_compare_on_real_profiles_uses_the_release_thresholds(built, tmp_path, c
     assert main(["compare", str(baseline), str(paths["dist"]), "--junit", str(report), "--summary", str(summary)]) == 1
     text = summary.read_text()
     assert "digits/test-avx2/tvm/fp32 | latency | **regression**" in text
-    assert "Added: conv/other-chip/onnxruntime/int8" in text and "Removed: conv/snapdragon-8gen3/onnxruntime/int8" in text
+    assert "Added: conv/other-chip/qnn/int8" in text and "Removed: conv/snapdragon-8gen3/qnn/int8" in text
     # the release still lists the vanished cell, so its absence fails the gate too (issue 18), beside the regression
-    assert "conv/snapdragon-8gen3/onnxruntime/int8 | present | **failed**" in text
+    assert "conv/snapdragon-8gen3/qnn/int8 | present | **failed**" in text
     assert validate_junit(report.read_text()).get("failures") == "2"
 
 
