@@ -200,6 +200,9 @@ class DecoderForm:
     generation: Mapping[str, Any] = field(default_factory=dict)  # generation defaults as the runtime got them
     windowed_cache: bool = True  # sliding-window layers hold only their window (else a full-length cache)
     name: str = "main"  # which form `plan_generate` runs
+    #: the files the runtime loads weights from, for the memory plan; empty: every weight-like file (an artifact
+    #: that also carries its compiler's input, e.g. QNN's QDQ programs beside the context binary, names them)
+    weight_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from compiler.backends import (BACKEND_API_VERSION, BackendBase, Capabilities, Lowered, LowerJob, Normalizer,
-                               RunPlan, package_version)
+from compiler.backends import (BACKEND_API_VERSION, BackendBase, Capabilities, GenerationPlan, Lowered, LowerJob,
+                               Normalizer, RunPlan, package_version)
 from compiler.backends.qnn.options import SCHEMA
 from targets.host import HostInfo
 from targets.model import TracedModel
@@ -24,7 +24,12 @@ class QnnBackend(BackendBase):
         # at the HTP's fp16 precision. The HTP computes no fp32.
         consumes="onnx", precisions=("fp16", "int8"), graph_precisions=("int8",),
         symbolic_dims=False,  # the HTP compiles static shapes
-        compute_unit="npu")
+        compute_unit="npu",
+        # Decoder LMs: static prefill/decode programs at w8a16 in one weight-sharing context binary
+        # (compiler/backends/qnn/decoder.py); the families verified on the HTP simulator (tests/compiler/backends/
+        # test_qnn.py). "minmax": activation ranges from the calibration prompts, the only method offered.
+        decoder_precisions=("int8",), decoder_families=("llama", "qwen2"),
+        decoder_weight_methods={"int8": ("minmax",)})
 
     def lowers_onnx(self, model: TracedModel, precision: str) -> bool:
         return True
@@ -57,10 +62,23 @@ class QnnBackend(BackendBase):
 
         return runner.plan_run(artifact_dir, options)
 
+    def lower_decoder(self, job: LowerJob) -> Lowered:
+        from compiler.backends.qnn.decoder import lower_decoder
+
+        calibration = [sample["input_ids"][0].tolist() for sample in job.data.calibration]
+        return lower_decoder(job.model, job.target, job.precision, job.workdir, job.context, dict(job.options),
+                             calibration, job.data.calibration_origin)
+
+    def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
+                      host: HostInfo, form: str = "main") -> GenerationPlan:
+        from compiler.backends.qnn.decoder import plan_generate
+
+        return plan_generate(artifact_dir, options)
+
     def normalizers(self) -> Mapping[str, Normalizer]:
         # Found by building twice: some 50 bytes of QNN's context binary (handles laid out per compile) differ.
-        return {"model_ctx_qnn.bin": (None, "QNN context binary: some 50 bytes vary per compile; compiled from "
-                                            "source.onnx, which is covered")}
+        why = "QNN context binary: some 50 bytes vary per compile; compiled from the QDQ graphs beside it, which are covered"
+        return {"model_ctx_qnn.bin": (None, why), "prefill_ctx_qnn.bin": (None, why)}
 
 
 backend = QnnBackend()

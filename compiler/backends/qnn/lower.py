@@ -43,7 +43,7 @@ def _io_quantization(graph: onnx.GraphProto, name: str, op: str) -> bool:
             or (op == "DequantizeLinear" and node.output[0] in outputs))
 
 
-def _record(graph: onnx.GraphProto, placed: list[tuple[str, str, str]]) -> dict[str, Any]:
+def placement_record(graph: onnx.GraphProto, placed: list[tuple[str, str, str]]) -> dict[str, Any]:
     htp = [(name, op) for provider, name, op in placed if provider == ep.EP]
     cpu = [(name, op) for provider, name, op in placed if provider != ep.EP]
     io = [(name, op) for name, op in cpu if _io_quantization(graph, name, op)]
@@ -77,7 +77,7 @@ def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path,
         raise
     except Exception as exc:
         raise LowerError(f"QNN could not compile the graph for {soc.part} (HTP v{soc.htp_arch}): {exc}") from exc
-    placement = _record(model.onnx_model.graph, ep.placement(session))
+    placement = placement_record(model.onnx_model.graph, ep.placement(session))
     del session
     if not placement["htp"]["nodes"] or not (workdir / CONTEXT_BINARY).exists():
         fallback = placement["cpu_fallback"]

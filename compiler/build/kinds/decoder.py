@@ -202,7 +202,8 @@ class DecoderKind:
         files = hash_files(staging.path, lowered.files)
         seconds = time.perf_counter() - start
         form = lowered.decoder
-        weights = sum(f.bytes for rel, f in files.items() if _is_weight_file(rel))
+        weights = sum(f.bytes for rel, f in files.items()
+                      if (rel in form.weight_files if form.weight_files else _is_weight_file(rel)))
         memory = plan_memory(model.spec, form.context, cell.precision, cell.target.hardware.memory_bytes,
                              kv_bytes_per_element=form.kv_bytes_per_element, chunk=form.prefill_chunk or 128,
                              weight_bytes=weights or None, windowed=form.windowed_cache,

@@ -193,3 +193,37 @@ def test_the_simulator_run_is_never_timed(example_traced, ctx, tmp_path):
     assert plan.proxy and not plan.representative
     outputs = plan.runner.run({"image": np.zeros((1, 1, 8, 8), np.float32)})
     assert outputs["linear"].shape == (1, 10)
+
+
+def test_a_tiny_decoders_programs_share_one_context_binary_and_agree_on_the_simulator(trained_dir, ctx, tmp_path):
+    from compiler.frontend import load_model
+
+    (result,) = build(load_model(trained_dir), BuildOptions([GEN3], tmp_path, backend="qnn"), ctx)
+    assert result.status == "verified", result.message
+    generation = result.numerics.generation
+    # w8a16 on the HTP simulator, judged like every int8 decoder (verify.int8: 90 % teacher-forced agreement)
+    assert generation["token_agreement"] >= 0.9 and "HTP simulator" in result.numerics.runner
+    assert result.numerics.proxy
+    artifact = Path(result.artifact)
+    manifest = _manifest(result)
+    (binary,) = [name for name in manifest["files"] if name.endswith("_qnn.bin")]
+    for program in ("prefill", "decode"):  # both programs' EPContext nodes point into the one binary
+        context = onnx.load(str(artifact / f"{program}_ctx.onnx"))
+        caches = [a.s.decode() for n in context.graph.node if n.op_type == "EPContext"
+                  for a in n.attribute if a.name == "ep_cache_context"]
+        assert caches == [binary]
+    record = _compile_pass(manifest)
+    assert record["weight_sharing"] and (record["soc_model"], record["htp_arch"]) == (57, 75)
+    for program in ("prefill", "decode"):
+        assert record["programs"][program]["htp"]["nodes"] > 100
+        assert record["programs"][program]["cpu_fallback"]["nodes"] == 0
+    rewrites = next(p for p in manifest["passes"] if p["name"] == "htp-rewrites")
+    assert rewrites["mask_constants_bounded (prefill)"] > 0
+    # the weights are in the binary once: smaller than one program compiled alone plus half again
+    solo = ep.session(str(artifact / "qnn" / "prefill.qdq.onnx"), {"soc_model": 57, "htp_arch": 75},
+                      {"ep.context_enable": "1", "ep.context_file_path": str(tmp_path / "solo_ctx.onnx")})
+    del solo
+    assert (artifact / binary).stat().st_size < 1.5 * (tmp_path / "solo_ctx_qnn.bin").stat().st_size
+    llm = manifest["llm"]
+    assert llm["memory_plan"]["weight_bytes"] == manifest["files"][binary]["bytes"]
+    assert llm["weight_precisions"]["matmuls"] == "uint8"

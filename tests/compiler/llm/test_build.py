@@ -104,13 +104,10 @@ def test_arm_gets_a_cross_linked_decoder_library_and_npus_a_static_form(trained_
     model = load_model(trained_dir)
     (arm,) = build(model, BuildOptions(["arm64-cortex-a76"], tmp_path, backend="tvm"))
     assert arm.status == "not-run" and elf_machine(tmp_path / "tiny-story" / "arm64-cortex-a76" / "decoder.so") == "aarch64"
-    (npu,) = build(model, BuildOptions(["snapdragon-8gen3"], tmp_path))
-    # the folder is for QNN's NPU; run here on the CPU provider its speed says nothing of the NPU's, so it is not
-    # raced against llama.cpp's CPU file, and the target's first backend ships
+    # the ONNX Runtime folder for QNN's provider carries the static programs an NPU provider compiles
+    # (the QNN backend's own w8a16 context binary: tests/compiler/backends/test_qnn.py)
+    (npu,) = build(model, BuildOptions(["snapdragon-8gen3"], tmp_path, backend="onnxruntime"))
     assert npu.status == "verified" and npu.numerics.proxy and npu.backend == "onnxruntime"
-    candidates = {c.backend: c for c in npu.choice.candidates}
-    assert candidates["onnxruntime"].latency_ms is None and "not the target's compute unit" in candidates["onnxruntime"].method
-    assert not (tmp_path / "tiny-story" / "snapdragon-8gen3@llamacpp").exists()
     llm = read_artifact(npu.artifact).manifest.llm
     (static,) = llm.other_forms
     assert static["name"] == "static" and static["numerics"]["status"] == "verified"
