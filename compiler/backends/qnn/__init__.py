@@ -22,7 +22,9 @@ class QnnBackend(BackendBase):
     capabilities = Capabilities(
         # int8: chipfit's calibrated QDQ graph (uint8 or uint16 activations, the target's); fp16: the float graph
         # at the HTP's fp16 precision. The HTP computes no fp32.
-        consumes="onnx", precisions=("fp16", "int8"), graph_precisions=("int8",),
+        # int4: w4a16 (int4 weights, uint16 activations), quantized by the backend on the build's samples
+        consumes="onnx", precisions=("fp16", "int8", "int4"), graph_precisions=("int8",),
+        calibrated_precisions=("int4",),
         symbolic_dims=False,  # the HTP compiles static shapes
         compute_unit="npu",
         # Decoder LMs: static prefill/decode programs at w8a16 in one weight-sharing context binary
@@ -54,7 +56,9 @@ class QnnBackend(BackendBase):
     def lower(self, job: LowerJob) -> Lowered:
         from compiler.backends.qnn import lower as _lower
 
-        return _lower.lower(job.model, job.target, job.precision, job.workdir, dict(job.options))
+        activation = job.request.quantization.activation_dtype or "uint16"
+        return _lower.lower(job.model, job.target, job.precision, job.workdir, dict(job.options),
+                            job.data.calibration, activation)
 
     def plan_run(self, artifact_dir: Path, options: Mapping[str, Any], signature: Signature, target: TargetSpec,
                  host: HostInfo) -> RunPlan:

@@ -146,7 +146,8 @@ def _quantize(float_path: Path, out: Path, samples: list[dict], overrides: Mappi
 
     config = get_qnn_qdq_config(str(float_path), Reader(), activation_type=QuantType.QUInt16,
                                 weight_type=QuantType.QUInt8, init_overrides=dict(overrides))
-    quantize(str(float_path), str(out), config)
+    with ep.quantizer_quiet():
+        quantize(str(float_path), str(out), config)
 
 
 def _session_from(path: Path, provider: Mapping[str, Any], config: Mapping[str, str] = ()) -> Any:

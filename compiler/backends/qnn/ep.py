@@ -53,6 +53,21 @@ def _devices() -> list:
 
 
 @contextlib.contextmanager
+def quantizer_quiet() -> Iterator[None]:
+    """ONNX Runtime's quantizer warns on the root logger about pre-processing and opset upgrades it then does
+    itself; those lines would read as problems in chipfit's output."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+@contextlib.contextmanager
 def _stdout_silenced() -> Iterator[None]:
     """File descriptor 1 pointed at /dev/null: the simulator's libnative prints a banner to stdout when it loads,
     which would corrupt ``--json`` output."""

@@ -2,7 +2,9 @@
 binary, made offline for the target's SoC, with the record of which nodes the HTP took and which fell back.
 
 int8 is chipfit's QDQ graph (the precision stage's calibration, scheme, activation type and budget; uint16
-activations give QNN's w8a16); fp16 is the float graph compiled with the HTP's fp16 precision.
+activations give QNN's w8a16); int4 is QNN's w4a16, the float graph quantized here with ONNX Runtime's QNN recipe
+on the build's samples (the build judges it on the evaluation set and holds it to --accuracy-budget); fp16 is the
+float graph compiled with the HTP's fp16 precision.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import onnx
 
 from compiler.backends import Lowered
@@ -59,13 +62,52 @@ def placement_record(graph: onnx.GraphProto, placed: list[tuple[str, str, str]])
     }
 
 
-def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path, options: dict[str, Any]) -> Lowered:
+def _quantize_int4(graph: onnx.ModelProto, calibration: Sequence[Mapping[str, np.ndarray]], activation: str,
+                   workdir: Path) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The float graph quantized with ONNX Runtime's QNN recipe: int4 weights (symmetric, per channel where QNN
+    takes it: convolutions; MatMul per tensor) and 8- or 16-bit activations from min/max on the samples."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+
+    if not calibration:
+        raise LowerError("qnn's int4 (w4a16) quantizes activations and needs calibration samples: pass "
+                         "--calibration PATH, or --calibration random")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._samples = iter(calibration)
+
+        def get_next(self):
+            return next(self._samples, None)
+
+    float_path, out = workdir / "float.onnx", workdir / "int4.onnx"
+    onnx.save(graph, float_path)
+    activation_type = {"uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16, "int8": QuantType.QInt8,
+                       "int16": QuantType.QInt16}[activation]
+    config = get_qnn_qdq_config(str(float_path), Reader(), activation_type=activation_type,
+                                weight_type=QuantType.QInt4, per_channel=True, weight_symmetric=True)
+    with ep.quantizer_quiet():
+        quantize(str(float_path), str(out), config)
+    quantized = onnx.load(str(out))
+    float_path.unlink()
+    out.unlink()
+    return quantized, {"name": "quantize-qnn-int4", "weights": "int4 symmetric, per channel (convolutions)",
+                       "activations": activation, "calibration": "minmax", "samples": len(calibration),
+                       "recipe": "onnxruntime.quantization get_qnn_qdq_config"}
+
+
+def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path, options: dict[str, Any],
+          calibration: Sequence[Mapping[str, np.ndarray]] = (), activation: str = "uint16") -> Lowered:
     fp16 = precision == "fp16"
-    if not fp16 and model.graph_precision != precision:
+    if precision == "int8" and model.graph_precision != precision:
         raise BuildError(f"qnn compiles the {precision} graph, but was given a {model.graph_precision} one")
     soc = soc_for(options["soc_model"], options["htp_arch"], str(target.source_file))
+    graph, passes = model.onnx_model, tuple(model.passes)
+    if precision == "int4":
+        graph, record = _quantize_int4(graph, calibration, activation, workdir)
+        passes += (record,)
     source = workdir / SOURCE
-    onnx.save(model.onnx_model, source)
+    onnx.save(graph, source)
     provider = ep.compile_options(options, fp16)
     config = {"ep.context_enable": "1", "ep.context_file_path": str(workdir / CONTEXT_MODEL),
               "ep.context_embed_mode": "0"}
@@ -77,7 +119,7 @@ def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path,
         raise
     except Exception as exc:
         raise LowerError(f"QNN could not compile the graph for {soc.part} (HTP v{soc.htp_arch}): {exc}") from exc
-    placement = placement_record(model.onnx_model.graph, ep.placement(session))
+    placement = placement_record(graph.graph, ep.placement(session))
     del session
     if not placement["htp"]["nodes"] or not (workdir / CONTEXT_BINARY).exists():
         fallback = placement["cpu_fallback"]
@@ -114,7 +156,7 @@ def lower(model: TracedModel, target: TargetSpec, precision: str, workdir: Path,
         files=(CONTEXT_MODEL, CONTEXT_BINARY, CONFIG, SOURCE),
         signature=signature_from_onnx(context),
         options=dict(options),
-        passes=tuple(model.passes) + ({"name": "qnn-compile", "soc_model": soc.soc_model, "soc": soc.part,
+        passes=passes + ({"name": "qnn-compile", "soc_model": soc.soc_model, "soc": soc.part,
                                        "htp_arch": soc.htp_arch, "provider_options": provider,
                                        **ep.versions(), **placement},),
         notes=tuple(notes),

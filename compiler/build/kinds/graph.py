@@ -64,7 +64,7 @@ def quantizes_itself(cell: Cell) -> bool:
 
 
 def calibrated(cell: Cell) -> bool:
-    return cell.precision == "int8" and (rewrites_graph(cell) or rewrites_program(cell) or quantizes_itself(cell))
+    return (cell.precision == "int8" and (rewrites_graph(cell) or rewrites_program(cell))) or quantizes_itself(cell)
 
 
 @dataclass(frozen=True)

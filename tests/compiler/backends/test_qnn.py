@@ -227,3 +227,17 @@ def test_a_tiny_decoders_programs_share_one_context_binary_and_agree_on_the_simu
     llm = manifest["llm"]
     assert llm["memory_plan"]["weight_bytes"] == manifest["files"][binary]["bytes"]
     assert llm["weight_precisions"]["matmuls"] == "uint8"
+
+
+def test_int4_weights_with_16_bit_activations_quantized_by_qnns_recipe_on_the_simulator(mobilenet, ctx, tmp_path):
+    (result,) = build(mobilenet, BuildOptions([ELITE], tmp_path, measure_latency=False, precision="int4",
+                                              calibration="random"), ctx)
+    assert result.status == "verified", result.message  # within [verify.int4], run on the simulator
+    manifest = _manifest(result)
+    record = next(p for p in manifest["passes"] if p["name"] == "quantize-qnn-int4")
+    assert record["activations"] == "uint16" and record["samples"] > 0
+    assert manifest["quantization"]["accuracy"]["samples"] > 0  # judged on the evaluation set like every int8
+    source = onnx.load(str(Path(result.artifact) / "source.onnx"))
+    weight_types = {t.data_type for t in source.graph.initializer if t.name.endswith("_quantized")}
+    assert onnx.TensorProto.INT4 in weight_types
+    assert _compile_pass(manifest)["htp"]["ops"]["Conv"] >= 10
