@@ -82,7 +82,8 @@ def _count(shape: tuple[int, ...]) -> int:
 
 
 def _architecture(config: Mapping[str, Any], folder: Path, trust_remote_code: bool) -> str:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
 
     archs = config.get("architectures") or []
     model_type = config.get("model_type", "")
@@ -92,6 +93,13 @@ def _architecture(config: Mapping[str, Any], folder: Path, trust_remote_code: bo
             f"{', '.join(config['auto_map'].values()) if isinstance(config['auto_map'], dict) else config['auto_map']}),"
             " which runs only if you pass --trust-remote-code (recorded in the manifest); read that code first")
     known = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    if "vision_config" in config or (known is None and model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES):
+        # Read as a text decoder, its vision tower would be left out and the artifact "verified" on text alone.
+        tower = "a vision tower (config.json vision_config)" if "vision_config" in config else "image inputs"
+        raise UsageError(f"{folder}/config.json: model_type {model_type!r} ({', '.join(archs) or 'no architectures'}) "
+                         f"is a vision-language model with {tower}; chipfit does not build vision-language models "
+                         "yet. To build its text decoder alone, save that part as its own folder (its text_config "
+                         "and language-model weights)")
     if known is None and not trust_remote_code:
         raise UsageError(f"{folder}/config.json: model_type {model_type!r} is no causal language model this transformers "
                          f"knows; decoder LMs it knows include {', '.join(sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)[:40])}...")
