@@ -188,41 +188,60 @@ def estimate_decoder(record: LanguageModelRecord, figures: Mapping[str, Any], pr
     pj_per_op = (table[f"{prefix}_mult_pj"] + table[f"{prefix}_add_pj"]) / 2 * scale
     pj_per_byte = table["dram_pj_per_byte"][0]
 
-    def seconds(ops: float, bytes_: float) -> tuple[float | None, str]:
+    def seconds(ops: float, bytes_: float, needs: str) -> tuple[float | None, str]:
+        """The phase's time from the roofline; None where the figure that bounds it (``needs``: "compute" for a
+        prefill, "memory" for a decode step) is unknown: the other one alone would only give a flattering floor."""
         parts = {}
         if peak:
             parts["compute"] = ops / (peak * 1e9 * compute_efficiency)
         if bandwidth:
             parts["memory"] = bytes_ / (bandwidth * 1e9 * bandwidth_efficiency)
-        if not parts:
+        if needs not in parts:
             return None, "unknown"
         bound = max(parts, key=parts.get)
         return parts[bound], bound
 
+    idle = figures.get("idle_power_w")
+
     def joules(ops: float, bytes_: float, t: float | None) -> float:
-        energy = ops * pj_per_op * 1e-12 + bytes_ * pj_per_byte * 1e-12
-        return energy + (float(power) * t if _known(power) and t else 0.0)
+        """Static + dynamic: idle power x time, plus the energy of the operations and of the bytes moved; where the
+        power under load is known, the whole power x time (it holds both terms, measured)."""
+        if _known(power) and t:
+            return float(power) * t
+        dynamic = ops * pj_per_op * 1e-12 + bytes_ * pj_per_byte * 1e-12
+        return dynamic + (float(idle) * t if _known(idle) and t else 0.0)
 
     prompts = []
     for length in prompt_lengths:
         ops, bytes_ = prefill_ops(record, length), decode_bytes(record, length)
-        t, bound = seconds(ops, bytes_)
-        step, _ = seconds(decode_ops(record, length), decode_bytes(record, length))
+        t, bound = seconds(ops, bytes_, "compute")
+        step, _ = seconds(decode_ops(record, length), decode_bytes(record, length), "memory")
         prompts.append({"tokens": length, "ttft_ms_p50": t * 1e3 if t else None, "bound": bound,
                         "prefill_tok_s": length / t if t else None, "decode_tok_s": 1 / step if step else None,
                         "j_per_prompt_token": joules(ops, bytes_, t) / length})
     depths = []
     for fraction in DEPTHS:
         depth = max(1, int(round(fraction * record.context)))
-        t, bound = seconds(decode_ops(record, depth), decode_bytes(record, depth))
+        t, bound = seconds(decode_ops(record, depth), decode_bytes(record, depth), "memory")
         depths.append({"fraction": fraction, "tokens": depth, "ms_per_token_p50": t * 1e3 if t else None,
                        "tok_s": 1 / t if t else None, "bound": bound,
                        "kv_bytes": record.decoder.kv_bytes(depth, record.memory_plan.kv_bytes_per_element,
                                                            record.windowed_cache)})
     depth0 = prompt_lengths[0] if prompt_lengths else 1
-    t_token, _ = seconds(decode_ops(record, depth0), decode_bytes(record, depth0))
-    if not _known(power):
-        missing.append("power_w: the static power term is left out")
+    t_token, _ = seconds(decode_ops(record, depth0), decode_bytes(record, depth0), "memory")
+    if _known(power):
+        energy_basis = (f"power under load {power} W x the estimated time"
+                        + (f"; idle {idle} W of it ({float(idle) / float(power):.0%})" if _known(idle) else
+                           "; idle share unknown (idle_power_w)"))
+        idle_share = float(idle) / float(power) if _known(idle) else None
+    elif _known(idle) and t_token:
+        dynamic = decode_ops(record, depth0) * pj_per_op * 1e-12 + decode_bytes(record, depth0) * pj_per_byte * 1e-12
+        idle_share = float(idle) * t_token / (float(idle) * t_token + dynamic)
+        energy_basis = f"idle {idle} W x the estimated time + per-op and per-byte energies"
+    else:
+        idle_share = None
+        energy_basis = "per-op and per-byte energies only: no static power, a lower bound"
+        missing.append("power_w (or idle_power_w): the static power term is left out")
     return {
         "method": f"estimated:{MODEL_NAME}", "prompts": prompts, "depths": depths,
         "decode_tok_s": 1 / t_token if t_token else None, "ms_per_token": t_token * 1e3 if t_token else None,
@@ -230,7 +249,8 @@ def estimate_decoder(record: LanguageModelRecord, figures: Mapping[str, Any], pr
         "inputs": {"peak_gops": peak, "compute_dtype": dtype, "bandwidth_gbs": bandwidth,
                    "bandwidth_source": bandwidth_source if bandwidth else None, "power_w": power, "process_nm": node,
                    "bandwidth_efficiency": bandwidth_efficiency, "compute_efficiency": compute_efficiency,
-                   "efficiency_source": efficiency_source, "weight_bytes": record.memory_plan.weight_bytes},
+                   "efficiency_source": efficiency_source, "weight_bytes": record.memory_plan.weight_bytes,
+                   "idle_power_w": idle, "energy_basis": energy_basis, "idle_share": idle_share},
         "missing": missing, "assumptions": assumptions + [f"DRAM energy {pj_per_byte} pJ/B for every byte moved"],
     }
 

@@ -38,6 +38,9 @@ REACH_KINDS = {
 }
 #: What a compute unit of a heterogeneous chip is; a backend declares the kind it runs on.
 UNIT_KINDS = ("cpu", "gpu", "npu", "dsp")
+#: How a hardware figure was had: the vendor's datasheet, a public measurement of the chip or board (a benchmark
+#: report: bandwidth, power under load), computed from other figures, or a third party's unverified claim.
+FIGURE_KINDS = ("datasheet", "measured-elsewhere", "derived", "third-party")
 #: Every spec states these hardware figures, as a number or as "unknown";
 #: the estimate model (profiles/) uses what is known and says what is not.
 HARDWARE_FIGURES = (
@@ -49,6 +52,8 @@ HARDWARE_FIGURES = (
     "memory_bandwidth_gbs",
     "power_w",
 )
+#: Figures a spec may state (else "unknown"): the board's power at rest, the static term of the energy model
+OPTIONAL_FIGURES = ("idle_power_w",)
 
 
 #: decoder LMs judged by teacher-forced next-token agreement: the share a precision must reach unless the spec's
@@ -117,6 +122,11 @@ class Hardware:
     sources: Mapping[str, tuple[str, ...]]
     notes: str = ""
     units: Mapping[str, ComputeUnit] = field(default_factory=dict)
+    #: how each figure with a value was had (`FIGURE_KINDS`); a figure not listed: "unstated"
+    kinds: Mapping[str, str] = field(default_factory=dict)
+
+    def kind_of(self, figure: str) -> str:
+        return self.kinds.get(figure, "unstated")
 
     @property
     def memory_bytes(self) -> int | None:
@@ -301,9 +311,15 @@ SPEC_TABLES: dict[str, tuple[Key, ...]] = {
             "peak throughput per compute type (`{ int8 = 45000.0, fp16 = ... }`) of the whole chip", "GOPS (MAC = 2 ops)"),
         Key("memory_gb", True, FIGURE, "memory the model can use (RAM is counted in GiB: 8 = 8 x 2^30 bytes)", "GB"),
         Key("memory_bandwidth_gbs", True, FIGURE, "DRAM bandwidth, shared by every compute unit", "GB/s"),
-        Key("power_w", True, FIGURE, "typical power while running a model (the static term of the energy estimate)", "W"),
+        Key("power_w", True, FIGURE, "the chip's (or board's) power while it runs a model, all of it: the decoder "
+            "estimate's energy is this power x the estimated time", "W"),
+        Key("idle_power_w", False, FIGURE, default=UNKNOWN, meaning="power at rest: the static term of the energy "
+            "estimate (idle x time + energy per op and per byte moved); with power_w, its share of the energy", unit="W"),
         Key("sources", True, dict, "`figure = \"source\"` (or a list) for every figure that has a value"),
         Key("notes", False, str, default="", meaning= "caveats on the figures"),
+        Key("kinds", False, dict, default={}, meaning=
+            f"`figure = \"kind\"`: how a figure with a value was had, one of {', '.join(FIGURE_KINDS)} (the estimate "
+            "says which kinds it used; a figure not listed is \"unstated\")"),
         Key("units", False, TABLES, default={}, meaning= "`[hardware.units.<name>]`: compute units of a heterogeneous chip"),
     ),
     "hardware.units.<name>": (
@@ -428,8 +444,9 @@ def _load_unit(name: str, table: Any, backends: list[str], file: str) -> Compute
 def _load_hardware(table: Mapping[str, Any], backends: list[str], file: str) -> Hardware:
     _missing_figures(table, HARDWARE_FIGURES, "hardware.", file)
     values = _read(table, "hardware", file)
-    sources = _load_sources(values["sources"], HARDWARE_FIGURES, "hardware.", file)
-    figures = _load_figures(table, HARDWARE_FIGURES, sources, "hardware.", file)
+    sources = _load_sources(values["sources"], HARDWARE_FIGURES + OPTIONAL_FIGURES, "hardware.", file)
+    figures = _load_figures({**{k: UNKNOWN for k in OPTIONAL_FIGURES}, **table}, HARDWARE_FIGURES + OPTIONAL_FIGURES,
+                            sources, "hardware.", file)
     units = {name: _load_unit(name, unit, backends, file) for name, unit in values["units"].items()}
     claimed: dict[str, str] = {}
     for unit in units.values():
@@ -438,8 +455,17 @@ def _load_hardware(table: Mapping[str, Any], backends: list[str], file: str) -> 
                 raise SpecError(f"{file}: backend {backend!r} is listed by hardware.units.{claimed[backend]} and "
                                 f"hardware.units.{unit.name}: a backend runs on one unit")
             claimed[backend] = unit.name
+    kinds = dict(values["kinds"])
+    for figure, kind in kinds.items():
+        value = figures.get(figure)
+        if figure not in HARDWARE_FIGURES + OPTIONAL_FIGURES or not (is_number(value) or isinstance(value, Mapping)
+                                                  and any(is_number(v) for v in value.values())):
+            raise SpecError(f"{file}: hardware.kinds.{figure} names no figure with a value; figures: "
+                            f"{', '.join(HARDWARE_FIGURES)}")
+        if kind not in FIGURE_KINDS:
+            raise SpecError(f"{file}: hardware.kinds.{figure} = {kind!r}: choose one of {', '.join(FIGURE_KINDS)}")
     return Hardware(chip=values["chip"], compute=values["compute"], figures=figures, sources=sources,
-                    notes=values["notes"], units=units)
+                    notes=values["notes"], units=units, kinds=kinds)
 
 
 def _load_quantization(table: Mapping[str, Any], precisions: list[str], file: str) -> QuantizationSupport:

@@ -5,6 +5,7 @@
     chipfit build MODEL -t T [-t T ...]      trace, lower, verify; exit 0 only if every artifact verified
     chipfit inspect PATH [--json]            an artifact: what it is, its manifest, its numerics
     chipfit generate PATH --prompt TEXT      a decoder LM artifact generates text (streamed), with tok/s
+    chipfit plan MODEL -t T [-t T ...]       a decoder's memory plan, TTFT, tok/s and J/token per target, unbuilt
     chipfit release RELEASE.toml -o dist/    every model x target of a release, cached, verified, profiled
     chipfit compare BASELINE CURRENT         regressions beyond threshold and noise (exit 1)
     chipfit cache info|prune                 the release build cache
@@ -30,6 +31,7 @@ from compiler.cli.compare import cmd_baseline, cmd_compare
 from compiler.cli.conformance import cmd_conformance
 from compiler.cli.generate import cmd_generate
 from compiler.cli.inspect import cmd_inspect
+from compiler.cli.plan import PROMPT_TOKENS, cmd_plan
 from compiler.cli.profile import add_profile_options, cmd_profile
 from compiler.cli.release import cmd_cache, cmd_release
 from compiler.cli.targets import cmd_targets
@@ -152,6 +154,17 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--ignore-eos", action="store_true", help="generate all tokens even past end-of-sequence")
     g.set_defaults(func=cmd_generate)
+
+    pl = sub.add_parser("plan", help="estimate a decoder LM per target before building: memory plan, TTFT, prefill and "
+                                     "decode tok/s, J/token (from its config and safetensors headers; nothing loaded)")
+    pl.add_argument("model", help="a Hugging Face model folder, or its config.json alone")
+    pl.add_argument("-t", "--target", action="append", required=True, help="target id (repeatable), or 'all'")
+    pl.add_argument("--precision", help="the precision to plan (default: each target's default)")
+    pl.add_argument("--context", type=int, help="tokens the KV cache holds (default: as a build plans it)")
+    pl.add_argument("--prompt-tokens", type=int, default=PROMPT_TOKENS, help="prompt length for TTFT (default 128)")
+    pl.add_argument("--trust-remote-code", action="store_true", help="accept a config whose model ships its own code")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plan)
 
     tu = sub.add_parser("tune", help="tune a model's kernels for a target (TVM MetaSchedule); builds reuse the records")
     tu.add_argument("model", help="a .pt2 or .onnx file, or 'example'")

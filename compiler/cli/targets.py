@@ -125,8 +125,9 @@ def _describe_target(spec: TargetSpec) -> str:
     lines += ["", f"hardware ({hw.chip}): {hw.compute}"]
     rows = []
     for key, value in hw.figures.items():
-        rows.append((key, figure(value), "; ".join(hw.sources.get(key, ())) or "-"))
-    lines += ["  " + line for line in table(("figure", "value", "source"), rows).splitlines()]
+        rows.append((key, figure(value), hw.kind_of(key) if key in hw.sources else "-",
+                     "; ".join(hw.sources.get(key, ())) or "-"))
+    lines += ["  " + line for line in table(("figure", "value", "kind", "source"), rows).splitlines()]
     if hw.notes:
         lines += ["", f"notes: {hw.notes}"]
     return "\n".join(line for line in lines if line is not None)

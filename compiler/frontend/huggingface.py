@@ -184,3 +184,48 @@ def load_hf_directory(folder: Path, trust_remote_code: bool = False, name: str |
                         spec=spec,
                         directory=folder, tokenizer_file=tokenizer, trust_remote_code=trust_remote_code,
                         config=config, generation=generation)
+
+
+def _shapes_from_config(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """A decoder's weight shapes from its config alone (attention, gated MLP, norms, embedding, lm_head), as the
+    families chipfit builds lay them out: what `chipfit plan` counts when the folder holds no weights."""
+    text = config.get("text_config") or config
+    hidden, layers = int(text["hidden_size"]), int(text["num_hidden_layers"])
+    heads = int(text["num_attention_heads"])
+    kv_heads = int(text.get("num_key_value_heads") or heads)
+    head_dim = int(text.get("head_dim") or hidden // heads)
+    inner = int(text.get("intermediate_size") or 4 * hidden)
+    vocab = int(text["vocab_size"])
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "self_attn.q_proj.weight": (heads * head_dim, hidden),
+            p + "self_attn.k_proj.weight": (kv_heads * head_dim, hidden),
+            p + "self_attn.v_proj.weight": (kv_heads * head_dim, hidden),
+            p + "self_attn.o_proj.weight": (hidden, heads * head_dim),
+            p + "mlp.gate_proj.weight": (inner, hidden), p + "mlp.up_proj.weight": (inner, hidden),
+            p + "mlp.down_proj.weight": (hidden, inner),
+            p + "input_layernorm.weight": (hidden,), p + "post_attention_layernorm.weight": (hidden,)})
+    if not text.get("tie_word_embeddings", config.get("tie_word_embeddings")):
+        shapes["lm_head.weight"] = (vocab, hidden)
+    return shapes
+
+
+def read_layout(path: Path, trust_remote_code: bool = False) -> tuple[DecoderSpec, str, str]:
+    """A decoder's layout from a model folder or a ``config.json`` alone, no weight read and nothing loaded:
+    (spec, model name, where the parameter count comes from). The same refusals as `load_hf_directory` for the
+    config; a folder's pickled weights are refused, and with no weights at all the shapes come from the config."""
+    path = path.resolve()
+    folder = path.parent if path.is_file() else path
+    if path.is_file() and path.name != "config.json":
+        raise UsageError(f"{path}: give a model folder or its config.json")
+    config = _config(folder)
+    architecture = _architecture(config, folder, trust_remote_code)
+    files = sorted(folder.glob("*.safetensors"))
+    if files or path.is_dir() and any((folder / n).exists() for n in PICKLED_WEIGHTS):
+        shapes, basis = _tensor_shapes(_safetensors_files(folder)), "safetensors headers"
+    else:
+        shapes, basis = _shapes_from_config(config), "config.json (shapes of a standard decoder layer)"
+    name = folder.name if path.is_dir() or path.name == "config.json" else path.stem
+    return decoder_spec(config, architecture, shapes), name, basis

@@ -38,7 +38,7 @@ def test_unregistered_backend_and_bad_options_are_named(tmp_path, capsys):
 
 
 def test_non_positive_bandwidth_and_unknown_fusion(tmp_path):
-    _, checks = validate_spec(_variant(tmp_path, 'memory_bandwidth_gbs = "unknown"', "memory_bandwidth_gbs = 0"))
+    _, checks = validate_spec(_variant(tmp_path, "memory_bandwidth_gbs = 11.59", "memory_bandwidth_gbs = 0"))
     assert "hardware.memory_bandwidth_gbs must be positive, got 0" in checks[0].detail
     _, checks = validate_spec(_variant(tmp_path, 'rules = ["conv_bn",', 'rules = ["flash_attention", "conv_bn",'))
     assert "unknown fusion(s) ['flash_attention']" in next(c.detail for c in checks if not c.ok)

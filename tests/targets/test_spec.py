@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from targets.spec import HARDWARE_FIGURES, SpecError, load_spec
+from targets.spec import HARDWARE_FIGURES, OPTIONAL_FIGURES, SpecError, load_spec
 
 SPECS = Path(__file__).resolve().parents[2] / "targets" / "specs"
 SHARED_CHIPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "chips.toml"
@@ -23,7 +23,7 @@ def _write(tmp_path, text: str) -> Path:
 def test_builtin_specs_load(name):
     spec = load_spec(SPECS / name)
     assert spec.id == name.removesuffix(".toml")
-    assert set(spec.hardware.figures) == set(HARDWARE_FIGURES)
+    assert set(spec.hardware.figures) == set(HARDWARE_FIGURES + OPTIONAL_FIGURES)
     assert spec.default_precision in spec.precisions
     for precision in spec.precisions:
         assert spec.tolerance(precision).min_cosine > 0.9
@@ -88,13 +88,13 @@ def test_compute_unit_mistakes_are_named(tmp_path, change, message):
 
 
 def test_figure_without_source_is_an_error(tmp_path):
-    text = _spec_text().replace('memory_bandwidth_gbs = "unknown"', "memory_bandwidth_gbs = 17.0")
+    text = _spec_text("snapdragon-8-elite.toml").replace('memory_bandwidth_gbs = "unknown"', "memory_bandwidth_gbs = 17.0")
     with pytest.raises(SpecError, match=r"hardware\.memory_bandwidth_gbs has a value but no hardware\.sources"):
         load_spec(_write(tmp_path, text))
 
 
 def test_guessed_figure_text_is_refused(tmp_path):
-    text = _spec_text().replace('power_w = "unknown"', 'power_w = "about 5"')
+    text = _spec_text("snapdragon-8-elite.toml").replace('power_w = "unknown"', 'power_w = "about 5"')
     with pytest.raises(SpecError, match="figures are never guessed"):
         load_spec(_write(tmp_path, text))
 
@@ -122,6 +122,17 @@ def test_digest_ignores_formatting_but_not_content(tmp_path):
     assert reformatted.digest == base.digest
     changed = load_spec(_write(tmp_path, _spec_text().replace("clock_ghz = 2.4", "clock_ghz = 2.5")))
     assert changed.digest != base.digest
+
+
+
+def test_each_figure_says_how_it_was_had(tmp_path):
+    hardware = load_spec(SPECS / "arm64-cortex-a76.toml").hardware
+    assert hardware.kind_of("memory_bandwidth_gbs") == "measured-elsewhere" and hardware.kind_of("peak_gops") == "derived"
+    assert load_spec(SPECS / "host.toml").hardware.kind_of("cores") == "unstated"
+    with pytest.raises(SpecError, match=r"hardware\.kinds\.power_w = 'guess': choose one of datasheet"):
+        load_spec(_write(tmp_path, _spec_text().replace('power_w = "measured-elsewhere"', 'power_w = "guess"')))
+    with pytest.raises(SpecError, match=r"hardware\.kinds\.idle_power_w names no figure with a value"):
+        load_spec(_write(tmp_path, _spec_text() + 'idle_power_w = "datasheet"\n'))
 
 
 # Figures in the built-in specs must be the ones in shared/data/chips.toml (where it is present).

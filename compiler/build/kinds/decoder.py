@@ -41,7 +41,7 @@ from compiler.reproducibility import content_digest
 from targets.backend import Backend, BuildData, DecoderRunner, Generation, Lowered, NotRunnable
 from targets.host import HostInfo
 from targets.manifest import Manifest
-from targets.decoder import LanguageModelRecord, plan_memory
+from targets.decoder import LanguageModelRecord, MemoryPlan, plan_memory
 from targets.model import DecoderModel
 from targets.numerics import Numerics
 from targets.request import BuildRequest
@@ -94,30 +94,9 @@ class DecoderKind:
         if precision not in target.precisions:
             raise UsageError(f"target {target.id} runs {', '.join(target.precisions)}, not {precision} "
                              f"({target.source_file}: supports.precisions)")
-        asked = request.llm.context
-        if asked is not None and asked > spec.max_positions:
-            raise UsageError(f"--context {asked}: {model.name} handles at most {spec.max_positions} positions "
-                             "(config.json max_position_embeddings)")
-        capacity = target.hardware.memory_bytes
         q = target.quantization
         block = request.quantization.block_size or (q.int4_block_sizes[0] if q and q.int4_block_sizes else 32)
-        context = asked or min(spec.max_positions, DEFAULT_CONTEXT)
-        memory = plan_memory(spec, context, precision, capacity, block_size=block)
-        if not memory.fits:
-            gib = 2 ** 30
-            if memory.max_context_that_fits is None:
-                raise UsageError(
-                    f"target {target.id} cannot hold {model.name} at {precision}: the weights alone need "
-                    f"{memory.weight_bytes / gib:.2f} GiB (+ workspace), the target has {capacity / gib:.2f} GiB "
-                    f"({target.source_file}: hardware.memory_gb); try a smaller precision (--precision int4)")
-            if asked is not None:
-                raise UsageError(
-                    f"--context {asked}: on target {target.id} weights {memory.weight_bytes / gib:.2f} GiB + KV cache "
-                    f"{memory.kv_cache_bytes / gib:.2f} GiB + workspace {memory.workspace_bytes / gib:.2f} GiB = "
-                    f"{memory.total_bytes / gib:.2f} GiB exceed its {capacity / gib:.2f} GiB; the largest context that "
-                    f"fits is {memory.max_context_that_fits} tokens")
-            context = memory.max_context_that_fits
-            memory = plan_memory(spec, context, precision, capacity, block_size=block)
+        context, memory = plan_context(spec, model.name, target, precision, request.llm.context, block)
         return {"context": context, "memory": memory}
 
     def candidates(self, model: DecoderModel, backends: Sequence[Backend], precision: str, target: TargetSpec,
@@ -435,3 +414,32 @@ def _verify(cell: Cell, lowered: Lowered, path: Path, form: str, inputs: Decoder
 def _is_weight_file(rel: str) -> bool:
     name = Path(rel).name
     return name.endswith((".data", ".bin", ".onnx", ".so", ".weights", ".pte")) and not name.startswith("tokenizer")
+
+
+def plan_context(spec, name: str, target: TargetSpec, precision: str, asked: int | None, block: int = 32
+                 ) -> tuple[int, MemoryPlan]:
+    """The context a build of ``spec`` plans for ``target`` (``asked``, else the model's positions up to
+    `DEFAULT_CONTEXT`, shrunk to what fits the target's memory) and its memory plan; a UsageError naming the
+    figures where the model or the asked context cannot fit. `chipfit plan` and the build both use it."""
+    if asked is not None and asked > spec.max_positions:
+        raise UsageError(f"--context {asked}: {name} handles at most {spec.max_positions} positions "
+                         "(config.json max_position_embeddings)")
+    capacity = target.hardware.memory_bytes
+    context = asked or min(spec.max_positions, DEFAULT_CONTEXT)
+    memory = plan_memory(spec, context, precision, capacity, block_size=block)
+    if not memory.fits:
+        gib = 2 ** 30
+        if memory.max_context_that_fits is None:
+            raise UsageError(
+                f"target {target.id} cannot hold {name} at {precision}: the weights alone need "
+                f"{memory.weight_bytes / gib:.2f} GiB (+ workspace), the target has {capacity / gib:.2f} GiB "
+                f"({target.source_file}: hardware.memory_gb); try a smaller precision (--precision int4)")
+        if asked is not None:
+            raise UsageError(
+                f"--context {asked}: on target {target.id} weights {memory.weight_bytes / gib:.2f} GiB + KV cache "
+                f"{memory.kv_cache_bytes / gib:.2f} GiB + workspace {memory.workspace_bytes / gib:.2f} GiB = "
+                f"{memory.total_bytes / gib:.2f} GiB exceed its {capacity / gib:.2f} GiB; the largest context that "
+                f"fits is {memory.max_context_that_fits} tokens")
+        context = memory.max_context_that_fits
+        memory = plan_memory(spec, context, precision, capacity, block_size=block)
+    return context, memory
