@@ -243,6 +243,8 @@ class GenerationPlan:
     #: False where the proxy swaps the target's accelerator for this host's CPU (an NPU provider's folder run on
     #: the CPU provider, a Metal app's file on llama.cpp's CPU backend): its speed says nothing of the target's
     representative: bool = True
+    #: which execution computes the tokens, as `RunPlan.execution` ("simulator": the chip vendor's simulator)
+    execution: str = "native"
 
 
 @runtime_checkable

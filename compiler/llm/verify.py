@@ -122,6 +122,7 @@ def verify_generation(plan: GenerationPlan, cases: Sequence[PromptCase], precisi
         status="verified" if ok else "failed", precision=precision,
         reason="; ".join(reasons),
         runner=runner.description + (f" [{plan.note}]" if plan.note else ""), proxy=plan.proxy,
+        execution=plan.execution,
         inputs=f"{len(cases)} prompts, up to {max((len(c.tokens) for c in cases), default=0)} greedy tokens each",
         tolerance=tolerance, outputs=tuple(errors),
         generation={"summary": summary, "greedy_equal": greedy_ok, "token_agreement": round(agreement, 4),

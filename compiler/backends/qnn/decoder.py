@@ -298,4 +298,4 @@ def plan_generate(artifact_dir: Path, options: Mapping[str, Any]) -> GenerationP
     if why:
         raise NotRunnable(why)
     return GenerationPlan(SimulatorDecoderRunner(artifact_dir, options), proxy=True, representative=False,
-                          note="HTP simulator: numerics, not speed")
+                          note="HTP simulator: numerics, not speed", execution="simulator")

@@ -176,7 +176,8 @@ def test_a_spec_naming_an_unknown_soc_or_the_wrong_htp_generation_is_refused(tmp
 def test_a_precision_the_htp_does_not_compute_is_refused_before_any_work(tmp_path, capsys):
     text = (SPECS / "snapdragon-8-elite.toml").read_text().replace('id = "snapdragon-8-elite"', 'id = "my-phone"')
     spec = tmp_path / "fp32.toml"
-    spec.write_text(text.replace('precisions = ["int8", "fp16"]', 'precisions = ["int8", "fp16", "fp32"]')
+    assert 'precisions = ["int8", "fp16", "int4"]' in text
+    spec.write_text(text.replace('precisions = ["int8", "fp16", "int4"]', 'precisions = ["int8", "fp16", "int4", "fp32"]')
                     .replace('backends = ["qnn", "llamacpp"]', 'backends = ["qnn"]')
                     + "\n[verify.fp32]\natol = 1e-4\nrtol = 1e-4\nmin_cosine = 0.9999\n")
     assert main(["targets", "validate", str(spec)]) == 1
@@ -203,7 +204,7 @@ def test_a_tiny_decoders_programs_share_one_context_binary_and_agree_on_the_simu
     generation = result.numerics.generation
     # w8a16 on the HTP simulator, judged like every int8 decoder (verify.int8: 90 % teacher-forced agreement)
     assert generation["token_agreement"] >= 0.9 and "HTP simulator" in result.numerics.runner
-    assert result.numerics.proxy
+    assert result.numerics.proxy and result.numerics.execution == "simulator"
     artifact = Path(result.artifact)
     manifest = _manifest(result)
     (binary,) = [name for name in manifest["files"] if name.endswith("_qnn.bin")]
