@@ -140,7 +140,7 @@ def test_int4_weight_only_on_a_transformer_block(tmp_path, capsys):
     [
         (["-t", "host", "--quantize", "int8", "--activation-dtype", "int16"],
          "target host (", ),
-        (["-t", "snapdragon-8gen3", "--quantize", "int4"], "runs int8, fp16, not int4 (supports.precisions)"),
+        (["-t", "intel-npu-3720", "--quantize", "int4"], "runs fp16, int8, not int4 (supports.precisions)"),
         (["-t", "host", "--quantize", "int4", "--block-size", "48"], "runs int4 blocks of [32, 64, 128], not 48"),
         (["-t", "host", "--quantize", "int8", "--calibration", "/no/such/folder"], "--calibration: /no/such/folder"),
     ],

@@ -134,9 +134,14 @@ def _run(file: Path, dist: Path, cache, farm=None, **kw):
 
 
 def _files(dist: Path) -> dict[str, str]:
-    """Every file of a dist/ with its sha256, but manifests, index and logs (compared on their own)."""
+    """Every file of a dist/ with its sha256, but manifests, index and logs (compared on their own) and the files
+    an artifact's manifest says vary per build (``reproducibility.excluded``: QNN's context binary), which its
+    content digest, compared with the manifests, leaves out."""
+    varying = {(m.parent / name).resolve() for m in dist.rglob("manifest.json")
+               for name in json.loads(m.read_text()).get("reproducibility", {}).get("excluded", {})}
     return {p.relative_to(dist).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(dist.rglob("*"))
-            if p.is_file() and p.name not in ("manifest.json", "index.json", "summary.md") and "logs" not in p.parts}
+            if p.is_file() and p.name not in ("manifest.json", "index.json", "summary.md") and "logs" not in p.parts
+            and p.resolve() not in varying}
 
 
 def _timeless(data):
