@@ -80,3 +80,39 @@ def save_sharing_weights(graphs: Mapping[str, onnx.ModelProto], folder: Path, we
             onnx.save(graph, str(folder / f"{name}{suffix}"))
             written.append(f"{name}{suffix}")
     return written
+
+
+class SessionPairRunner:
+    """The prefill and decode programs as two ONNX Runtime sessions (any provider), fed in chunks
+    (`compiler.llm.static.ChunkedRunner`): a `DecoderRunner` over ``layout`` (chunk, context, cache_shapes)."""
+
+    def __init__(self, sessions: Mapping[str, object], layout: Mapping, description: str) -> None:
+        import numpy as np
+
+        from compiler.llm.static import ChunkedRunner
+
+        shapes = [tuple(s) for s in layout["cache_shapes"]]
+        self.description = description
+        self._chunked = ChunkedRunner(_session_step(sessions["prefill"]), _session_step(sessions["decode"]),
+                                      layout["chunk"], lambda: [np.zeros(s, np.float32) for s in shapes],
+                                      layout["context"], description)
+
+    def generate(self, ids, new_tokens, stop=(), on_token=None):
+        return self._chunked.generate(ids, new_tokens, stop, on_token)
+
+    def logits(self, ids):
+        return self._chunked.logits(ids)
+
+    def set_threads(self, threads: int) -> bool:
+        return False  # the sessions size their pools at start-up, and the CPUs are pinned
+
+
+def _session_step(session):
+    """A `compiler.llm.static.Step` over one program's session: inputs in the program's order, out (logits, cache)."""
+    inputs = [i.name for i in session.get_inputs()]
+
+    def run(ids, positions, past):
+        out = session.run(None, dict(zip(inputs, [ids, positions, *past])))
+        return out[0], out[1:]
+
+    return run

@@ -64,9 +64,9 @@ class OnnxRuntimeBackend(BackendBase):
         mismatch = host_mismatch(target, host)
         on_cpu = provider == "CPUExecutionProvider"
         if form == "static":
-            from compiler.backends.onnxruntime.static_decoder import StaticOrtRunner
+            from compiler.backends.onnxruntime.static_decoder import static_ort_runner
 
-            return GenerationPlan(StaticOrtRunner(artifact_dir, options["static_layout"]), proxy=True,
+            return GenerationPlan(static_ort_runner(artifact_dir, options["static_layout"]), proxy=True,
                                   note=f"proxy: the static programs made for {provider} run on this host's CPU provider",
                                   representative=on_cpu)
         if mismatch is None and on_cpu:

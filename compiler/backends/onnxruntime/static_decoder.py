@@ -10,10 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-import numpy as np
-
 from compiler.backends import DecoderForm
-from compiler.llm.static_onnx import DEFAULT_CHUNK, export_programs, save_sharing_weights
+from compiler.llm.static_onnx import DEFAULT_CHUNK, SessionPairRunner, export_programs, save_sharing_weights
 
 FOLDER = "static"
 WEIGHTS = "weights.data"
@@ -36,39 +34,13 @@ def export_static(model, workdir: Path, context: int, chunk: int | None) -> tupl
     return form, files, layout
 
 
-class StaticOrtRunner:
-    """The static programs in ONNX Runtime sessions, fed in chunks (`compiler.llm.static.ChunkedRunner`)."""
+def static_ort_runner(folder: Path, layout: Mapping, provider: str = "CPUExecutionProvider") -> SessionPairRunner:
+    """The static programs in ONNX Runtime sessions on ``provider``, fed in chunks."""
+    import onnxruntime as ort
 
-    def __init__(self, folder: Path, layout: Mapping, provider: str = "CPUExecutionProvider") -> None:
-        import onnxruntime as ort
-
-        from compiler.llm.static import ChunkedRunner
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self._sessions = {name: ort.InferenceSession(str(folder / FOLDER / f"{name}.onnx"), options, providers=[provider])
-                          for name in ("prefill", "decode")}
-        shapes = [tuple(s) for s in layout["cache_shapes"]]
-        self.description = f"onnxruntime {ort.__version__} {provider} (static prefill x{layout['chunk']} + decode)"
-        self._chunked = ChunkedRunner(self._step("prefill"), self._step("decode"), layout["chunk"],
-                                      lambda: [np.zeros(s, np.float32) for s in shapes], layout["context"],
-                                      self.description)
-
-    def _step(self, name: str):
-        session = self._sessions[name]
-        inputs = [i.name for i in session.get_inputs()]
-
-        def run(ids, positions, past):
-            out = session.run(None, dict(zip(inputs, [ids, positions, *past])))
-            return out[0], out[1:]
-
-        return run
-
-    def generate(self, ids, new_tokens, stop=(), on_token=None):
-        return self._chunked.generate(ids, new_tokens, stop, on_token)
-
-    def logits(self, ids):
-        return self._chunked.logits(ids)
-
-    def set_threads(self, threads: int) -> bool:
-        return False  # the pool is sized at start-up (TVM_NUM_THREADS / the session), and the CPUs are pinned
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    sessions = {name: ort.InferenceSession(str(folder / FOLDER / f"{name}.onnx"), options, providers=[provider])
+                for name in ("prefill", "decode")}
+    return SessionPairRunner(sessions, layout,
+                             f"onnxruntime {ort.__version__} {provider} (static prefill x{layout['chunk']} + decode)")

@@ -81,7 +81,8 @@ class QnnBackend(BackendBase):
 
     def normalizers(self) -> Mapping[str, Normalizer]:
         # Found by building twice: some 50 bytes of QNN's context binary (handles laid out per compile) differ.
-        why = "QNN context binary: some 50 bytes vary per compile; compiled from the QDQ graphs beside it, which are covered"
+        why = ("QNN context binary: some 50 bytes vary per compile; compiled from the QDQ graphs beside it, which "
+               "are covered")
         return {"model_ctx_qnn.bin": (None, why), "prefill_ctx_qnn.bin": (None, why)}
 
 

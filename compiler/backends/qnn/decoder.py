@@ -34,7 +34,7 @@ from compiler.backends.qnn.lower import placement_record
 from compiler.backends.qnn.socs import soc_for
 from compiler.errors import LowerError
 from compiler.llm.static import ChunkedRunner, cache_shapes
-from compiler.llm.static_onnx import DEFAULT_CHUNK, export_programs, save_sharing_weights
+from compiler.llm.static_onnx import DEFAULT_CHUNK, SessionPairRunner, export_programs, save_sharing_weights
 
 PROGRAMS = ("prefill", "decode")
 FOLDER = "qnn"
@@ -251,51 +251,26 @@ def _signature(spec, context: int):
     past = [TensorSpec(f"past.{i // 2}.{'key' if i % 2 == 0 else 'value'}", shape, "float32")
             for i, shape in enumerate(cache_shapes(spec, context))]
     present = [TensorSpec(t.name.replace("past", "present"), t.shape, t.dtype) for t in past]
-    return Signature((TensorSpec("input_ids", (1, "tokens"), "int64"), TensorSpec("cache_position", ("tokens",), "int64"),
-                      *past), (TensorSpec("logits", (1, "tokens", spec.vocab_size), "float32"), *present))
+    inputs = (TensorSpec("input_ids", (1, "tokens"), "int64"), TensorSpec("cache_position", ("tokens",), "int64"))
+    return Signature((*inputs, *past), (TensorSpec("logits", (1, "tokens", spec.vocab_size), "float32"), *present))
 
 
-class SimulatorDecoderRunner:
+def simulator_runner(artifact_dir: Path, options: Mapping[str, Any]) -> SessionPairRunner:
     """The artifact's QDQ prefill/decode programs compiled by QNN on the HTP simulator, fed in chunks."""
-
-    def __init__(self, artifact_dir: Path, options: Mapping[str, Any]) -> None:
-        layout = options["decoder"]
-        provider = {"soc_model": options["soc_model"], "htp_arch": options["htp_arch"]}
-        try:
-            self._sessions = {name: _session_from(artifact_dir / FOLDER / f"{name}.qdq.onnx", provider)
-                              for name in PROGRAMS}
-        except Exception as exc:
-            raise NotRunnable(f"the HTP simulator could not compile the decoder's programs: {exc}") from exc
-        shapes = [tuple(s) for s in layout["cache_shapes"]]
-        self.description = (f"QNN {ep.versions().get('qnn_sdk', '?')} HTP simulator on this host (prefill x"
-                            f"{layout['chunk']} + decode, the QDQ programs compiled here one by one)")
-        self._chunked = ChunkedRunner(self._step("prefill"), self._step("decode"), layout["chunk"],
-                                      lambda: [np.zeros(s, np.float32) for s in shapes], layout["context"],
-                                      self.description)
-
-    def _step(self, name: str):
-        session = self._sessions[name]
-        inputs = [i.name for i in session.get_inputs()]
-
-        def run(ids, positions, past):
-            out = session.run(None, dict(zip(inputs, [ids, positions, *past])))
-            return out[0], out[1:]
-
-        return run
-
-    def generate(self, ids, new_tokens, stop=(), on_token=None):
-        return self._chunked.generate(ids, new_tokens, stop, on_token)
-
-    def logits(self, ids):
-        return self._chunked.logits(ids)
-
-    def set_threads(self, threads: int) -> bool:
-        return False
+    layout = options["decoder"]
+    provider = {"soc_model": options["soc_model"], "htp_arch": options["htp_arch"]}
+    try:
+        sessions = {name: _session_from(artifact_dir / FOLDER / f"{name}.qdq.onnx", provider) for name in PROGRAMS}
+    except Exception as exc:
+        raise NotRunnable(f"the HTP simulator could not compile the decoder's programs: {exc}") from exc
+    return SessionPairRunner(sessions, layout, f"QNN {ep.versions().get('qnn_sdk', '?')} HTP simulator on this host "
+                                               f"(prefill x{layout['chunk']} + decode, the QDQ programs compiled here "
+                                               "one by one)")
 
 
 def plan_generate(artifact_dir: Path, options: Mapping[str, Any]) -> GenerationPlan:
     why = ep.unavailable()
     if why:
         raise NotRunnable(why)
-    return GenerationPlan(SimulatorDecoderRunner(artifact_dir, options), proxy=True, representative=False,
+    return GenerationPlan(simulator_runner(artifact_dir, options), proxy=True, representative=False,
                           note="HTP simulator: numerics, not speed", execution="simulator")

@@ -12,7 +12,8 @@ SCHEMA = OptionSchema(
                                  help="QNN's number for the SoC the context binary is compiled for, e.g. 57 (SM8650, "
                                       "Snapdragon 8 Gen 3); `chipfit targets show` lists the known ones"),
         "htp_arch": OptionField(int, required=True,
-                                help="the SoC's Hexagon tensor processor generation, e.g. 75; checked against soc_model"),
+                                help="the SoC's Hexagon tensor processor generation, e.g. 75 (checked against "
+                                     "soc_model)"),
         "htp_performance_mode": OptionField(
             str, choices=PERFORMANCE_MODES, default="burst",
             help="the HTP's power/clock vote an application passes with the provider (written to qnn_config.json)"),
