@@ -31,6 +31,7 @@ from onnx import numpy_helper
 from compiler.backends import DecoderForm, GenerationPlan, Lowered, NotRunnable
 from compiler.backends.qnn import ep
 from compiler.backends.qnn.lower import placement_record
+from compiler.backends.qnn.quantize import qnn_qdq
 from compiler.backends.qnn.socs import soc_for
 from compiler.errors import LowerError
 from compiler.llm.static import ChunkedRunner, cache_shapes
@@ -133,23 +134,6 @@ def _cache_overrides(graph: onnx.ModelProto, largest: Mapping[str, float]) -> di
     return overrides
 
 
-def _quantize(float_path: Path, out: Path, samples: list[dict], overrides: Mapping[str, list[dict]]) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
-    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._samples = iter(samples)
-
-        def get_next(self):
-            return next(self._samples, None)
-
-    config = get_qnn_qdq_config(str(float_path), Reader(), activation_type=QuantType.QUInt16,
-                                weight_type=QuantType.QUInt8, init_overrides=dict(overrides))
-    with ep.quantizer_quiet():
-        quantize(str(float_path), str(out), config)
-
-
 def _session_from(path: Path, provider: Mapping[str, Any], config: Mapping[str, str] = ()) -> Any:
     """A QNN session on a program whose weights are in the file beside it. From its path: loaded from bytes with
     ``session.model_external_initializers_file_folder_path`` (which would name the partitions the same in every
@@ -172,17 +156,17 @@ def lower_decoder(model, target, precision: str, workdir: Path, context: int, op
     provider = ep.compile_options(options, fp16=False)
     with tempfile.TemporaryDirectory(prefix="chipfit-qnn-decoder-") as scratch_dir:
         scratch = Path(scratch_dir)
-        floats, rewrites = {}, {}
+        floats, rewrites, programs = {}, {}, {}
         for name, graph in export_programs(model, context, chunk).items():
-            graph, rewrites[name] = _htp_ready(graph)
+            programs[name], rewrites[name] = _htp_ready(graph)
             floats[name] = scratch / f"{name}.onnx"
-            onnx.save(graph, str(floats[name]), save_as_external_data=True, location=f"{name}.data")
+            onnx.save(programs[name], str(floats[name]), save_as_external_data=True, location=f"{name}.data")
         samples, largest = _calibration(floats, calibration, chunk, context, shapes)
         quantized = {}
         for name in PROGRAMS:
             out = scratch / f"{name}.qdq.onnx"
-            _quantize(floats[name], out, samples[name], _cache_overrides(onnx.load(str(floats[name]),
-                                                                                   load_external_data=False), largest))
+            qnn_qdq(floats[name], out, samples[name], "uint16", "uint8",
+                    init_overrides=_cache_overrides(programs[name], largest))
             quantized[name] = onnx.load(str(out))
     save_sharing_weights(quantized, folder, WEIGHTS, suffix=".qdq.onnx")
     placements, sessions = {}, []

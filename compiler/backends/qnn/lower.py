@@ -36,22 +36,22 @@ CONFIG = "qnn_config.json"
 _RENAMED = re.compile(r"_token_\d+$")
 
 
-def _io_quantization(graph: onnx.GraphProto, name: str, op: str) -> bool:
-    """A graph input's QuantizeLinear or a graph output's DequantizeLinear, which QNN leaves to the CPU by design."""
-    node = next((n for n in graph.node if n.name == name), None)
-    if node is None:
-        return False
-    inputs, outputs = {i.name for i in graph.input}, {o.name for o in graph.output}
-    return ((op == "QuantizeLinear" and node.input[0] in inputs)
-            or (op == "DequantizeLinear" and node.output[0] in outputs))
-
-
 def placement_record(graph: onnx.GraphProto, placed: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """Which of ``graph``'s nodes the HTP took, which fell back to the CPU, and the graph-I/O Q/DQ that QNN leaves
+    to the CPU by design (a graph input's QuantizeLinear, a graph output's DequantizeLinear)."""
+    nodes = {n.name: n for n in graph.node}
+    inputs, outputs = {i.name for i in graph.input}, {o.name for o in graph.output}
+
+    def io_quantization(name: str, op: str) -> bool:
+        node = nodes.get(name)
+        return node is not None and ((op == "QuantizeLinear" and node.input[0] in inputs)
+                                     or (op == "DequantizeLinear" and node.output[0] in outputs))
+
     htp = [(name, op) for provider, name, op in placed if provider == ep.EP]
     cpu = [(name, op) for provider, name, op in placed if provider != ep.EP]
-    io = [(name, op) for name, op in cpu if _io_quantization(graph, name, op)]
+    io = [(name, op) for name, op in cpu if io_quantization(name, op)]
     fallback = [(name, op) for name, op in cpu if (name, op) not in io]
-    names = {n.name for n in graph.node}
+    names = set(nodes)
     own = [(name, op) for name, op in htp if name in names or _RENAMED.sub("", name) in names]
     return {
         "htp": {"nodes": len(own), "ops": dict(sorted(Counter(op for _, op in own).items())),
@@ -66,28 +66,14 @@ def _quantize_int4(graph: onnx.ModelProto, calibration: Sequence[Mapping[str, np
                    workdir: Path) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The float graph quantized with ONNX Runtime's QNN recipe: int4 weights (symmetric, per channel where QNN
     takes it: convolutions; MatMul per tensor) and 8- or 16-bit activations from min/max on the samples."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
-    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+    from compiler.backends.qnn.quantize import qnn_qdq
 
     if not calibration:
         raise LowerError("qnn's int4 (w4a16) quantizes activations and needs calibration samples: pass "
                          "--calibration PATH, or --calibration random")
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._samples = iter(calibration)
-
-        def get_next(self):
-            return next(self._samples, None)
-
     float_path, out = workdir / "float.onnx", workdir / "int4.onnx"
     onnx.save(graph, float_path)
-    activation_type = {"uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16, "int8": QuantType.QInt8,
-                       "int16": QuantType.QInt16}[activation]
-    config = get_qnn_qdq_config(str(float_path), Reader(), activation_type=activation_type,
-                                weight_type=QuantType.QInt4, per_channel=True, weight_symmetric=True)
-    with ep.quantizer_quiet():
-        quantize(str(float_path), str(out), config)
+    qnn_qdq(float_path, out, calibration, activation, "int4", per_channel=True, weight_symmetric=True)
     quantized = onnx.load(str(out))
     float_path.unlink()
     out.unlink()
