@@ -113,6 +113,11 @@ class Capabilities:
     decoder_int8_backup: tuple[str, ...] = ()
     #: decoder LMs: the KV cache element types it can write into the artifact (``--kv-cache``; request.KV_CACHE_TYPES)
     decoder_kv_caches: tuple[str, ...] = ()
+    #: vision-language models (``config.model_type``, e.g. "qwen2_5_vl") it lowers, vision part and decoder
+    #: together: its `DecoderLowering.lower_decoder` is then given a `VisionLanguageModel` too, and the runner its
+    #: ``plan_generate`` returns for such an artifact also takes prompts with images
+    #: (`compiler.vlm.verify.VisionRunner`); a backend declaring any implements `DecoderLowering`
+    vision_language_families: tuple[str, ...] = ()
     tunable: bool = False  # implements `Tuning`
     device_timing: bool = False  # implements `DeviceTimer`
     build_resources: bool = False  # implements `BuildResourcing`
@@ -133,6 +138,10 @@ class Capabilities:
     @property
     def lowers_decoders(self) -> bool:
         return bool(self.decoder_families)
+
+    @property
+    def lowers_vision_language(self) -> bool:
+        return bool(self.vision_language_families)
 
 
 @dataclass(frozen=True)
@@ -169,7 +178,7 @@ class LowerJob:
     as the build planned it against the target's memory.
     """
 
-    model: TracedModel | DecoderModel
+    model: TracedModel | DecoderModel  # a VisionLanguageModel is a DecoderModel with its vision part
     target: TargetSpec
     precision: str
     options: Mapping[str, Any]
@@ -203,6 +212,11 @@ class DecoderForm:
     #: the files the runtime loads weights from, for the memory plan; empty: every weight-like file (an artifact
     #: that also carries its compiler's input, e.g. QNN's QDQ programs beside the context binary, names them)
     weight_files: tuple[str, ...] = ()
+    #: vision-language models: part -> file ("decoder", "vision"), what the vision part's weights were written at,
+    #: and what an application must set for the runtime to size images as the model's processor does
+    parts: Mapping[str, str] = field(default_factory=dict)
+    vision_precision: str = ""
+    vision_settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -366,7 +380,8 @@ class Backend(Protocol):
 
 @runtime_checkable
 class DecoderLowering(Protocol):
-    """Decoder LMs (claimed by ``capabilities.decoder_families``)."""
+    """Decoder LMs (claimed by ``capabilities.decoder_families``), and vision-language models with them
+    (``capabilities.vision_language_families``)."""
 
     def lower_decoder(self, job: LowerJob) -> Lowered:
         """Write a decoder LM artifact for ``job`` (a `DecoderModel`, ``job.context`` set) into ``job.workdir``;
@@ -441,6 +456,7 @@ class IsolatedEnvironment(Protocol):
 #: capability -> (optional protocol, whether a capabilities object claims it)
 OPTIONAL_PROTOCOLS: dict[str, tuple[type, Callable[[Capabilities], bool]]] = {
     "decoder_families": (DecoderLowering, lambda c: bool(c.decoder_families)),
+    "vision_language_families": (DecoderLowering, lambda c: bool(c.vision_language_families)),
     "tunable": (Tuning, lambda c: c.tunable),
     "device_timing": (DeviceTimer, lambda c: c.device_timing),
     "program_precisions": (ProgramQuantizing, lambda c: bool(c.program_precisions)),

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from targets.vision import VisionRecord
+
 #: bytes per weight element by precision (int4 adds one fp32 scale per block: see `weight_bytes`)
 _WEIGHT_BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5}
 
@@ -129,3 +131,5 @@ class LanguageModelRecord:
     #: where the backend offers several weight quantization methods at this precision: each one's perplexity on
     #: held-out text, agreement and cosine, and the one that shipped (`compiler.build.kinds.decoder`)
     weight_choice: Mapping[str, Any] | None = None
+    #: vision-language models: the vision part (its file, precision, the image-token budget) beside the decoder
+    vision: VisionRecord | None = None

@@ -8,6 +8,8 @@ them from here, and nothing in ``targets/`` imports the compiler that makes them
 * `DecoderModel`: a Hugging Face decoder LM folder: its description (`targets.decoder.DecoderSpec`: layout, KV
   cache, vocabulary), weights, tokenizer and generation defaults, and transformers' own eager model on the same
   weights as the reference every artifact's generated tokens are verified against.
+* `VisionLanguageModel`: a decoder LM folder with a vision encoder (`targets.vision.VisionSpec`) and the image
+  processor's settings; its text decoder is read, planned and verified as a `DecoderModel`'s is.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from targets.decoder import DecoderSpec
 from targets.signature import Signature
+from targets.vision import VisionSpec
 
 if TYPE_CHECKING:
     import onnx
@@ -70,7 +73,8 @@ class DecoderModel:
 
     @property
     def eos_token_ids(self) -> tuple[int, ...]:
-        eos = self.generation.get("eos_token_id", self.config.get("eos_token_id"))
+        eos = self.generation.get("eos_token_id", self.config.get("eos_token_id",
+                                                                    (self.config.get("text_config") or {}).get("eos_token_id")))
         return tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
 
     def torch_model(self):
@@ -126,3 +130,27 @@ class DecoderModel:
                 out = model(input_ids=torch.tensor([[token]], dtype=torch.long), past_key_values=out.past_key_values,
                             use_cache=True)
         return tokens, np.stack(rows)
+
+
+@dataclass(frozen=True)
+class VisionLanguageModel(DecoderModel):
+    """A decoder LM that also reads images: ``spec`` is its text decoder's layout, ``vision`` its vision part's.
+    transformers' image-text-to-text class on the same weights is the reference (`torch_model`)."""
+
+    vision: VisionSpec | None = None
+    processor_files: tuple[str, ...] = ()  # preprocessor_config.json and the like, copied into artifacts
+
+    def __post_init__(self) -> None:
+        if self.vision is None:
+            raise ValueError("a VisionLanguageModel needs its VisionSpec")
+
+    def torch_model(self):
+        if "model" not in self._loaded:
+            import torch
+            from transformers import AutoModelForImageTextToText
+
+            model = AutoModelForImageTextToText.from_pretrained(self.directory, dtype=torch.float32,
+                                                                local_files_only=True,
+                                                                trust_remote_code=self.trust_remote_code)
+            self._loaded["model"] = model.eval()
+        return self._loaded["model"]

@@ -18,6 +18,7 @@ from compiler.build.cells import build_cells
 from compiler.build.context import BuildContext, BuildOptions, BuildRun, Progress, print_progress
 from compiler.build.kinds import ModelKind
 from compiler.build.kinds.decoder import DecoderKind
+from compiler.build.kinds.vision_language import VisionLanguageKind
 from compiler.build.kinds.graph import GraphKind
 from compiler.build.manifest import check_replaceable
 from compiler.build.plan import plan, plan_target
@@ -26,7 +27,8 @@ from compiler.errors import UsageError
 from compiler.toolchain import toolchain_versions
 
 #: every kind of model chipfit builds; a model's kind is the first that accepts it
-KINDS: tuple[ModelKind, ...] = (DecoderKind(), GraphKind())
+# the first that accepts a model is its kind: a vision-language model is a decoder with more
+KINDS: tuple[ModelKind, ...] = (VisionLanguageKind(), DecoderKind(), GraphKind())
 
 
 def kind_of(model: Any) -> ModelKind:

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from compiler.errors import UsageError
-from targets.model import DecoderModel
+from compiler.vlm.families import FAMILIES as VISION_FAMILIES, read_vision
+from targets.model import DecoderModel, VisionLanguageModel
 from targets.decoder import DecoderSpec
 from targets.files import digest_path
 
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "tf_model.h5")
+#: an image processor's settings, copied beside a vision-language artifact's files
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "chat_template.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja")
 
@@ -93,17 +96,32 @@ def _architecture(config: Mapping[str, Any], folder: Path, trust_remote_code: bo
             f"{', '.join(config['auto_map'].values()) if isinstance(config['auto_map'], dict) else config['auto_map']}),"
             " which runs only if you pass --trust-remote-code (recorded in the manifest); read that code first")
     known = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    if is_vision_language(config):
+        return archs[0] if archs else MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[model_type]
     if "vision_config" in config or (known is None and model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES):
         # Read as a text decoder, its vision tower would be left out and the artifact "verified" on text alone.
         tower = "a vision tower (config.json vision_config)" if "vision_config" in config else "image inputs"
         raise UsageError(f"{folder}/config.json: model_type {model_type!r} ({', '.join(archs) or 'no architectures'}) "
-                         f"is a vision-language model with {tower}; chipfit does not build vision-language models "
-                         "yet. To build its text decoder alone, save that part as its own folder (its text_config "
-                         "and language-model weights)")
+                         f"is a vision-language model with {tower}; chipfit builds the vision-language families "
+                         f"{', '.join(sorted(VISION_FAMILIES))} and not this one yet. To build its text decoder "
+                         "alone, save that part as its own folder (its text_config and language-model weights)")
     if known is None and not trust_remote_code:
         raise UsageError(f"{folder}/config.json: model_type {model_type!r} is no causal language model this transformers "
                          f"knows; decoder LMs it knows include {', '.join(sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)[:40])}...")
     return archs[0] if archs else known
+
+
+def is_vision_language(config: Mapping[str, Any]) -> bool:
+    """A folder of a vision-language family chipfit builds (its vision part read by `compiler.vlm.families`)."""
+    return "vision_config" in config and config.get("model_type") in VISION_FAMILIES
+
+
+def _text_shapes(config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """The decoder's tensors of a checkpoint: a vision-language model's vision part is counted on its own."""
+    if not is_vision_language(config):
+        return dict(shapes)
+    prefixes = VISION_FAMILIES[config["model_type"]].vision_prefixes
+    return {name: shape for name, shape in shapes.items() if not name.startswith(prefixes)}
 
 
 def _tokenizer(folder: Path, vocab_size: int) -> Path:
@@ -172,7 +190,7 @@ def load_hf_directory(folder: Path, trust_remote_code: bool = False, name: str |
     architecture = _architecture(config, folder, trust_remote_code)
     files = _safetensors_files(folder)
     shapes = _tensor_shapes(files)
-    spec = decoder_spec(config, architecture, shapes)
+    spec = decoder_spec(config, architecture, _text_shapes(config, shapes))
     tokenizer = _tokenizer(folder, spec.vocab_size)
     generation = {}
     if (folder / "generation_config.json").is_file():
@@ -180,10 +198,13 @@ def load_hf_directory(folder: Path, trust_remote_code: bool = False, name: str |
             generation = json.loads((folder / "generation_config.json").read_text())
         except ValueError as exc:
             raise UsageError(f"{folder / 'generation_config.json'}: not valid JSON ({exc})") from None
-    return DecoderModel(name=name or folder.name, source=str(folder), source_digest=digest_path(folder) if digest else "",
-                        spec=spec,
-                        directory=folder, tokenizer_file=tokenizer, trust_remote_code=trust_remote_code,
-                        config=config, generation=generation)
+    fields = dict(name=name or folder.name, source=str(folder), source_digest=digest_path(folder) if digest else "",
+                  spec=spec, directory=folder, tokenizer_file=tokenizer, trust_remote_code=trust_remote_code,
+                  config=config, generation=generation)
+    if is_vision_language(config):
+        processor = tuple(n for n in PROCESSOR_FILES if (folder / n).is_file())
+        return VisionLanguageModel(**fields, vision=read_vision(folder, config, shapes), processor_files=processor)
+    return DecoderModel(**fields)
 
 
 def _shapes_from_config(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -228,4 +249,4 @@ def read_layout(path: Path, trust_remote_code: bool = False) -> tuple[DecoderSpe
     else:
         shapes, basis = _shapes_from_config(config), "config.json (shapes of a standard decoder layer)"
     name = folder.name if path.is_dir() or path.name == "config.json" else path.stem
-    return decoder_spec(config, architecture, shapes), name, basis
+    return decoder_spec(config, architecture, _text_shapes(config, shapes)), name, basis

@@ -66,6 +66,28 @@ class ReferencePerplexity:
         return cls(text, perplexity(model.reference_logits, text))
 
 
+def compare_greedy(case: PromptCase, produced: Sequence[int]) -> tuple[dict, bool]:
+    """The artifact's greedy tokens against the reference's, up to the first tie: the record of one prompt, and
+    whether it passes (equal, or parted only at a tie)."""
+    first_tie = next(iter(case.ties), None)
+    compared = len(case.tokens) if first_tie is None else first_tie + 1
+    mismatch = next((i for i in range(min(compared, len(produced))) if produced[i] != case.tokens[i]), None)
+    if len(produced) < compared:
+        mismatch = len(produced) if mismatch is None else mismatch
+    matched = compared if mismatch is None else mismatch
+    tie_ok = mismatch is not None and mismatch == first_tie
+    return ({"tokens": len(case.tokens), "matched": matched, "ties": list(case.ties), "reference": list(case.tokens),
+             "artifact": list(produced), "first_mismatch": mismatch, "mismatch_at_tie": tie_ok},
+            mismatch is None or tie_ok)
+
+
+def forced_agreement(case: PromptCase, forced: np.ndarray) -> tuple[int, int]:
+    """Teacher-forced steps where the artifact's choice is the reference's, and the steps counted (ties left out)."""
+    choices = forced.argmax(-1)
+    considered = [i for i in range(len(case.tokens)) if i not in case.ties]
+    return int(sum(choices[i] == case.tokens[i] for i in considered)), len(considered)
+
+
 def verify_generation(plan: GenerationPlan, cases: Sequence[PromptCase], precision: str,
                       tolerance: Tolerance, reference: ReferencePerplexity | None = None) -> Numerics:
     """Greedy and teacher-forced comparison with the reference; with ``reference``, the artifact's perplexity on
@@ -77,26 +99,16 @@ def verify_generation(plan: GenerationPlan, cases: Sequence[PromptCase], precisi
     agree = steps = 0
     for n, case in enumerate(cases):
         produced = runner.generate(case.ids, len(case.tokens), stop=case.stop).tokens
-        first_tie = next(iter(case.ties), None)
-        compared = len(case.tokens) if first_tie is None else first_tie + 1
-        mismatch = next((i for i in range(min(compared, len(produced))) if produced[i] != case.tokens[i]), None)
-        if len(produced) < compared:
-            mismatch = len(produced) if mismatch is None else mismatch
-        matched = compared if mismatch is None else mismatch
-        tie_ok = mismatch is not None and mismatch == first_tie
-        greedy_ok &= mismatch is None or tie_ok
+        record, ok = compare_greedy(case, produced)
+        greedy_ok &= ok
         forced = runner.logits(case.ids + case.tokens[:-1])[len(case.ids) - 1:]
-        choices = forced.argmax(-1)
-        reference_choices = np.asarray(case.tokens)
-        considered = [i for i in range(len(case.tokens)) if i not in case.ties]
-        agree += int(sum(choices[i] == reference_choices[i] for i in considered))
-        steps += len(considered)
+        agreed, considered = forced_agreement(case, forced)
+        agree += agreed
+        steps += considered
         (error,) = compare_outputs({f"prompt {n} logits": case.logits.astype(np.float64)},
                                    {f"prompt {n} logits": forced})
         errors.append(error)
-        prompts.append({"prompt": case.text, "tokens": len(case.tokens), "matched": matched,
-                        "ties": list(case.ties), "reference": list(case.tokens), "artifact": list(produced),
-                        "first_mismatch": mismatch, "mismatch_at_tie": tie_ok})
+        prompts.append({"prompt": case.text, **record})
     agreement = agree / steps if steps else 1.0
     scored = None
     if reference is not None:

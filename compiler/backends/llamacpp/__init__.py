@@ -1,11 +1,13 @@
 """llama.cpp backend: a GGUF file written by llama.cpp's own converter and quantizer, run by llama.cpp.
 
-Decoder LMs only (``consumes = "huggingface"``). The toolchain is llama-cpp-python compiled from its source on this
-machine (`ENVIRONMENT`: ``chipfit toolchain install llamacpp``, a few minutes once; the wheel is kept for later
-installs), with llama.cpp's source tree kept for its converter. Lowering: ``convert_hf_to_gguf.py`` writes F32 or
-F16 (chipfit's Python, `convert`), ``llama_model_quantize`` makes Q8_0 / Q4_0 / Q4_K_M / ... from the F32 file
-(`runtime`, the environment's Python), the GGUF header says what each tensor became, and llama.cpp's tokenizer
-must split text as transformers does. Verification and timing generate through `LlamaCppRunner`.
+Decoder LMs (``consumes = "huggingface"``), and vision-language models: their decoder as any decoder's, plus the
+vision encoder and projector in an ``mmproj`` GGUF (the converter's ``--mmproj``) that llama.cpp's ``mtmd`` library
+runs. The toolchain is llama-cpp-python compiled from its source on this machine (`ENVIRONMENT`: ``chipfit
+toolchain install llamacpp``, a few minutes once; the wheel is kept for later installs), with llama.cpp's source
+tree kept for its converter. Lowering: ``convert_hf_to_gguf.py`` writes F32 or F16 (chipfit's Python, `convert`),
+``llama_model_quantize`` makes Q8_0 / Q4_0 / Q4_K_M / ... from the F32 file (`runtime`, the environment's Python),
+the GGUF header says what each tensor became, and llama.cpp's tokenizer must split text as transformers does.
+Verification and timing generate through `LlamaCppRunner`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from compiler.backends.llamacpp.options import FIXED_TYPES, SCHEMA
 from compiler.errors import LowerError
 from compiler.isolated.environment import Environment, EnvironmentState, SourceBuild, clean_env, inspect_environment
 from targets.host import HostInfo
-from targets.model import TracedModel
+from targets.model import TracedModel, VisionLanguageModel
 from targets.signature import Signature, TensorSpec
 from targets.spec import TargetSpec
 
@@ -40,6 +42,9 @@ ENVIRONMENT = Environment(
     reported=("llama-cpp-python", "numpy"),
 )
 GGUF = "model.gguf"
+MMPROJ = "mmproj.gguf"
+#: the attention window (pixels) llama.cpp's Qwen2.5-VL vision graph is written for
+QWEN25VL_WINDOW = 112
 #: ``--kv-cache`` -> llama.cpp's cache type (both K and V), and its bytes per element (Q8_0: 34 per 32)
 CACHE_TYPES = {"fp32": "F32", "fp16": "F16", "int8": "Q8_0"}
 CACHE_BYTES = {"F32": 4, "F16": 2, "Q8_0": 34 / 32}
@@ -61,7 +66,10 @@ class LlamaCppBackend(BackendBase):
         # test_llamacpp.py); phi3, gemma2 and minicpm3 convert only with a SentencePiece tokenizer.model, and a
         # gemma3_text GGUF parted from transformers' tokens: not claimed until verified
         decoder_families=("llama", "qwen2", "qwen3", "mistral"),
-        decoder_kv_caches=tuple(CACHE_TYPES))
+        decoder_kv_caches=tuple(CACHE_TYPES),
+        # llama.cpp's Qwen2.5-VL graph assumes the released window of 112 pixels (the mmproj GGUF has no key for
+        # it): a checkpoint with another is refused (`_check_vision`)
+        vision_language_families=("qwen2_5_vl",))
 
     def environment_state(self) -> EnvironmentState:
         return inspect_environment(self.environment)
@@ -121,6 +129,7 @@ class LlamaCppBackend(BackendBase):
                     tail = (done.stderr or done.stdout).strip().splitlines()[-2:]
                     raise LowerError(f"llama.cpp's quantizer could not write {kind}: {' | '.join(tail) or done.returncode}")
             header = _child_chipfit(source, {"op": "describe", "gguf": str(out)}, scratch)
+            vision = _lower_vision(model, job, source, scratch) if isinstance(model, VisionLanguageModel) else {}
         precisions = _weight_precisions(header["types"])
         cache_type = CACHE_TYPES[job.request.llm.kv_cache or "fp16"]
         runner = _runner(state, out, min(job.context, 512), threads, cache_type)
@@ -128,22 +137,28 @@ class LlamaCppBackend(BackendBase):
             _check_tokenizer(model, runner)
         finally:
             runner.close()
+        files = (GGUF,) + ((MMPROJ,) if vision else ())
         form = DecoderForm(
-            cache_form="static", programs=("decoder",), runtime="llama.cpp", context=job.context,
+            cache_form="static", programs=("decoder",), runtime="llama.cpp" + (" (mtmd)" if vision else ""),
+            context=job.context,
             kv_bytes_per_element=CACHE_BYTES[cache_type],  # F16 unless --kv-cache asked otherwise
             weight_precisions=precisions, tokenizer_files=(GGUF,), prefill_chunk=512,
-            generation={"eos_token_id": list(model.eos_token_ids)})
+            generation={"eos_token_id": list(model.eos_token_ids)}, weight_files=files,
+            parts={"decoder": GGUF, "vision": MMPROJ} if vision else {},
+            vision_precision=vision.get("precision", ""), vision_settings=vision.get("settings", {}))
         return Lowered(
-            files=(GGUF,), signature=Signature(
+            files=files, signature=Signature(
                 inputs=(TensorSpec("tokens", ("sequence",), "int32"),),
                 outputs=(TensorSpec("logits", ("sequence", model.spec.vocab_size), "float32"),)),
             options={**options, "gguf_type": kind, "n_ctx": job.context, "n_batch": 512, "cache_type": cache_type,
-                     "tensor_types": header["types"]},
+                     "tensor_types": header["types"], **({"mmproj": MMPROJ, **vision["settings"]} if vision else {})},
             passes=({"name": "llama.cpp convert_hf_to_gguf", "outtype": "f16" if kind == "F16" else "f32"},)
                    + (() if kind in ("F32", "F16") else ({"name": "llama.cpp llama_model_quantize", "type": kind,
-                                                          "tensor_types": header["types"]},)),
+                                                          "tensor_types": header["types"]},))
+                   + (({"name": "llama.cpp convert_hf_to_gguf --mmproj", "outtype": vision["outtype"],
+                        "file": MMPROJ},) if vision else ()),
             notes=tuple(notes) + (f"the tokenizer is in {GGUF}; llama.cpp split {len(TOKENIZER_CHECKS)} test texts as "
-                                  "transformers does",),
+                                  "transformers does",) + tuple(vision.get("notes", ())),
             decoder=form)
 
     def plan_generate(self, artifact_dir: Path, options: Mapping[str, Any], target: TargetSpec,
@@ -152,7 +167,14 @@ class LlamaCppBackend(BackendBase):
         if not state.complete:
             raise NotRunnable(self._not_ready(state))
         threads = _threads(options, target, host)
-        runner = _runner(state, artifact_dir / GGUF, int(options["n_ctx"]), threads, options.get("cache_type", "F16"))
+        vision = None
+        if options.get("mmproj"):
+            from compiler.backends.llamacpp.runner import VisionPart
+
+            vision = VisionPart(artifact_dir / options["mmproj"], int(options["image_min_tokens"]),
+                                int(options["image_max_tokens"]), int(options["image_token_id"]))
+        runner = _runner(state, artifact_dir / GGUF, int(options["n_ctx"]), threads, options.get("cache_type", "F16"),
+                         vision)
         mismatch = host_mismatch(target, host)
         if mismatch is None and options.get("device", "cpu") == "cpu":
             return GenerationPlan(runner)
@@ -165,10 +187,40 @@ def _threads(options: Mapping[str, Any], target: TargetSpec, host: HostInfo) -> 
     return run_threads(target, host, int(options.get("threads") or 0))
 
 
-def _runner(state: EnvironmentState, gguf: Path, context: int, threads: int, cache_type: str = "F16"):
+def _runner(state: EnvironmentState, gguf: Path, context: int, threads: int, cache_type: str = "F16", vision=None):
     from compiler.backends.llamacpp.runner import LlamaCppRunner
 
-    return LlamaCppRunner(state.python_exe, gguf, context, threads, cache_type)
+    return LlamaCppRunner(state.python_exe, gguf, context, threads, cache_type, vision)
+
+
+def _check_vision(model: VisionLanguageModel) -> None:
+    vision = model.config.get("vision_config") or {}
+    window = vision.get("window_size", QWEN25VL_WINDOW)
+    if model.vision.family == "qwen2_5_vl" and int(window) != QWEN25VL_WINDOW:
+        raise LowerError(f"{model.source}/config.json: vision_config.window_size {window}: llama.cpp's Qwen2.5-VL "
+                         f"vision encoder attends in windows of {QWEN25VL_WINDOW} pixels (its mmproj file has no "
+                         "setting for another), so its image features would not be this model's; build it with a "
+                         "backend that reads the window from the checkpoint")
+
+
+def _lower_vision(model: VisionLanguageModel, job: LowerJob, source: Path, scratch: str) -> dict[str, Any]:
+    """The vision encoder and projector as llama.cpp's converter writes them (``--mmproj``): fp32 for an fp32
+    build, else fp16 (vision encoders are not quantized with the decoder: image features lose more than text)."""
+    _check_vision(model)
+    outtype = "f32" if job.precision == "fp32" else "f16"
+    _child_chipfit(source, {"op": "convert", "model": str(model.directory), "outfile": str(job.workdir / MMPROJ),
+                            "outtype": outtype, "mmproj": True}, scratch)
+    spec = model.vision
+    settings = {"image_min_tokens": spec.min_image_tokens, "image_max_tokens": spec.max_image_tokens,
+                "image_token_id": spec.image_token_id}
+    return {"outtype": outtype, "precision": {"f32": "fp32", "f16": "fp16"}[outtype], "settings": settings,
+            "notes": (f"{MMPROJ}: the vision encoder and projector for llama.cpp's mtmd; an application loads it "
+                      f"beside {GGUF} (llama-mtmd-cli -m {GGUF} --mmproj {MMPROJ}) and sets image_min_tokens "
+                      f"{spec.min_image_tokens} and image_max_tokens {spec.max_image_tokens}, the model's processor's "
+                      "bounds (llama.cpp's own defaults for the family differ), so images are sized as in training",
+                      "llama.cpp rounds an image side halfway between two multiples of "
+                      f"{spec.patch_size * spec.merge_size} pixels up where transformers rounds to even: give it "
+                      "images already at the processor's size (`chipfit generate --image` resizes them so)")}
 
 
 def _child_chipfit(source: Path, request: dict, scratch: str) -> dict:

@@ -4,6 +4,7 @@ keeps), and a reader of what a GGUF file holds: run by chipfit's Python in a chi
     python -m compiler.backends.llamacpp.convert REQUEST.json
 
 REQUEST: ``{"op": "convert", "source": TREE, "model": HF_DIR, "outfile": F, "outtype": "f32"|"f16", "result": R}``
+(``"mmproj": true``: a vision-language model's vision encoder and projector instead of its text decoder)
 or ``{"op": "describe", "source": TREE, "gguf": F, "result": R}``. The tree's own ``gguf-py`` is put first on the
 path, as its converter does: the GGUF writer and the converter come from one llama.cpp revision.
 
@@ -55,7 +56,7 @@ def convert(request: dict) -> dict:
     base.TextModel.get_vocab_base_pre = get_vocab_base_pre
     logging.disable(logging.WARNING)  # the converter's "not recognized" banner precedes the mend above
     sys.argv = ["convert_hf_to_gguf.py", request["model"], "--outfile", request["outfile"],
-                "--outtype", request["outtype"]]
+                "--outtype", request["outtype"]] + (["--mmproj"] if request.get("mmproj") else [])
     driver.main()
     return {"notes": notes}
 

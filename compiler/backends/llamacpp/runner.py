@@ -2,7 +2,9 @@
 
 `LlamaCppRunner` is chipfit's `DecoderRunner` for it: greedy tokens with the time of every step (measured in the
 child, so the pipe costs nothing in the figures), teacher-forced logits, and llama.cpp's tokenizer. The child is
-`runtime.py` run by the environment's Python; it ends when the runner is collected or closed.
+`runtime.py` run by the environment's Python; it ends when the runner is collected or closed. Given a vision
+part (`VisionPart`: the mmproj file and the image-token bounds), it is also a `compiler.vlm.verify.VisionRunner`:
+prompts with images, their features, teacher-forced logits after them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import subprocess
 import tempfile
 import weakref
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -33,16 +36,28 @@ def _stop(process: subprocess.Popen) -> None:
             process.kill()
 
 
+@dataclass(frozen=True)
+class VisionPart:
+    mmproj: Path
+    min_tokens: int  # the model's processor's bounds on an image's tokens (0: llama.cpp's own for the family)
+    max_tokens: int
+    image_token: int  # the id transformers' prompt holds for each image token
+    marker: str = "<__media__>"  # mtmd's default media marker
+
+
 class LlamaCppRunner:
-    def __init__(self, python: Path, gguf: Path, context: int, threads: int, cache_type: str = "F16") -> None:
+    def __init__(self, python: Path, gguf: Path, context: int, threads: int, cache_type: str = "F16",
+                 vision: VisionPart | None = None) -> None:
         self._python, self._gguf, self._context, self._cache_type = python, gguf, context, cache_type
+        self.vision = vision
         self._start(threads)
 
     def _start(self, threads: int) -> None:
         self.threads = threads
         self._process = subprocess.Popen(
             [str(self._python), str(RUNTIME), "serve", str(self._gguf), str(self._context), str(threads),
-             self._cache_type],
+             self._cache_type]
+            + ([str(self.vision.mmproj), str(self.vision.min_tokens), str(self.vision.max_tokens)] if self.vision else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
         self._finalizer = weakref.finalize(self, _stop, self._process)
         line = self._process.stdout.readline()
@@ -53,7 +68,7 @@ class LlamaCppRunner:
         self.vocab = int(info["vocab"])
         self.system = info["system"]
         self.description = (f"llama.cpp (llama-cpp-python {info['version']}, CPU backend, {threads} threads, "
-                            f"{self._cache_type} KV cache)")
+                            f"{self._cache_type} KV cache" + (", mtmd for images)" if self.vision else ")"))
 
     def close(self) -> None:
         self._finalizer()
@@ -96,3 +111,63 @@ class LlamaCppRunner:
 
     def tokenize(self, text: str) -> list[int]:
         return [int(i) for i in self._call(op="tokenize", text=text)["ids"]]
+
+    # -- prompts with images ----------------------------------------------------------------------------------
+    def _with_images(self, op: str, prompt: str, pixels: Sequence[np.ndarray], **request) -> tuple[dict, Path]:
+        from targets.vision import IMAGE_PLACEHOLDER
+
+        if self.vision is None:
+            raise RunError(f"{self._gguf.name} was loaded without its vision part")
+        scratch = Path(tempfile.mkdtemp(prefix="chipfit-llamacpp-"))
+        files = []
+        for i, image in enumerate(pixels):
+            files.append(str(scratch / f"image{i}.npy"))
+            np.save(files[-1], np.ascontiguousarray(image, dtype=np.uint8))
+        text = prompt.replace(IMAGE_PLACEHOLDER, self.vision.marker)
+        return self._call(op=op, prompt=text, images=files, **request), scratch
+
+    def _done(self, scratch: Path) -> None:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    def prompt_ids(self, prompt: str, pixels: Sequence[np.ndarray]) -> list[int]:
+        reply, scratch = self._with_images("prompt_ids", prompt, pixels, image_token=self.vision.image_token
+                                           if self.vision else 0)
+        self._done(scratch)
+        return [int(i) for i in reply["ids"]]
+
+    def generate_images(self, prompt: str, pixels: Sequence[np.ndarray], new_tokens: int, stop: Sequence[int] = (),
+                        on_token: Callable[[int], None] | None = None) -> Generation:
+        reply, scratch = self._with_images("generate_images", prompt, pixels, n=int(new_tokens),
+                                           stop=[int(s) for s in stop])
+        self._done(scratch)
+        tokens = tuple(int(t) for t in reply["tokens"])
+        if on_token is not None:
+            for token in tokens:
+                on_token(token)
+        self.last_encode_s = float(reply["encode_s"])
+        return Generation(tokens, float(reply["prefill_s"]), tuple(float(t) for t in reply["token_s"]))
+
+    def image_logits(self, prompt: str, pixels: Sequence[np.ndarray], forced: Sequence[int]) -> np.ndarray:
+        out = Path(tempfile.mkdtemp(prefix="chipfit-llamacpp-")) / "logits.npy"
+        try:
+            _, scratch = self._with_images("image_logits", prompt, pixels, forced=[int(t) for t in forced],
+                                           out=str(out))
+            self._done(scratch)
+            return np.load(out, allow_pickle=False)
+        finally:
+            self._done(out.parent)
+
+    def image_features(self, pixels: np.ndarray) -> np.ndarray:
+        out = Path(tempfile.mkdtemp(prefix="chipfit-llamacpp-")) / "features.npy"
+        try:
+            request = {"out": str(out)}
+            scratch = Path(tempfile.mkdtemp(prefix="chipfit-llamacpp-"))
+            image = scratch / "image.npy"
+            np.save(image, np.ascontiguousarray(pixels, dtype=np.uint8))
+            self._call(op="image_features", image=str(image), **request)
+            self._done(scratch)
+            return np.load(out, allow_pickle=False)
+        finally:
+            self._done(out.parent)

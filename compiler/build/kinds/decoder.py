@@ -67,6 +67,8 @@ class DecoderInputs:
     reference: ReferencePerplexity  # the float model's perplexity on the held-out text
     calibration: tuple[tuple[int, ...], ...]  # token ids the data-aware weight methods calibrate on
     calibration_origin: str
+    #: vision-language models: the image prompts with transformers' greedy continuations (`compiler.vlm.verify`)
+    images: tuple[Any, ...] = ()
 
 
 class DecoderKind:
@@ -77,15 +79,24 @@ class DecoderKind:
     def accepts(self, model: Any) -> bool:
         return isinstance(model, DecoderModel)
 
+    #: what the refusals call the models of this kind
+    what = "decoder"
+
+    def family(self, model: DecoderModel) -> str:
+        return model.spec.model_type
+
+    def families(self, backend: Backend) -> tuple[str, ...]:
+        """The families of this kind ``backend`` lowers."""
+        return tuple(backend.capabilities.decoder_families)
+
     def check_model(self, model: DecoderModel, ctx: BuildContext) -> None:
         spec = model.spec
         loaded, broken = ctx.backends.load_all()
-        families = {name: list(b.capabilities.decoder_families) for name, b in loaded.items()
-                    if b.capabilities.decoder_families}
-        if not any(spec.model_type in f for f in families.values()):
+        families = {name: list(self.families(b)) for name, b in loaded.items() if self.families(b)}
+        if not any(self.family(model) in f for f in families.values()):
             supported = sorted({f for fs in families.values() for f in fs})
-            raise UsageError(f"{model.source}: {spec.architecture} (model_type {spec.model_type!r}) is lowered by no "
-                             f"backend; decoder families supported: {', '.join(supported) or 'none'}"
+            raise UsageError(f"{model.source}: {spec.architecture} (model_type {self.family(model)!r}) is lowered by "
+                             f"no backend; {self.what} families supported: {', '.join(supported) or 'none'}"
                              + "".join(f"; {error}" for error in broken.values()))
 
     def plan_target(self, model: DecoderModel, request: BuildRequest, target: TargetSpec, precision: str,
@@ -96,14 +107,18 @@ class DecoderKind:
                              f"({target.source_file}: supports.precisions)")
         q = target.quantization
         block = request.quantization.block_size or (q.int4_block_sizes[0] if q and q.int4_block_sizes else 32)
-        context, memory = plan_context(spec, model.name, target, precision, request.llm.context, block)
+        context, memory = plan_context(spec, model.name, target, precision, request.llm.context, block,
+                                       self.extra_weight_bytes(model, precision))
         return {"context": context, "memory": memory}
+
+    def extra_weight_bytes(self, model: DecoderModel, precision: str) -> int:
+        """Weights besides the decoder's the memory plan counts (a vision encoder)."""
+        return 0
 
     def candidates(self, model: DecoderModel, backends: Sequence[Backend], precision: str, target: TargetSpec,
                    request: BuildRequest, ctx: BuildContext) -> tuple[list[Backend], str]:
-        family = model.spec.model_type
-        able = [b for b in backends
-                if family in b.capabilities.decoder_families and precision in b.capabilities.decoder_precisions]
+        family = self.family(model)
+        able = [b for b in backends if family in self.families(b) and precision in b.capabilities.decoder_precisions]
         missing = {b.name: b.check_toolchain(target) for b in able}
         missing = {name: problems for name, problems in missing.items() if problems}
         if missing and (request.backend or len(missing) == len(able)):
@@ -136,13 +151,13 @@ class DecoderKind:
             able = keeping
         if able and target.build_all_backends and not request.backend:
             for skipped in (b for b in backends if b not in able):
-                ctx.progress(f"{target.id}: {skipped.name} lowers no {family} decoder at {precision}; "
+                ctx.progress(f"{target.id}: {skipped.name} lowers no {family} {self.what} at {precision}; "
                              f"building with {', '.join(b.name for b in able)}")
         if able:
             return able, ""
         why = "; ".join(f"{b.name} lowers " + (
-            f"{'/'.join(b.capabilities.decoder_families)} at {'/'.join(b.capabilities.decoder_precisions)}"
-            if b.capabilities.decoder_families else "no decoder LMs") for b in backends)
+            f"{'/'.join(self.families(b))} at {'/'.join(b.capabilities.decoder_precisions)}"
+            if self.families(b) else f"no {self.what} models") for b in backends)
         return [], f"no backend of target {target.id} lowers {family} at {precision} ({why})"
 
     def check_backend(self, backend: Backend, cell_fields: Mapping[str, Any], target: TargetSpec) -> None:
@@ -173,7 +188,7 @@ class DecoderKind:
         if len(methods) <= 1 and budget is None:
             lowered = self._lower(model, cell, inputs, run, staging.path, methods[0] if methods else "")
             where.stage = "RUN"
-            numerics, failed_stage = _verify(cell, lowered, staging.path, lowered.decoder.name, inputs, run)
+            numerics, failed_stage = self.verify_form(cell, lowered, staging.path, lowered.decoder.name, inputs, run)
             weight_choice = None
         else:
             lowered, numerics, failed_stage, weight_choice = self._weight_race(model, cell, inputs, run, staging,
@@ -190,7 +205,7 @@ class DecoderKind:
         where.stage = "RUN"
         others = []
         for extra in lowered.extra_decoder_forms:
-            checked, stage = _verify(cell, lowered, staging.path, extra.name, inputs, run)
+            checked, stage = self.verify_form(cell, lowered, staging.path, extra.name, inputs, run)
             others.append({"name": extra.name, "cache_form": extra.cache_form, "programs": list(extra.programs),
                            "runtime": extra.runtime, "prefill_chunk": extra.prefill_chunk,
                            "numerics": checked.to_dict()})
@@ -206,7 +221,8 @@ class DecoderKind:
             programs=form.programs, runtime=form.runtime, memory_plan=memory,
             weight_precisions=dict(form.weight_precisions), tokenizer_files=form.tokenizer_files,
             trust_remote_code=model.trust_remote_code, generation=dict(form.generation),
-            windowed_cache=form.windowed_cache, other_forms=tuple(others), weight_choice=weight_choice)
+            windowed_cache=form.windowed_cache, other_forms=tuple(others), weight_choice=weight_choice,
+            vision=self.vision_record(model, form, memory))
         manifest = describe(
             model, cell, lowered, files, numerics, run.versions,
             content_digest(staging.path, files, cell.backend.normalizers()), seconds, run.ctx.host,
@@ -216,6 +232,14 @@ class DecoderKind:
                                            f"context {memory.context}; target {cell.target.id} has "
                                            f"{(memory.capacity_bytes or 0) / 2**30:.2f} GiB",)
         return Built(staging, manifest, failed_stage, warnings=warnings)
+
+    def verify_form(self, cell: Cell, lowered: Lowered, path: Path, form: str, inputs: DecoderInputs, run: BuildRun
+                    ) -> tuple[Numerics, str]:
+        """Generate with one form of the artifact and compare with the reference (`verify_decoder`)."""
+        return verify_decoder(cell, lowered, path, form, inputs, run)
+
+    def vision_record(self, model: DecoderModel, form: Any, memory: MemoryPlan) -> Any:
+        return None
 
     def _lower(self, model: DecoderModel, cell: Cell, inputs: DecoderInputs, run: BuildRun, workdir: Path,
                method: str, int8_share: float = 0.0) -> Lowered:
@@ -247,7 +271,7 @@ class DecoderKind:
             where.stage = "LOWER"
             lowered = self._lower(model, cell, inputs, run, workdir, method, share)
             where.stage = "RUN"
-            numerics, failed = _verify(cell, lowered, workdir, lowered.decoder.name, inputs, run)
+            numerics, failed = self.verify_form(cell, lowered, workdir, lowered.decoder.name, inputs, run)
             tried.append((method, share, lowered, numerics, failed))
             return len(tried) - 1
 
@@ -390,8 +414,8 @@ def _better(candidate: Numerics, best: Numerics) -> bool:
     return _perplexity(candidate) < _perplexity(best) * (1 - PERPLEXITY_TIE)
 
 
-def _verify(cell: Cell, lowered: Lowered, path: Path, form: str, inputs: DecoderInputs, run: BuildRun
-            ) -> tuple[Numerics, str]:
+def verify_decoder(cell: Cell, lowered: Lowered, path: Path, form: str, inputs: DecoderInputs, run: BuildRun
+                   ) -> tuple[Numerics, str]:
     """Generate with one form of the artifact and compare with the reference (not-run where it cannot run here);
     with the stage that failed where it failed."""
     cases = inputs.cases
@@ -416,17 +440,20 @@ def _is_weight_file(rel: str) -> bool:
     return name.endswith((".data", ".bin", ".onnx", ".so", ".weights", ".pte")) and not name.startswith("tokenizer")
 
 
-def plan_context(spec, name: str, target: TargetSpec, precision: str, asked: int | None, block: int = 32
-                 ) -> tuple[int, MemoryPlan]:
+def plan_context(spec, name: str, target: TargetSpec, precision: str, asked: int | None, block: int = 32,
+                 extra_weight_bytes: int = 0) -> tuple[int, MemoryPlan]:
     """The context a build of ``spec`` plans for ``target`` (``asked``, else the model's positions up to
     `DEFAULT_CONTEXT`, shrunk to what fits the target's memory) and its memory plan; a UsageError naming the
-    figures where the model or the asked context cannot fit. `chipfit plan` and the build both use it."""
+    figures where the model or the asked context cannot fit. `chipfit plan` and the build both use it.
+    ``extra_weight_bytes``: weights beside the decoder's (a vision encoder), counted with them."""
     if asked is not None and asked > spec.max_positions:
         raise UsageError(f"--context {asked}: {name} handles at most {spec.max_positions} positions "
                          "(config.json max_position_embeddings)")
     capacity = target.hardware.memory_bytes
     context = asked or min(spec.max_positions, DEFAULT_CONTEXT)
-    memory = plan_memory(spec, context, precision, capacity, block_size=block)
+    weights = spec.weight_bytes(precision, block) + extra_weight_bytes
+    basis = "estimated from the checkpoint's shapes" + (" (with the vision encoder)" if extra_weight_bytes else "")
+    memory = plan_memory(spec, context, precision, capacity, block_size=block, weight_bytes=weights, basis=basis)
     if not memory.fits:
         gib = 2 ** 30
         if memory.max_context_that_fits is None:
@@ -441,5 +468,5 @@ def plan_context(spec, name: str, target: TargetSpec, precision: str, asked: int
                 f"{memory.total_bytes / gib:.2f} GiB exceed its {capacity / gib:.2f} GiB; the largest context that "
                 f"fits is {memory.max_context_that_fits} tokens")
         context = memory.max_context_that_fits
-        memory = plan_memory(spec, context, precision, capacity, block_size=block)
+        memory = plan_memory(spec, context, precision, capacity, block_size=block, weight_bytes=weights, basis=basis)
     return context, memory
