@@ -200,8 +200,23 @@ def _llm_lines(llm) -> list[str]:
     ] + [f"  also:      {o['name']} form: {o['cache_form']} cache, programs {', '.join(o['programs'])}, runs in "
          f"{o['runtime']}; {o['numerics'].get('status')}: "
          f"{(o['numerics'].get('generation') or {}).get('summary') or o['numerics'].get('reason', '')}"
-         for o in llm.other_forms] + _weight_choice_lines(llm.weight_choice) + (
+         for o in llm.other_forms] + _vision_lines(llm.vision) + _weight_choice_lines(llm.weight_choice) + (
         ["  remote code: trusted (--trust-remote-code)"] if llm.trust_remote_code else [])
+
+
+def _vision_lines(vision) -> list[str]:
+    """A vision-language artifact's parts, its vision encoder and the image-token budget."""
+    if vision is None:
+        return []
+    v = vision.spec
+    settings = ", ".join(f"{k} {val}" for k, val in vision.runtime_settings.items())
+    return [f"  parts:     " + ", ".join(f"{part} {file}" for part, file in vision.files.items()),
+            f"  vision:    {v.family} encoder: {v.layers} blocks, width {v.hidden_size}, patch {v.patch_size}, merge "
+            f"{v.merge_size}x{v.merge_size}, {v.encoder_parameters / 1e6:.2f} M parameters at "
+            f"{vision.encoder_precision}",
+            f"  images:    {v.min_image_tokens}..{vision.image_tokens_per_image} tokens each ({v.min_pixels}.."
+            f"{v.max_pixels} pixels); the context holds {vision.images_per_context} of the largest"
+            + (f"; the runtime is set to {settings}" if settings else "")]
 
 
 def _weight_choice_lines(choice) -> list[str]:

@@ -5,6 +5,7 @@
     chipfit build MODEL -t T [-t T ...]      trace, lower, verify; exit 0 only if every artifact verified
     chipfit inspect PATH [--json]            an artifact: what it is, its manifest, its numerics
     chipfit generate PATH --prompt TEXT      a decoder LM artifact generates text (streamed), with tok/s
+                     [--image F ...]         ... from images too (a vision-language artifact; <image> in the prompt)
     chipfit plan MODEL -t T [-t T ...]       a decoder's memory plan, TTFT, tok/s and J/token per target, unbuilt
     chipfit release RELEASE.toml -o dist/    every model x target of a release, cached, verified, profiled
     chipfit compare BASELINE CURRENT         regressions beyond threshold and noise (exit 1)
@@ -153,6 +154,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", required=True)
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--ignore-eos", action="store_true", help="generate all tokens even past end-of-sequence")
+    g.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="an image for a vision-language artifact (repeatable); the prompt marks where each goes "
+                        "with <image>, e.g. --prompt '<image> What is in this picture?'")
     g.set_defaults(func=cmd_generate)
 
     pl = sub.add_parser("plan", help="estimate a decoder LM per target before building: memory plan, TTFT, prefill and "

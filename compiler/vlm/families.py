@@ -29,6 +29,8 @@ class VisionFamily:
     read_spec: Callable[[Mapping[str, Any], Mapping[str, Any], int], VisionSpec]
     #: the image processor transformers pairs with the family (its PIL variant: no torchvision needed)
     image_processor: str
+    #: (height, width, spec) -> the size the family's processor resizes an image to
+    processed_size: Callable[[int, int, VisionSpec], tuple[int, int]]
 
     def processor(self, folder: Path):
         module, _, name = self.image_processor.rpartition(".")
@@ -50,10 +52,32 @@ def _qwen_vl_spec(config: Mapping[str, Any], pre: Mapping[str, Any], parameters:
         image_token_id=int(config["image_token_id"]))
 
 
+def _qwen_vl_size(height: int, width: int, spec: VisionSpec) -> tuple[int, int]:
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    try:
+        return smart_resize(height, width, spec.patch_size * spec.merge_size, spec.min_pixels, spec.max_pixels)
+    except ValueError as exc:  # an aspect ratio over 200
+        raise UsageError(f"an image of {width}x{height} pixels: {exc}") from None
+
+
 FAMILIES: dict[str, VisionFamily] = {f.name: f for f in (
     VisionFamily("qwen2_5_vl", ("visual.", "model.visual."), _qwen_vl_spec,
-                 "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl.Qwen2VLImageProcessorPil"),
+                 "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl.Qwen2VLImageProcessorPil",
+                 _qwen_vl_size),
 )}
+
+
+def fit_image(pixels: np.ndarray, spec: VisionSpec) -> np.ndarray:
+    """The image at the size the family's processor gives it (bicubic, as the processor resizes), so that a runtime
+    which sizes images by other rounding (llama.cpp's mtmd) is handed exactly what the model was trained on."""
+    from PIL import Image
+
+    height, width = pixels.shape[:2]
+    size = FAMILIES[spec.family].processed_size(height, width, spec)
+    if size == (height, width):
+        return pixels
+    return np.asarray(Image.fromarray(pixels).resize((size[1], size[0]), Image.Resampling.BICUBIC), dtype=np.uint8)
 
 
 def read_vision(folder: Path, config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> VisionSpec:

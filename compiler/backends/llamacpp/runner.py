@@ -112,6 +112,9 @@ class LlamaCppRunner:
     def tokenize(self, text: str) -> list[int]:
         return [int(i) for i in self._call(op="tokenize", text=text)["ids"]]
 
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return str(self._call(op="detokenize", ids=[int(i) for i in ids])["text"])
+
     # -- prompts with images ----------------------------------------------------------------------------------
     def _with_images(self, op: str, prompt: str, pixels: Sequence[np.ndarray], **request) -> tuple[dict, Path]:
         from targets.vision import IMAGE_PLACEHOLDER

@@ -87,6 +87,9 @@ class Session:
     def tokenize(self, text: str) -> dict:
         return {"ids": self.llm.tokenize(text.encode(), add_bos=False, special=False)}
 
+    def detokenize(self, ids: list[int]) -> dict:
+        return {"text": self.llm.detokenize(ids).decode("utf-8", errors="replace")}
+
     # -- prompts with images (a vision-language model's mmproj) ------------------------------------------------
     def _step(self, token: int) -> None:
         batch = llama_cpp.llama_batch_get_one((llama_cpp.llama_token * 1)(token), 1)

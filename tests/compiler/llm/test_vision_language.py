@@ -1,0 +1,166 @@
+"""Vision-language models: a tiny Qwen2.5-VL built here (random weights) through the one pipeline into llama.cpp's
+text + mmproj GGUF pair, verified from drawn images, run by llama.cpp's own multimodal API, and generated from by
+``chipfit generate --image``; bad images and prompts refused before any work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from compiler.backends.llamacpp import GGUF, MMPROJ, backend
+from compiler.build import BuildOptions, build
+from compiler.frontend import load_model
+from compiler.llm.synthetic import vision_language
+from compiler.vlm.families import reference_inputs
+from compiler.vlm.images import fixed_images
+from targets.manifest import read_artifact
+from targets.model import VisionLanguageModel
+
+
+def _chipfit(*args):
+    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def qwen_vl(tmp_path_factory):
+    return vision_language(tmp_path_factory.mktemp("vlm") / "tiny-qwen2.5-vl")
+
+
+@pytest.fixture(scope="session")
+def qwen_vl_host(qwen_vl, tmp_path_factory):
+    out = tmp_path_factory.mktemp("vlm-build")
+    (result,) = build(load_model(qwen_vl), BuildOptions(["host"], out, precision="fp32"))
+    return result, out / qwen_vl.name / "host"
+
+
+def test_a_vlm_folder_is_read_with_its_vision_part(qwen_vl):
+    model = load_model(qwen_vl)
+    assert isinstance(model, VisionLanguageModel)
+    v = model.vision
+    assert (v.family, v.layers, v.patch_size, v.merge_size) == ("qwen2_5_vl", 4, 14, 2)
+    assert (v.min_image_tokens, v.max_image_tokens) == (4, 64)  # 56x56 .. 224x224 pixels, 28x28 per token
+    # the decoder's parameters leave the vision part out; it is counted on its own
+    assert v.encoder_parameters > 0 and model.spec.parameters < v.encoder_parameters + model.spec.parameters
+
+
+def test_the_build_is_verified_from_images_and_records_its_parts(qwen_vl_host):
+    result, path = qwen_vl_host
+    assert result.status == "verified", result
+    m = read_artifact(path).manifest
+    assert m.backend.name == "llamacpp" and set(m.files) == {GGUF, MMPROJ}
+    vision = m.llm.vision
+    assert vision.files == {"decoder": GGUF, "vision": MMPROJ} and vision.encoder_precision == "fp32"
+    assert vision.runtime_settings["image_min_tokens"] == 4 and vision.runtime_settings["image_max_tokens"] == 64
+    images = m.numerics.generation["images"]
+    assert images["prompt_tokens_equal"] and images["greedy_equal"] and images["feature_cosine"] > 0.9999
+    assert all(case["matched"] == case["tokens"] for case in images["cases"]) and len(images["cases"]) == 4
+    # the memory plan counts the mmproj file's weights beside the decoder's
+    assert m.llm.memory_plan.weight_bytes >= m.files[MMPROJ].bytes + m.files[GGUF].bytes * 0.9
+
+
+def test_llama_cpp_s_own_multimodal_api_generates_transformers_tokens(qwen_vl, qwen_vl_host):
+    """The pair as an app loads it (llama-cpp-python's mtmd bindings, the helper that evaluates a whole prompt),
+    with the settings the manifest names: greedy tokens equal to transformers' on the same weights."""
+    _, path = qwen_vl_host
+    settings = read_artifact(path).manifest.llm.vision.runtime_settings
+    name, pixels = fixed_images()[0]
+    image = path.parent / "image.npy"
+    np.save(image, pixels)
+    script = """
+import ctypes, json, sys, numpy as np, llama_cpp, llama_cpp.mtmd_cpp as mtmd
+text, proj, image, lo, hi = sys.argv[1:6]
+llm = llama_cpp.Llama(model_path=text, n_ctx=256, verbose=False)
+params = mtmd.mtmd_context_params_default()
+params.use_gpu, params.warmup, params.image_min_tokens, params.image_max_tokens = False, False, int(lo), int(hi)
+ctx = mtmd.mtmd_init_from_file(proj.encode(), llm.model, params)
+px = np.load(image)
+bitmap = mtmd.mtmd_bitmap_init(px.shape[1], px.shape[0], (ctypes.c_ubyte * px.size).from_buffer_copy(px.tobytes()))
+prompt = mtmd.mtmd_input_text()
+raw = (mtmd.mtmd_default_marker().decode() + " Once upon a time").encode()
+prompt.text, prompt.text_len, prompt.add_special, prompt.parse_special = raw, len(raw), False, True
+chunks = mtmd.mtmd_input_chunks_init()
+assert mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(prompt), (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap), 1) == 0
+past = llama_cpp.llama_pos(0)
+assert mtmd.mtmd_helper_eval_chunks(ctx, llm.ctx, chunks, 0, 0, 512, True, ctypes.byref(past)) == 0
+tokens = []
+for _ in range(8):
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+    tokens.append(int(logits.argmax()))
+    llama_cpp.llama_decode(llm.ctx, llama_cpp.llama_batch_get_one((llama_cpp.llama_token * 1)(tokens[-1]), 1))
+print(json.dumps(tokens))
+"""
+    done = subprocess.run([str(backend.environment_state().python_exe), "-c", script, str(path / GGUF),
+                           str(path / MMPROJ), str(image), str(settings["image_min_tokens"]),
+                           str(settings["image_max_tokens"])], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    produced = json.loads(done.stdout.strip().splitlines()[-1])
+    import torch
+
+    model = load_model(qwen_vl)
+    inputs, ids = reference_inputs(model, "<image> Once upon a time", [pixels])
+    with torch.no_grad():
+        out = model.torch_model().generate(**inputs, max_new_tokens=8, min_new_tokens=8, do_sample=False)
+    assert produced == out[0, len(ids):].tolist()
+
+
+def test_int4_decoder_with_fp16_vision_is_judged_by_agreement(qwen_vl, tmp_path):
+    (result,) = build(load_model(qwen_vl), BuildOptions(["snapdragon-8gen3"], tmp_path, precision="int4"))
+    m = read_artifact(tmp_path / qwen_vl.name / "snapdragon-8gen3").manifest
+    assert m.llm.vision.encoder_precision == "fp16" and m.llm.weight_precisions["matmuls"].startswith("int")
+    images = m.numerics.generation["images"]
+    assert images["prompt_tokens_equal"] and images["feature_cosine"] > 0.999  # the encoder is not quantized
+    assert result.status == "verified" and m.numerics.proxy  # a phone's file, run by llama.cpp's CPU backend here
+
+
+def test_generate_streams_from_an_image(qwen_vl_host, tmp_path):
+    from PIL import Image
+
+    _, path = qwen_vl_host
+    photo = tmp_path / "photo.jpg"  # not at the processor's size: chipfit sizes it as the processor does
+    Image.fromarray(fixed_images()[0][1]).resize((301, 170)).save(photo)
+    done = _chipfit("generate", str(path), "--image", str(photo), "--prompt", "<image> Once upon a time",
+                    "--max-new-tokens", "6", "--ignore-eos")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("<image> Once upon a time")
+    assert "6 tokens" in done.stderr and "1 image(s), encoded in" in done.stderr
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("not_an_image", "not an image Pillow can read"),
+    ("huge", "over chipfit's limit of 40 megapixels"),
+    ("missing", "no such file"),
+    ("no_placeholder", "it marks 0 image(s) with <image> but 1 image(s) were given"),
+    ("two_placeholders", "it marks 2 image(s) with <image> but 1 image(s) were given"),
+])
+def test_bad_images_and_prompts_are_refused_before_running(qwen_vl_host, tmp_path, case, expected):
+    from PIL import Image
+
+    _, path = qwen_vl_host
+    image, prompt = tmp_path / "in.png", "<image> Describe it"
+    if case == "not_an_image":
+        image.write_text("a text file named .png")
+    elif case == "huge":
+        Image.new("RGB", (8000, 6000)).save(image)  # 48 MP, a few KB as PNG
+    elif case == "missing":
+        image = tmp_path / "nowhere.png"
+    else:
+        Image.fromarray(fixed_images()[0][1]).save(image)
+        prompt = "Describe it" if case == "no_placeholder" else "<image> and <image>"
+    done = _chipfit("generate", str(path), "--image", str(image), "--prompt", prompt)
+    assert done.returncode == 2 and expected in done.stderr, done.stderr
+
+
+def test_a_vlm_folder_without_its_processor_or_room_for_an_image_is_refused(qwen_vl, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(qwen_vl, bare)
+    (bare / "preprocessor_config.json").unlink()
+    done = _chipfit("build", str(bare), "-t", "host", "-o", str(tmp_path / "out"))
+    assert done.returncode == 2 and "no preprocessor_config.json" in done.stderr
+    done = _chipfit("build", str(qwen_vl), "-t", "host", "--context", "100", "-o", str(tmp_path / "out"))
+    assert done.returncode == 2 and "an image takes up to 64" in done.stderr
+    assert not (tmp_path / "out").exists()
