@@ -78,6 +78,8 @@ def measure_decoder(runner, record: LanguageModelRecord, prompt_lengths: Sequenc
             runs.append({"decode_tok_s": len(g.token_s) / sum(g.token_s) if sum(g.token_s) else None,
                          "ttft_ms": g.prefill_s * 1e3, "seconds": time.perf_counter() - start})
         result["sustained"] = runs
+    if record.vision is not None and hasattr(runner, "generate_images"):
+        result["image"] = _measure_image(runner, record, new_tokens, generations, meter, energy_loops)
     if meter is not None:
         from profiles.meters import energy_per_inference
 
@@ -93,6 +95,52 @@ def measure_decoder(runner, record: LanguageModelRecord, prompt_lengths: Sequenc
                             "j_per_prompt_token_samples": [p / 1e3 / len(ids) for p in prefill.samples_mj],
                             "j_per_generated_token_samples": per_generated}
     return result
+
+
+#: the text after the image in a profiled vision-language prompt
+IMAGE_PROMPT = " Describe the picture in one sentence."
+
+
+def profile_image(spec) -> np.ndarray:
+    """An image of the most tokens the model's processor gives one image (a square at its pixel limit), drawn as a
+    colour gradient: what a profile times encoding (no resizing: its sides are multiples of a token's)."""
+    factor = spec.patch_size * spec.merge_size
+    side = max(factor, int(np.sqrt(spec.max_pixels)) // factor * factor)
+    ramp = np.linspace(0, 255, side, dtype=np.float32)
+    image = np.stack([np.add.outer(ramp, ramp) / 2, np.add.outer(ramp, ramp[::-1]) / 2,
+                      np.full((side, side), 128.0)], axis=-1)
+    return image.astype(np.uint8)
+
+
+def _measure_image(runner, record: LanguageModelRecord, new_tokens: int, generations: int, meter,
+                   energy_loops: int) -> dict[str, Any]:
+    """An image prompt: encode time, time to first token with the image, decode rate after it (and with a meter,
+    the energy of the prompt with its image, beside the same text alone)."""
+    from targets.vision import IMAGE_PLACEHOLDER
+
+    image = profile_image(record.vision.spec)
+    prompt = IMAGE_PLACEHOLDER + IMAGE_PROMPT
+    runner.generate_images(prompt, [image], 2)  # warm-up: the vision graph's first allocation
+    encode, ttft, decode = [], [], []
+    for _ in range(generations):
+        g = runner.generate_images(prompt, [image], new_tokens)
+        encode.append(g.encode_s * 1e3)
+        ttft.append(g.prefill_s * 1e3)
+        decode += [t * 1e3 for t in g.token_s]
+    out: dict[str, Any] = {"pixels": list(image.shape[:2]), "tokens": record.vision.image_tokens_per_image,
+                           "encode_ms": encode, "ttft_ms": ttft, "decode_ms": decode}
+    if meter is not None:
+        from profiles.meters import energy_per_inference
+
+        text_ids = runner.prompt_ids(IMAGE_PROMPT, [])
+        with_image = energy_per_inference(meter, lambda: runner.generate_images(prompt, [image], 1),
+                                          iterations=energy_loops, repeats=energy_loops)
+        text_only = energy_per_inference(meter, lambda: runner.generate(text_ids, 1), iterations=energy_loops,
+                                         repeats=energy_loops)
+        out["energy"] = {"method": with_image.method,
+                         "j_per_image_samples": [max(w - t, 0.0) / 1e3 for w, t in
+                                                 zip(with_image.samples_mj, text_only.samples_mj)]}
+    return out
 
 
 def summarize_measurement(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -117,6 +165,14 @@ def summarize_measurement(raw: Mapping[str, Any]) -> dict[str, Any]:
                                 "steady_decode_tok_s": statistics.median(steady) if steady else None,
                                 "spread_pct": (max(rates) - min(rates)) / statistics.median(rates) * 100
                                 if len(rates) > 1 else 0.0}
+    if raw.get("image"):
+        i = raw["image"]
+        summary["image"] = {"pixels": i["pixels"], "tokens": i["tokens"], "encode_ms_p50": _p(i["encode_ms"], 50),
+                            "ttft_ms_p50": _p(i["ttft_ms"], 50),
+                            "decode_tok_s": 1e3 / _p(i["decode_ms"], 50) if i["decode_ms"] else None,
+                            "encode_ms_samples": i["encode_ms"], "ttft_ms_samples": i["ttft_ms"],
+                            **({"energy": {**i["energy"], "j_per_image": statistics.median(
+                                i["energy"]["j_per_image_samples"])}} if i.get("energy") else {})}
     if raw.get("energy"):
         e = raw["energy"]
         summary["energy"] = {**e, "j_per_prompt_token": statistics.median(e["j_per_prompt_token_samples"]),

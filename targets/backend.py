@@ -226,6 +226,7 @@ class Generation:
     tokens: tuple[int, ...]
     prefill_s: float  # from the prompt to the first token (time to first token)
     token_s: tuple[float, ...]  # each later token
+    encode_s: float = 0.0  # of ``prefill_s``, the time spent encoding the prompt's images (vision-language models)
 
 
 @runtime_checkable

@@ -71,9 +71,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     decode_s = sum(result.token_s)
     rate = f"{len(result.token_s) / decode_s:.1f} tok/s" if decode_s > 0 else "-"
-    encode = getattr(plan.runner, "last_encode_s", None) if pixels else None
     print(f"{len(result.tokens)} tokens; prompt {len(ids)} tokens"
-          + (f" ({len(pixels)} image(s), encoded in {encode * 1e3:.1f} ms)" if encode is not None else "")
+          + (f" ({len(pixels)} image(s), encoded in {result.encode_s * 1e3:.1f} ms)" if pixels else "")
           + f", time to first token {result.prefill_s * 1e3:.1f} ms, decode {rate} ({plan.runner.description})",
           file=sys.stderr)
     return 0

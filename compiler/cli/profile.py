@@ -65,6 +65,13 @@ def _llm_notes(profiles) -> None:
         if error:
             print(f"{p.target} {p.backend} {p.precision}: the estimate is off by {error.get('decode_tok_s')}% "
                   f"(decode tok/s) and {error.get('ttft_ms')}% (TTFT) against this measurement")
+        image = p.llm.get("image")
+        if image:
+            energy = (image.get("energy") or {}).get("j_per_image")
+            print(f"{p.target} {p.backend} {p.precision}: an image of {image['pixels'][1]}x{image['pixels'][0]} pixels "
+                  f"({image['tokens']} tokens): encoded in {image['encode_ms_p50']:.1f} ms, time to first token "
+                  f"{image['ttft_ms_p50']:.1f} ms with it, decode {_fmt_rate(image['decode_tok_s'])} tok/s after it"
+                  + (f", {energy:.3f} J per image (measured)" if energy is not None else ""))
         sustained = p.llm.get("sustained")
         if sustained:
             print(f"{p.target} {p.backend} {p.precision}: sustained {len(sustained['runs'])} generations: first "

@@ -149,8 +149,8 @@ class LlamaCppRunner:
         if on_token is not None:
             for token in tokens:
                 on_token(token)
-        self.last_encode_s = float(reply["encode_s"])
-        return Generation(tokens, float(reply["prefill_s"]), tuple(float(t) for t in reply["token_s"]))
+        return Generation(tokens, float(reply["prefill_s"]), tuple(float(t) for t in reply["token_s"]),
+                          float(reply["encode_s"]))
 
     def image_logits(self, prompt: str, pixels: Sequence[np.ndarray], forced: Sequence[int]) -> np.ndarray:
         out = Path(tempfile.mkdtemp(prefix="chipfit-llamacpp-")) / "logits.npy"

@@ -164,3 +164,38 @@ def test_a_vlm_folder_without_its_processor_or_room_for_an_image_is_refused(qwen
     done = _chipfit("build", str(qwen_vl), "-t", "host", "--context", "100", "-o", str(tmp_path / "out"))
     assert done.returncode == 2 and "an image takes up to 64" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_profile_measures_image_encode_and_energy_per_image(qwen_vl_host, tmp_path):
+    """The real runner, metered by a powercap-format tree whose counter moves by a known amount per image."""
+    from profiles.llm import measure_decoder, summarize_measurement
+    from profiles.meters import RaplMeter
+    from targets.backend import Generation
+    from targets.host import detect_host
+    from targets.registry import target_registry
+
+    _, path = qwen_vl_host
+    zone = tmp_path / "intel-rapl:0"
+    zone.mkdir()
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    (zone / "energy_uj").write_text("0\n")
+    per_image_uj = 30000
+    m = read_artifact(path).manifest
+    runner = backend.plan_generate(path, m.backend.options, target_registry().get("host"), detect_host()).runner
+
+    class Metered:
+        description = "metered"
+
+        def __getattr__(self, name):
+            return getattr(runner, name)
+
+        def generate_images(self, prompt, pixels, new_tokens, stop=(), on_token=None) -> Generation:
+            g = runner.generate_images(prompt, pixels, new_tokens, stop, on_token)
+            (zone / "energy_uj").write_text(f"{int((zone / 'energy_uj').read_text()) + per_image_uj * len(pixels)}\n")
+            return g
+
+    summary = summarize_measurement(measure_decoder(Metered(), m.llm, [16], 4, 2, meter=RaplMeter(tmp_path)))
+    image = summary["image"]
+    assert image["tokens"] == 64 and image["pixels"] == [224, 224]  # the most tokens one image takes
+    assert 0 < image["encode_ms_p50"] < image["ttft_ms_p50"]
+    assert image["energy"]["j_per_image"] == pytest.approx(per_image_uj / 1e6, rel=1e-9)
