@@ -19,8 +19,10 @@ PROMPT_TOKENS = 128
 
 
 def plan_target(spec, name: str, target, backends, precision: str | None, context: int | None,
-                prompt_tokens: int, bandwidth: tuple[float | None, str]) -> dict[str, Any]:
-    """The memory plan and estimate of ``spec`` on ``target`` (what `chipfit plan` prints for one row)."""
+                prompt_tokens: int, bandwidth: tuple[float | None, str], vision=None) -> dict[str, Any]:
+    """The memory plan and estimate of ``spec`` on ``target`` (what `chipfit plan` prints for one row); with
+    ``vision`` (a vision-language model's `VisionSpec`), the backends that build its family and its encoder's
+    weights in the memory plan, as a build plans them."""
     from compiler.build.kinds.decoder import plan_context
     from profiles.llm import estimate_decoder
     from targets.decoder import LanguageModelRecord
@@ -30,16 +32,21 @@ def plan_target(spec, name: str, target, backends, precision: str | None, contex
     if precision not in target.precisions:
         raise UsageError(f"target {target.id} runs {', '.join(target.precisions)}, not {precision} "
                          f"({target.source_file}: supports.precisions)")
-    able = [b for b in backends if spec.model_type in b.capabilities.decoder_families
-            and precision in b.capabilities.decoder_precisions]
+    family = vision.family if vision else spec.model_type
+
+    def families(b):
+        return b.capabilities.vision_language_families if vision else b.capabilities.decoder_families
+
+    able = [b for b in backends if family in families(b) and precision in b.capabilities.decoder_precisions]
     if not able:
-        families = sorted({f for b in backends for f in b.capabilities.decoder_families})
+        known = sorted({f for b in backends for f in families(b)})
         raise UsageError(f"target {target.id}: none of its backends ({', '.join(b.name for b in backends)}) builds "
-                         f"{spec.model_type} at {precision}; their families: {', '.join(families) or 'none'}")
+                         f"{family} at {precision}; their families: {', '.join(known) or 'none'}")
     backend = able[0]  # the target's first: the one a build ships where nothing can be timed
     q = target.quantization
     block = q.int4_block_sizes[0] if q and q.int4_block_sizes else 32
-    tokens, memory = plan_context(spec, name, target, precision, context, block)
+    extra = vision.encoder_bytes("fp32" if precision == "fp32" else "fp16") if vision else 0
+    tokens, memory = plan_context(spec, name, target, precision, context, block, extra)
     record = LanguageModelRecord(
         decoder=spec, context=tokens, cache_form="dynamic", prefill_chunk=None, programs=("decoder",),
         runtime=backend.name, memory_plan=memory, weight_precisions={"matmuls": precision}, tokenizer_files=(),
@@ -55,6 +62,8 @@ def plan_target(spec, name: str, target, backends, precision: str | None, contex
         "decode_tok_s": estimate["decode_tok_s"], "j_per_token": estimate["j_per_generated_token"],
         "method": estimate["method"], "inputs": estimate["inputs"], "missing": estimate["missing"],
         "assumptions": estimate["assumptions"],
+        **({"image_tokens": vision.max_image_tokens, "vision_encoder_bytes": extra,
+            "images_per_context": tokens // max(1, vision.max_image_tokens)} if vision else {}),
     }
 
 
@@ -73,7 +82,7 @@ def _f(value: float | None, fmt: str) -> str:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from compiler.cli.text import table
-    from compiler.frontend.huggingface import read_layout
+    from compiler.frontend.huggingface import read_layout, read_vision_layout
     from targets.registry import backend_registry, target_registry
 
     if args.context is not None and args.context < 1:
@@ -82,6 +91,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if not path.exists():
         raise UsageError(f"{path}: no such model folder or config.json")
     spec, name, basis = read_layout(path, args.trust_remote_code)
+    vision = read_vision_layout(path)
     targets = target_registry()
     ids = targets.names() if args.target == ["all"] else args.target
     loaded = backend_registry()
@@ -91,7 +101,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         backends = [loaded.get(b) for b in target.backends]
         try:
             rows.append(plan_target(spec, name, target, backends, args.precision, args.context, args.prompt_tokens,
-                                    _bandwidth(target)))
+                                    _bandwidth(target), vision))
         except UsageError as exc:
             if args.target != ["all"]:
                 raise
@@ -112,6 +122,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
                   _f(r["ttft_ms"], ".1f"), _f(r["prefill_tok_s"], ".1f"), _f(r["decode_tok_s"], ".1f"),
                   _f(r["j_per_token"] * 1e3 if r["j_per_token"] is not None else None, ".2f")) for r in rows]))
     print("\nestimated:roofline from each spec's figures, nothing built or run; memory per target as a build plans it")
+    if vision:
+        print(f"vision: {vision.family} encoder of {vision.encoder_parameters / 1e6:.1f} M parameters counted in the "
+              f"weights (fp16; fp32 at --precision fp32); an image takes up to {vision.max_image_tokens} tokens of the "
+              "context; the estimate is of text turns (image encode time is not estimated)")
     for r in rows:
         if r["missing"]:
             print(f"{r['target']}: missing {'; '.join(r['missing'])}")

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from compiler.errors import UsageError
 from compiler.vlm.families import FAMILIES as VISION_FAMILIES, read_vision
 from targets.model import DecoderModel, VisionLanguageModel
+from targets.vision import VisionSpec
 from targets.decoder import DecoderSpec
 from targets.files import digest_path
 
@@ -250,3 +251,18 @@ def read_layout(path: Path, trust_remote_code: bool = False) -> tuple[DecoderSpe
         shapes, basis = _shapes_from_config(config), "config.json (shapes of a standard decoder layer)"
     name = folder.name if path.is_dir() or path.name == "config.json" else path.stem
     return decoder_spec(config, architecture, _text_shapes(config, shapes)), name, basis
+
+
+def read_vision_layout(path: Path) -> VisionSpec | None:
+    """A vision-language folder's vision part (`read_layout` gives its decoder's), from its config, processor
+    settings and safetensors headers; None for a text decoder. A config.json alone cannot say the encoder's size."""
+    path = path.resolve()
+    folder = path.parent if path.is_file() else path
+    config = _config(folder)
+    if not is_vision_language(config):
+        return None
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise UsageError(f"{folder}: a vision-language model's vision encoder is sized from its weights' headers; "
+                         "give the folder with its *.safetensors (no weight is read)")
+    return read_vision(folder, config, _tensor_shapes(files))

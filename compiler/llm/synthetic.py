@@ -187,11 +187,13 @@ QWEN_VL_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_sta
                     "<|image_pad|>", "<|video_pad|>")
 
 
-def vision_language(folder: Path, family: str = "qwen2_5_vl", *, seed: int = 0, init_std: float = 0.1) -> Path:
+def vision_language(folder: Path, family: str = "qwen2_5_vl", *, seed: int = 0, init_std: float = 0.1,
+                    text: dict | None = None, vision: dict | None = None, max_pixels: int = 224 * 224) -> Path:
     """A tiny vision-language folder of ``family`` with random weights (seeded): the text decoder as `config`'s,
     a 4-block vision encoder 32 wide at the family's released patch, merge and window sizes (runtimes hard-code
     some of them), the tokenizer with the family's special tokens, and its image processor's settings (images of
-    56x56 to 224x224 pixels: 4 to 64 image tokens)."""
+    56x56 to 224x224 pixels: 4 to 64 image tokens); ``text`` / ``vision`` override the configurations' fields
+    (a benchmark's real widths)."""
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -199,14 +201,18 @@ def vision_language(folder: Path, family: str = "qwen2_5_vl", *, seed: int = 0, 
         raise ValueError(f"no synthetic {family!r}: families made here are {', '.join(VISION_FAMILIES)}")
     tok = tokenizer(320, QWEN_VL_SPECIALS)
     ids = {s: tok.convert_tokens_to_ids(s) for s in QWEN_VL_SPECIALS}
-    text = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=512, bos_token_id=0, eos_token_id=1, pad_token_id=2,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
-    vision = dict(depth=4, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                  fullatt_block_indexes=[1, 3], window_size=112)
-    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+    text_fields = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, bos_token_id=0,
+                       eos_token_id=1, pad_token_id=2,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
+    vision_fields = dict(depth=4, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                         fullatt_block_indexes=[1, 3], window_size=112)
+    text_fields.update(text or {})
+    vision_fields.update(vision or {})
+    cfg = Qwen2_5_VLConfig(text_config=text_fields, vision_config=vision_fields, image_token_id=ids["<|image_pad|>"],
                            video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-                           vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+                           vision_end_token_id=ids["<|vision_end|>"],
+                           tie_word_embeddings=bool(text_fields.get("tie_word_embeddings", False)))
     for part in (cfg, cfg.text_config, cfg.vision_config):
         part.initializer_range = init_std
     torch.manual_seed(seed)
@@ -214,6 +220,6 @@ def vision_language(folder: Path, family: str = "qwen2_5_vl", *, seed: int = 0, 
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=224 * 224).save_pretrained(folder)
+    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels).save_pretrained(folder)
     GenerationConfig(bos_token_id=0, eos_token_id=1, pad_token_id=2).save_pretrained(folder)
     return folder

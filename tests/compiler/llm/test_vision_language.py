@@ -199,3 +199,13 @@ def test_profile_measures_image_encode_and_energy_per_image(qwen_vl_host, tmp_pa
     assert image["tokens"] == 64 and image["pixels"] == [224, 224]  # the most tokens one image takes
     assert 0 < image["encode_ms_p50"] < image["ttft_ms_p50"]
     assert image["energy"]["j_per_image"] == pytest.approx(per_image_uj / 1e6, rel=1e-9)
+
+
+def test_plan_counts_the_vision_encoder_and_the_image_tokens(qwen_vl):
+    done = _chipfit("plan", str(qwen_vl), "-t", "host", "--precision", "fp32", "--json")
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)["targets"]
+    model = load_model(qwen_vl)
+    assert row["backend"] == "llamacpp" and row["image_tokens"] == 64
+    assert row["vision_encoder_bytes"] == model.vision.encoder_parameters * 4
+    assert row["memory_plan"]["weight_bytes"] == model.spec.weight_bytes("fp32") + row["vision_encoder_bytes"]
