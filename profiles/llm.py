@@ -298,8 +298,26 @@ def estimate_decoder(record: LanguageModelRecord, figures: Mapping[str, Any], pr
         idle_share = None
         energy_basis = "per-op and per-byte energies only: no static power, a lower bound"
         missing.append("power_w (or idle_power_w): the static power term is left out")
+    image = None
+    if record.vision is not None:
+        # the encoder sees every patch (image tokens x merge^2): 2 x its parameters per patch, attention left out;
+        # then the image's tokens fill the decoder as a prefill does
+        v = record.vision.spec
+        tokens = record.vision.image_tokens_per_image
+        encode_ops = 2.0 * v.encoder_parameters * tokens * v.merge_size ** 2
+        encode_bytes = float(v.encoder_bytes(record.vision.encoder_precision or "fp16"))
+        t_encode, encode_bound = seconds(encode_ops, encode_bytes, "compute")
+        t_fill, _ = seconds(prefill_ops(record, tokens), decode_bytes(record, tokens), "compute")
+        total = t_encode + t_fill if t_encode and t_fill else None
+        image = {"tokens": tokens, "encode_ms_p50": t_encode * 1e3 if t_encode else None, "bound": encode_bound,
+                 "ttft_ms_p50": total * 1e3 if total else None,
+                 "j_per_image": joules(encode_ops + prefill_ops(record, tokens), encode_bytes
+                                       + decode_bytes(record, tokens), total),
+                 "basis": "vision encoder: 2 x its parameters per patch (attention left out), then the image's "
+                          "tokens prefilled; the largest image the processor gives"}
     return {
         "method": f"estimated:{MODEL_NAME}", "prompts": prompts, "depths": depths,
+        **({"image": image} if image else {}),
         "decode_tok_s": 1 / t_token if t_token else None, "ms_per_token": t_token * 1e3 if t_token else None,
         "j_per_generated_token": joules(decode_ops(record, depth0), decode_bytes(record, depth0), t_token),
         "inputs": {"peak_gops": peak, "compute_dtype": dtype, "bandwidth_gbs": bandwidth,

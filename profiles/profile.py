@@ -341,7 +341,8 @@ def _estimate_decoders(decoders: list[tuple[Artifact, dict[str, Any], TargetSpec
                                      "energy_mj": fixed["j_per_generated_token"] * 1e3
                                      if fixed["j_per_generated_token"] else None}
         if profile["runner"] == "estimate":
-            llm.update(method=estimate["method"], prompts=estimate["prompts"], depths=estimate["depths"])
+            llm.update(method=estimate["method"], prompts=estimate["prompts"], depths=estimate["depths"],
+                       **({"image": {**estimate["image"], "pixels": None}} if estimate.get("image") else {}))
             profile["latency_ms_p50"] = estimate["ms_per_token"]
             profile["latency_method"] = estimate["method"] if estimate["ms_per_token"] else \
                 f"unavailable ({'; '.join(estimate['missing'])})"

@@ -66,18 +66,26 @@ def _llm_notes(profiles) -> None:
             print(f"{p.target} {p.backend} {p.precision}: the estimate is off by {error.get('decode_tok_s')}% "
                   f"(decode tok/s) and {error.get('ttft_ms')}% (TTFT) against this measurement")
         image = p.llm.get("image")
-        if image:
+        if image and image.get("pixels"):
             energy = (image.get("energy") or {}).get("j_per_image")
             print(f"{p.target} {p.backend} {p.precision}: an image of {image['pixels'][1]}x{image['pixels'][0]} pixels "
                   f"({image['tokens']} tokens): encoded in {image['encode_ms_p50']:.1f} ms, time to first token "
                   f"{image['ttft_ms_p50']:.1f} ms with it, decode {_fmt_rate(image['decode_tok_s'])} tok/s after it"
                   + (f", {energy:.3f} J per image (measured)" if energy is not None else ""))
+        elif image:
+            print(f"{p.target} {p.backend} {p.precision}: an image of {image['tokens']} tokens (estimated:"
+                  f"{p.llm.get('method', '').split(':')[-1]}): encode {_fmt_ms(image['encode_ms_p50'])} ms, time to "
+                  f"first token {_fmt_ms(image['ttft_ms_p50'])} ms with it, {image['j_per_image']:.4f} J per image")
         sustained = p.llm.get("sustained")
         if sustained:
             print(f"{p.target} {p.backend} {p.precision}: sustained {len(sustained['runs'])} generations: first "
                   f"{_fmt_rate(sustained['first_decode_tok_s'])} tok/s, steady {_fmt_rate(sustained['steady_decode_tok_s'])} "
                   f"tok/s, spread {sustained['spread_pct']:.1f}%")
 
+
+
+def _fmt_ms(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _fmt_rate(value) -> str:

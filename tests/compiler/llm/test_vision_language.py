@@ -115,6 +115,13 @@ def test_int4_decoder_with_fp16_vision_is_judged_by_agreement(qwen_vl, tmp_path)
     images = m.numerics.generation["images"]
     assert images["prompt_tokens_equal"] and images["feature_cosine"] > 0.999  # the encoder is not quantized
     assert result.status == "verified" and m.numerics.proxy  # a phone's file, run by llama.cpp's CPU backend here
+    # the phone cannot be reached: its image figures are the roofline's, labelled
+    done = _chipfit("profile", str(tmp_path / qwen_vl.name / "snapdragon-8gen3"), "--json")
+    assert done.returncode == 0, done.stderr
+    (profile,) = json.loads(done.stdout)["profiles"]
+    image = profile["llm"]["image"]
+    assert profile["llm"]["method"].startswith("estimated:") and image["tokens"] == 64
+    assert image["encode_ms_p50"] > 0 and image["ttft_ms_p50"] > image["encode_ms_p50"] and image["j_per_image"] > 0
 
 
 def test_generate_streams_from_an_image(qwen_vl_host, tmp_path):
