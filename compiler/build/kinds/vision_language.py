@@ -21,6 +21,7 @@ from compiler.build.cell import Cell
 from compiler.build.context import BuildContext, BuildOptions, BuildRun
 from compiler.build.kinds.decoder import DecoderInputs, DecoderKind, verify_decoder
 from compiler.errors import RunError, UsageError
+from compiler.vlm.families import fit_image
 from compiler.vlm.images import fixed_images
 from compiler.vlm.verify import reference_image_cases, verify_images
 from targets.backend import Backend, Lowered, NotRunnable
@@ -65,7 +66,8 @@ class VisionLanguageKind(DecoderKind):
     def prepare(self, model: VisionLanguageModel, cells: Sequence[Cell], options: BuildOptions, ctx: BuildContext
                 ) -> DecoderInputs:
         inputs = super().prepare(model, cells, options, ctx)
-        images = fixed_images()
+        # sized as the family's processor sizes them, so no runtime resizes them by other rounding
+        images = [(name, fit_image(pixels, model.vision)) for name, pixels in fixed_images()]
         ctx.progress(f"reference: transformers generating from {len(images)} images")
         return replace(inputs, images=tuple(reference_image_cases(model, images)))
 
