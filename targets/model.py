@@ -144,6 +144,12 @@ class VisionLanguageModel(DecoderModel):
         if self.vision is None:
             raise ValueError("a VisionLanguageModel needs its VisionSpec")
 
+    def loaded(self, key: str, make: Callable[[], Any]) -> Any:
+        """``make()``, once per model: what the reference loads besides the model (the family's image processor)."""
+        if key not in self._loaded:
+            self._loaded[key] = make()
+        return self._loaded[key]
+
     def torch_model(self):
         if "model" not in self._loaded:
             import torch

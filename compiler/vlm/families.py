@@ -111,16 +111,18 @@ def split_prompt(prompt: str, images: int, what: str = "--prompt") -> list[str]:
     return parts
 
 
+def _processor(model):
+    family = FAMILIES[model.vision.family]
+    return model.loaded("image_processor", lambda: family.processor(model.directory))
+
+
 def reference_inputs(model, prompt: str, pixels: Sequence[np.ndarray]) -> tuple[dict[str, Any], list[int]]:
     """transformers' inputs for ``prompt`` with ``pixels`` (HxWx3 uint8 each) as the family's processor makes
     them, and the prompt's token ids with every image expanded to its run of placeholder tokens."""
     import torch
     from PIL import Image
 
-    family = FAMILIES[model.vision.family]
-    processor = model._loaded.get("image_processor")
-    if processor is None:
-        processor = model._loaded["image_processor"] = family.processor(model.directory)
+    processor = _processor(model)
     parts = split_prompt(prompt, len(pixels))
     inputs: dict[str, Any] = {}
     counts: list[int] = []
@@ -147,10 +149,7 @@ def reference_features(model, pixels: np.ndarray) -> np.ndarray:
     import torch
     from PIL import Image
 
-    family = FAMILIES[model.vision.family]
-    processor = model._loaded.get("image_processor") or family.processor(model.directory)
-    model._loaded["image_processor"] = processor
-    images = processor(images=[Image.fromarray(pixels)], return_tensors="pt")
+    images = _processor(model)(images=[Image.fromarray(pixels)], return_tensors="pt")
     with torch.no_grad():
         out = model.torch_model().model.get_image_features(images["pixel_values"], images["image_grid_thw"])
     features = getattr(out, "pooler_output", out)

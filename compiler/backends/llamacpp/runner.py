@@ -116,35 +116,30 @@ class LlamaCppRunner:
         return str(self._call(op="detokenize", ids=[int(i) for i in ids])["text"])
 
     # -- prompts with images ----------------------------------------------------------------------------------
-    def _with_images(self, op: str, prompt: str, pixels: Sequence[np.ndarray], **request) -> tuple[dict, Path]:
+    def _with_images(self, op: str, prompt: str, pixels: Sequence[np.ndarray], scratch: str, **request) -> dict:
+        """One request whose images travel as .npy files in ``scratch`` and whose prompt marks them mtmd's way."""
         from targets.vision import IMAGE_PLACEHOLDER
 
         if self.vision is None:
             raise RunError(f"{self._gguf.name} was loaded without its vision part")
-        scratch = Path(tempfile.mkdtemp(prefix="chipfit-llamacpp-"))
         files = []
         for i, image in enumerate(pixels):
-            files.append(str(scratch / f"image{i}.npy"))
+            files.append(str(Path(scratch) / f"image{i}.npy"))
             np.save(files[-1], np.ascontiguousarray(image, dtype=np.uint8))
         text = prompt.replace(IMAGE_PLACEHOLDER, self.vision.marker)
-        return self._call(op=op, prompt=text, images=files, **request), scratch
-
-    def _done(self, scratch: Path) -> None:
-        import shutil
-
-        shutil.rmtree(scratch, ignore_errors=True)
+        return self._call(op=op, prompt=text, images=files, **request)
 
     def prompt_ids(self, prompt: str, pixels: Sequence[np.ndarray]) -> list[int]:
-        reply, scratch = self._with_images("prompt_ids", prompt, pixels, image_token=self.vision.image_token
-                                           if self.vision else 0)
-        self._done(scratch)
+        with tempfile.TemporaryDirectory(prefix="chipfit-llamacpp-") as scratch:
+            reply = self._with_images("prompt_ids", prompt, pixels, scratch,
+                                      image_token=self.vision.image_token if self.vision else 0)
         return [int(i) for i in reply["ids"]]
 
     def generate_images(self, prompt: str, pixels: Sequence[np.ndarray], new_tokens: int, stop: Sequence[int] = (),
                         on_token: Callable[[int], None] | None = None) -> Generation:
-        reply, scratch = self._with_images("generate_images", prompt, pixels, n=int(new_tokens),
-                                           stop=[int(s) for s in stop])
-        self._done(scratch)
+        with tempfile.TemporaryDirectory(prefix="chipfit-llamacpp-") as scratch:
+            reply = self._with_images("generate_images", prompt, pixels, scratch, n=int(new_tokens),
+                                      stop=[int(s) for s in stop])
         tokens = tuple(int(t) for t in reply["tokens"])
         if on_token is not None:
             for token in tokens:
@@ -153,24 +148,14 @@ class LlamaCppRunner:
                           float(reply["encode_s"]))
 
     def image_logits(self, prompt: str, pixels: Sequence[np.ndarray], forced: Sequence[int]) -> np.ndarray:
-        out = Path(tempfile.mkdtemp(prefix="chipfit-llamacpp-")) / "logits.npy"
-        try:
-            _, scratch = self._with_images("image_logits", prompt, pixels, forced=[int(t) for t in forced],
-                                           out=str(out))
-            self._done(scratch)
+        with tempfile.TemporaryDirectory(prefix="chipfit-llamacpp-") as scratch:
+            out = Path(scratch) / "logits.npy"
+            self._with_images("image_logits", prompt, pixels, scratch, forced=[int(t) for t in forced], out=str(out))
             return np.load(out, allow_pickle=False)
-        finally:
-            self._done(out.parent)
 
     def image_features(self, pixels: np.ndarray) -> np.ndarray:
-        out = Path(tempfile.mkdtemp(prefix="chipfit-llamacpp-")) / "features.npy"
-        try:
-            request = {"out": str(out)}
-            scratch = Path(tempfile.mkdtemp(prefix="chipfit-llamacpp-"))
-            image = scratch / "image.npy"
+        with tempfile.TemporaryDirectory(prefix="chipfit-llamacpp-") as scratch:
+            image, out = Path(scratch) / "image.npy", Path(scratch) / "features.npy"
             np.save(image, np.ascontiguousarray(pixels, dtype=np.uint8))
-            self._call(op="image_features", image=str(image), **request)
-            self._done(scratch)
+            self._call(op="image_features", image=str(image), out=str(out))
             return np.load(out, allow_pickle=False)
-        finally:
-            self._done(out.parent)

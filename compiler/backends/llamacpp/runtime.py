@@ -57,12 +57,10 @@ class Session:
         pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         return np.ctypeslib.as_array(pointer, shape=(self.vocab,))
 
-    def generate(self, ids: list[int], n: int, stop: list[int]) -> dict:
-        self.llm.reset()
+    def _greedy(self, start: float, n: int, stop: list[int], step) -> dict:
+        """Greedy tokens from the context as it stands (the prompt evaluated since ``start``), each fed by ``step``."""
         tokens: list[int] = []
         times: list[float] = []
-        start = time.perf_counter()
-        self.llm.eval(ids)
         while len(tokens) < n:
             token = int(np.argmax(self._last_logits()))
             now = time.perf_counter()
@@ -71,8 +69,14 @@ class Session:
             if token in stop or len(tokens) == n:
                 break
             start = time.perf_counter()
-            self.llm.eval([token])
+            step(token)
         return {"tokens": tokens, "prefill_s": times[0] if times else 0.0, "token_s": times[1:]}
+
+    def generate(self, ids: list[int], n: int, stop: list[int]) -> dict:
+        self.llm.reset()
+        start = time.perf_counter()
+        self.llm.eval(ids)
+        return self._greedy(start, n, stop, lambda token: self.llm.eval([token]))
 
     def logits(self, ids: list[int], out: str) -> dict:
         """Teacher-forced logits at every position, one token a step (the decode path an app runs)."""
@@ -101,21 +105,9 @@ class Session:
             return {"ids": self.vision.ids(chunks, image_token)}
 
     def generate_images(self, prompt: str, images: list[str], n: int, stop: list[int]) -> dict:
-        tokens: list[int] = []
-        times: list[float] = []
         start = time.perf_counter()
         encode_s = self.vision.eval_prompt(prompt, images)
-        while len(tokens) < n:
-            token = int(np.argmax(self._last_logits()))
-            now = time.perf_counter()
-            times.append(now - start)
-            tokens.append(token)
-            if token in stop or len(tokens) == n:
-                break
-            start = time.perf_counter()
-            self._step(token)
-        return {"tokens": tokens, "prefill_s": times[0] if times else 0.0, "token_s": times[1:],
-                "encode_s": encode_s}
+        return {**self._greedy(start, n, stop, self._step), "encode_s": encode_s}
 
     def image_logits(self, prompt: str, images: list[str], forced: list[int], out: str) -> dict:
         self.vision.eval_prompt(prompt, images)
