@@ -28,6 +28,12 @@ class VisionSpec:
     min_pixels: int  # the processor's bounds on an image's area after resizing (preprocessor_config.json)
     max_pixels: int
     image_token_id: int  # the placeholder token the decoder's embedding is replaced at
+    resample: int = 3  # the processor's resampling filter (PIL's numbering: 2 bilinear, 3 bicubic)
+
+    @property
+    def fixed_size(self) -> bool:
+        """Every image is resized to one size (so takes one number of tokens)."""
+        return self.min_pixels == self.max_pixels
 
     @property
     def pixels_per_token(self) -> int:

@@ -181,7 +181,7 @@ def _fit(model, ids: torch.Tensor, *, steps: int, window: int, batch: int, lr: f
 
 
 #: the vision-language families `vision_language` makes (`compiler.vlm.families`)
-VISION_FAMILIES = ("qwen2_5_vl",)
+VISION_FAMILIES = ("qwen2_5_vl", "gemma3")
 #: a Qwen2.5-VL's special tokens, in the order its tokenizer holds them
 QWEN_VL_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                     "<|image_pad|>", "<|video_pad|>")
@@ -197,6 +197,8 @@ def vision_language(folder: Path, family: str = "qwen2_5_vl", *, seed: int = 0, 
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+    if family == "gemma3":
+        return _gemma3_vision_language(folder, seed=seed, init_std=init_std, text=text, vision=vision)
     if family != "qwen2_5_vl":
         raise ValueError(f"no synthetic {family!r}: families made here are {', '.join(VISION_FAMILIES)}")
     tok = tokenizer(320, QWEN_VL_SPECIALS)
@@ -221,5 +223,47 @@ def vision_language(folder: Path, family: str = "qwen2_5_vl", *, seed: int = 0, 
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels).save_pretrained(folder)
+    GenerationConfig(bos_token_id=0, eos_token_id=1, pad_token_id=2).save_pretrained(folder)
+    return folder
+
+
+GEMMA3_SPECIALS = ("<start_of_image>", "<end_of_image>", "<image_soft_token>")
+
+
+def _gemma3_vision_language(folder: Path, *, seed: int, init_std: float, text: dict | None, vision: dict | None
+                            ) -> Path:
+    """A tiny Gemma 3 with its SigLIP tower: 6 text layers in Gemma 3's pattern (5 sliding, 1 global), a 4-block
+    encoder 32 wide over 224x224 images (16x16 patches of 14 pooled to 4x4 = 16 soft tokens per image), the
+    projector drawn at random (transformers leaves it zero, which would make every image look the same)."""
+    import json
+
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, GenerationConfig
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    tok = tokenizer(320, GEMMA3_SPECIALS)
+    ids = {s: tok.convert_tokens_to_ids(s) for s in GEMMA3_SPECIALS}
+    text_fields = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=6,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                       sliding_window=16, query_pre_attn_scalar=16,
+                       layer_types=["sliding_attention"] * 5 + ["full_attention"], bos_token_id=0, eos_token_id=1,
+                       pad_token_id=2, **(text or {}))
+    vision_fields = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=2, image_size=224, patch_size=14, vision_use_head=False, **(vision or {}))
+    cfg = Gemma3Config(text_config=text_fields, vision_config=vision_fields, mm_tokens_per_image=16,
+                       boi_token_index=ids["<start_of_image>"], eoi_token_index=ids["<end_of_image>"],
+                       image_token_index=ids["<image_soft_token>"], tie_word_embeddings=True)
+    for part in (cfg, cfg.text_config, cfg.vision_config):
+        part.initializer_range = init_std
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, init_std)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    Gemma3ImageProcessorPil(size={"height": 224, "width": 224}).save_pretrained(folder)
+    pre = json.loads((folder / "preprocessor_config.json").read_text())
+    pre["image_seq_length"] = 16  # what Gemma3Processor and llama.cpp's converter read the soft-token count from
+    (folder / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
     GenerationConfig(bos_token_id=0, eos_token_id=1, pad_token_id=2).save_pretrained(folder)
     return folder

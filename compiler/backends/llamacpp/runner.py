@@ -42,7 +42,8 @@ class VisionPart:
     min_tokens: int  # the model's processor's bounds on an image's tokens (0: llama.cpp's own for the family)
     max_tokens: int
     image_token: int  # the id transformers' prompt holds for each image token
-    marker: str = "<__media__>"  # mtmd's default media marker
+    marker: str = "<__media__>"  # what stands for an image in mtmd's prompt (its media marker, with the family's text)
+    add_special: bool = False  # mtmd adds the tokenizer's specials (a BOS) to the prompt
 
 
 class LlamaCppRunner:
@@ -127,7 +128,7 @@ class LlamaCppRunner:
             files.append(str(Path(scratch) / f"image{i}.npy"))
             np.save(files[-1], np.ascontiguousarray(image, dtype=np.uint8))
         text = prompt.replace(IMAGE_PLACEHOLDER, self.vision.marker)
-        return self._call(op=op, prompt=text, images=files, **request)
+        return self._call(op=op, prompt=text, images=files, add_special=self.vision.add_special, **request)
 
     def prompt_ids(self, prompt: str, pixels: Sequence[np.ndarray]) -> list[int]:
         with tempfile.TemporaryDirectory(prefix="chipfit-llamacpp-") as scratch:

@@ -100,17 +100,19 @@ class Session:
         if llama_cpp.llama_decode(self.llm.ctx, batch) != 0:  # positions follow the cache's last (M-RoPE too)
             raise RuntimeError("llama_decode failed")
 
-    def prompt_ids(self, prompt: str, images: list[str], image_token: int) -> dict:
-        with self.vision.chunks(prompt, images) as chunks:
+    def prompt_ids(self, prompt: str, images: list[str], image_token: int, add_special: bool = False) -> dict:
+        with self.vision.chunks(prompt, images, add_special) as chunks:
             return {"ids": self.vision.ids(chunks, image_token)}
 
-    def generate_images(self, prompt: str, images: list[str], n: int, stop: list[int]) -> dict:
+    def generate_images(self, prompt: str, images: list[str], n: int, stop: list[int], add_special: bool = False
+                        ) -> dict:
         start = time.perf_counter()
-        encode_s = self.vision.eval_prompt(prompt, images)
+        encode_s = self.vision.eval_prompt(prompt, images, add_special)
         return {**self._greedy(start, n, stop, self._step), "encode_s": encode_s}
 
-    def image_logits(self, prompt: str, images: list[str], forced: list[int], out: str) -> dict:
-        self.vision.eval_prompt(prompt, images)
+    def image_logits(self, prompt: str, images: list[str], forced: list[int], out: str, add_special: bool = False
+                     ) -> dict:
+        self.vision.eval_prompt(prompt, images, add_special)
         rows = np.empty((len(forced) + 1, self.vocab), np.float32)
         rows[0] = self._last_logits()
         for i, token in enumerate(forced):
@@ -145,8 +147,8 @@ class Vision:
             raise RuntimeError(f"llama.cpp's mtmd could not load {mmproj}")
         self.marker = mtmd.mtmd_default_marker().decode()
 
-    def chunks(self, prompt: str, images: list[str]) -> "Chunks":
-        return Chunks(self, prompt, images)
+    def chunks(self, prompt: str, images: list[str], add_special: bool = False) -> "Chunks":
+        return Chunks(self, prompt, images, add_special)
 
     def ids(self, chunks, image_token: int) -> list[int]:
         mtmd = self.mtmd
@@ -161,13 +163,13 @@ class Vision:
                 ids += [image_token] * int(mtmd.mtmd_input_chunk_get_n_tokens(chunk))
         return ids
 
-    def eval_prompt(self, prompt: str, images: list[str]) -> float:
+    def eval_prompt(self, prompt: str, images: list[str], add_special: bool = False) -> float:
         """The prompt and its images into a cleared context; the seconds spent encoding images."""
         mtmd = self.mtmd
         self.llm.reset()
         self.llm._ctx.kv_cache_clear()
         encode_s = 0.0
-        with self.chunks(prompt, images) as chunks:
+        with self.chunks(prompt, images, add_special) as chunks:
             count = mtmd.mtmd_input_chunks_size(chunks)
             n_past = 0
             for i in range(count):
@@ -210,8 +212,8 @@ class Vision:
 class Chunks:
     """A prompt tokenized by mtmd with its images (HxWx3 uint8 .npy files), freed on exit."""
 
-    def __init__(self, vision: Vision, prompt: str, images: list[str]) -> None:
-        self.vision, self.prompt, self.images = vision, prompt, images
+    def __init__(self, vision: Vision, prompt: str, images: list[str], add_special: bool = False) -> None:
+        self.vision, self.prompt, self.images, self.add_special = vision, prompt, images, add_special
 
     def __enter__(self):
         mtmd = self.vision.mtmd
@@ -223,7 +225,7 @@ class Chunks:
             self.bitmaps.append(mtmd.mtmd_bitmap_init(width, height, data))
         text = mtmd.mtmd_input_text()
         raw = self.prompt.encode()
-        text.text, text.text_len, text.add_special, text.parse_special = raw, len(raw), False, True
+        text.text, text.text_len, text.add_special, text.parse_special = raw, len(raw), self.add_special, True
         self.chunks = mtmd.mtmd_input_chunks_init()
         array = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(self.bitmaps)))(*self.bitmaps)
         done = mtmd.mtmd_tokenize(self.vision.ctx, self.chunks, ctypes.byref(text), array, len(self.bitmaps))

@@ -1,6 +1,6 @@
-"""Vision-language models: a tiny Qwen2.5-VL built here (random weights) through the one pipeline into llama.cpp's
-text + mmproj GGUF pair, verified from drawn images, run by llama.cpp's own multimodal API, and generated from by
-``chipfit generate --image``; bad images and prompts refused before any work."""
+"""Vision-language models: tiny Qwen2.5-VL and Gemma 3 built here (random weights) through the one pipeline into
+llama.cpp's text + mmproj GGUF pair, verified from drawn images, run by llama.cpp's own multimodal API, and generated
+from by ``chipfit generate --image``; bad images and prompts refused before any work."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from compiler.backends.llamacpp import GGUF, MMPROJ, backend
 from compiler.build import BuildOptions, build
 from compiler.frontend import load_model
 from compiler.llm.synthetic import vision_language
-from compiler.vlm.families import reference_inputs
+from compiler.vlm.families import fit_image, reference_inputs
 from compiler.vlm.images import fixed_images
 from targets.manifest import read_artifact
 from targets.model import VisionLanguageModel
@@ -32,10 +32,30 @@ def qwen_vl(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def gemma3_vl(tmp_path_factory):
+    return vision_language(tmp_path_factory.mktemp("vlm") / "tiny-gemma3", "gemma3")
+
+
+def _build_host(folder, out):
+    (result,) = build(load_model(folder), BuildOptions(["host"], out, precision="fp32"))
+    return result, out / folder.name / "host"
+
+
+@pytest.fixture(scope="session")
 def qwen_vl_host(qwen_vl, tmp_path_factory):
-    out = tmp_path_factory.mktemp("vlm-build")
-    (result,) = build(load_model(qwen_vl), BuildOptions(["host"], out, precision="fp32"))
-    return result, out / qwen_vl.name / "host"
+    return _build_host(qwen_vl, tmp_path_factory.mktemp("vlm-build"))
+
+
+@pytest.fixture(scope="session")
+def gemma3_vl_host(gemma3_vl, tmp_path_factory):
+    return _build_host(gemma3_vl, tmp_path_factory.mktemp("vlm-build"))
+
+
+@pytest.fixture(params=["qwen2_5_vl", "gemma3"])
+def family_host(request):
+    """(family, its folder, its fp32 host build) for each family llama.cpp builds."""
+    folder, built = {"qwen2_5_vl": ("qwen_vl", "qwen_vl_host"), "gemma3": ("gemma3_vl", "gemma3_vl_host")}[request.param]
+    return request.param, request.getfixturevalue(folder), request.getfixturevalue(built)
 
 
 def test_a_vlm_folder_is_read_with_its_vision_part(qwen_vl):
@@ -48,14 +68,22 @@ def test_a_vlm_folder_is_read_with_its_vision_part(qwen_vl):
     assert v.encoder_parameters > 0 and model.spec.parameters < v.encoder_parameters + model.spec.parameters
 
 
-def test_the_build_is_verified_from_images_and_records_its_parts(qwen_vl_host):
-    result, path = qwen_vl_host
+def test_a_gemma3_folder_is_read_as_fixed_size_images_of_soft_tokens(gemma3_vl):
+    v = load_model(gemma3_vl).vision
+    assert (v.family, v.patch_size, v.merge_size, v.min_image_tokens, v.max_image_tokens) == ("gemma3", 14, 4, 16, 16)
+    assert v.fixed_size and v.resample == 2  # every image resized to 224x224, bilinear, as Gemma3's processor does
+
+
+def test_the_build_is_verified_from_images_and_records_its_parts(family_host):
+    family, _, (result, path) = family_host
     assert result.status == "verified", result
     m = read_artifact(path).manifest
     assert m.backend.name == "llamacpp" and set(m.files) == {GGUF, MMPROJ}
     vision = m.llm.vision
     assert vision.files == {"decoder": GGUF, "vision": MMPROJ} and vision.encoder_precision == "fp32"
-    assert vision.runtime_settings["image_min_tokens"] == 4 and vision.runtime_settings["image_max_tokens"] == 64
+    # Qwen2.5-VL sizes images within the processor's bounds, which mtmd is given; Gemma 3 takes one size
+    bounds = {"qwen2_5_vl": (4, 64), "gemma3": (0, 0)}[family]
+    assert (vision.runtime_settings["image_min_tokens"], vision.runtime_settings["image_max_tokens"]) == bounds
     images = m.numerics.generation["images"]
     assert images["prompt_tokens_equal"] and images["greedy_equal"] and images["feature_cosine"] > 0.9999
     assert all(case["matched"] == case["tokens"] for case in images["cases"]) and len(images["cases"]) == 4
@@ -63,17 +91,18 @@ def test_the_build_is_verified_from_images_and_records_its_parts(qwen_vl_host):
     assert m.llm.memory_plan.weight_bytes >= m.files[MMPROJ].bytes + m.files[GGUF].bytes * 0.9
 
 
-def test_llama_cpp_s_own_multimodal_api_generates_transformers_tokens(qwen_vl, qwen_vl_host):
+def test_llama_cpp_s_own_multimodal_api_generates_transformers_tokens(family_host):
     """The pair as an app loads it (llama-cpp-python's mtmd bindings, the helper that evaluates a whole prompt),
     with the settings the manifest names: greedy tokens equal to transformers' on the same weights."""
-    _, path = qwen_vl_host
+    _, folder, (_, path) = family_host
     settings = read_artifact(path).manifest.llm.vision.runtime_settings
-    name, pixels = fixed_images()[0]
+    model = load_model(folder)
+    pixels = fit_image(fixed_images()[0][1], model.vision)
     image = path.parent / "image.npy"
     np.save(image, pixels)
     script = """
 import ctypes, json, sys, numpy as np, llama_cpp, llama_cpp.mtmd_cpp as mtmd
-text, proj, image, lo, hi = sys.argv[1:6]
+text, proj, image, lo, hi, marker = sys.argv[1:7]
 llm = llama_cpp.Llama(model_path=text, n_ctx=256, verbose=False)
 params = mtmd.mtmd_context_params_default()
 params.use_gpu, params.warmup, params.image_min_tokens, params.image_max_tokens = False, False, int(lo), int(hi)
@@ -81,7 +110,7 @@ ctx = mtmd.mtmd_init_from_file(proj.encode(), llm.model, params)
 px = np.load(image)
 bitmap = mtmd.mtmd_bitmap_init(px.shape[1], px.shape[0], (ctypes.c_ubyte * px.size).from_buffer_copy(px.tobytes()))
 prompt = mtmd.mtmd_input_text()
-raw = (mtmd.mtmd_default_marker().decode() + " Once upon a time").encode()
+raw = (marker.replace("<__media__>", mtmd.mtmd_default_marker().decode()) + " Once upon a time").encode()
 prompt.text, prompt.text_len, prompt.add_special, prompt.parse_special = raw, len(raw), False, True
 chunks = mtmd.mtmd_input_chunks_init()
 assert mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(prompt), (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap), 1) == 0
@@ -96,12 +125,12 @@ print(json.dumps(tokens))
 """
     done = subprocess.run([str(backend.environment_state().python_exe), "-c", script, str(path / GGUF),
                            str(path / MMPROJ), str(image), str(settings["image_min_tokens"]),
-                           str(settings["image_max_tokens"])], capture_output=True, text=True, timeout=300)
+                           str(settings["image_max_tokens"]), settings["image_marker"]], capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     produced = json.loads(done.stdout.strip().splitlines()[-1])
     import torch
 
-    model = load_model(qwen_vl)
     inputs, ids = reference_inputs(model, "<image> Once upon a time", [pixels])
     with torch.no_grad():
         out = model.torch_model().generate(**inputs, max_new_tokens=8, min_new_tokens=8, do_sample=False)
