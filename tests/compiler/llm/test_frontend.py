@@ -61,7 +61,7 @@ def _copy(src, dst, drop=(), edit=None):
     ("unknown_arch", "model_type 'no-such-lm' is no causal language model"),
     ("remote_code", "ships its own Python code"),
     # read as a text decoder, its vision tower would be left out and the text-only artifact "verified"
-    ("vision_tower", "model_type 'gemma3' (Gemma3ForConditionalGeneration) is a vision-language model with a vision "
+    ("vision_tower", "model_type 'llava' (LlavaForConditionalGeneration) is a vision-language model with a vision "
                      "tower"),
     ("image_model", "model_type 'smolvlm' (SmolVLMForConditionalGeneration) is a vision-language model"),
     ("no_tokenizer", "no tokenizer.json"),
@@ -79,7 +79,7 @@ def test_bad_model_folders_are_refused_before_work(family_dirs, tmp_path, case, 
     elif case == "remote_code":
         _copy(src, bad, edit=lambda c: c.update(auto_map={"AutoModelForCausalLM": "modeling_x.XForCausalLM"}))
     elif case == "vision_tower":
-        _copy(src, bad, edit=lambda c: c.update(model_type="gemma3", architectures=["Gemma3ForConditionalGeneration"],
+        _copy(src, bad, edit=lambda c: c.update(model_type="llava", architectures=["LlavaForConditionalGeneration"],
                                                 vision_config={"model_type": "siglip_vision_model"}))
     elif case == "image_model":
         _copy(src, bad, edit=lambda c: c.update(model_type="smolvlm", architectures=["SmolVLMForConditionalGeneration"]))
