@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from compiler.build import inputs as input_stage
 from compiler.build.cell import Cell
 from compiler.build.context import BuildContext, BuildOptions, BuildRun
 from compiler.build.kinds.decoder import DecoderInputs, DecoderKind, verify_decoder
