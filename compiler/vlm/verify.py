@@ -27,6 +27,8 @@ from targets.spec import Tolerance
 
 #: the prompts each fixed image is verified with (the placeholder first, as chat templates put it)
 IMAGE_PROMPTS = ("<image> Once upon a time", "<image> The robot saw")
+#: and one prompt with every fixed image in turn, text between them
+PAIR_PROMPT = "<image> and <image> are two pictures of"
 
 
 @dataclass(frozen=True)
@@ -61,25 +63,27 @@ class VisionRunner(Protocol):
 
 def reference_image_cases(model, images: Sequence[tuple[str, np.ndarray]], prompts: Sequence[str] = IMAGE_PROMPTS,
                           new_tokens: int = NEW_TOKENS) -> list[ImageCase]:
-    """transformers' greedy continuation of each prompt with each image (one image per prompt)."""
+    """transformers' greedy continuation of each prompt with each image, and of `PAIR_PROMPT` with two of them."""
     import torch
 
     torch_model = model.torch_model()
     stop = tuple(model.eos_token_ids)
     features = {name: reference_features(model, pixels) for name, pixels in images}
+    runs = [(prompt, ((name, pixels),)) for name, pixels in images for prompt in prompts]
+    if len(images) >= 2:
+        runs.append((PAIR_PROMPT, tuple(images[:2])))
     cases = []
-    for name, pixels in images:
-        for prompt in prompts:
-            inputs, ids = reference_inputs(model, prompt, [pixels])
-            with torch.no_grad():
-                out = torch_model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, output_logits=True,
-                                           return_dict_in_generate=True, eos_token_id=list(stop) or None,
-                                           pad_token_id=stop[0] if stop else None)
-            tokens = tuple(int(t) for t in out.sequences[0, len(ids):])
-            logits = torch.stack(out.logits)[:, 0].float().numpy()
-            cases.append(ImageCase(prompt, (name,), (pixels,),
-                                   PromptCase(prompt, tuple(ids), tokens, logits[:len(tokens)], stop),
-                                   (features[name],)))
+    for prompt, chosen in runs:
+        inputs, ids = reference_inputs(model, prompt, [pixels for _, pixels in chosen])
+        with torch.no_grad():
+            out = torch_model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, output_logits=True,
+                                       return_dict_in_generate=True, eos_token_id=list(stop) or None,
+                                       pad_token_id=stop[0] if stop else None)
+        tokens = tuple(int(t) for t in out.sequences[0, len(ids):])
+        logits = torch.stack(out.logits)[:, 0].float().numpy()
+        cases.append(ImageCase(prompt, tuple(name for name, _ in chosen), tuple(pixels for _, pixels in chosen),
+                               PromptCase(prompt, tuple(ids), tokens, logits[:len(tokens)], stop),
+                               tuple(features[name] for name, _ in chosen)))
     return cases
 
 

@@ -174,7 +174,8 @@ class Vision:
             n_past = 0
             for i in range(count):
                 chunk = mtmd.mtmd_input_chunks_get(chunks, i)
-                new_past = llama_cpp.llama_pos(0)
+                # the helper adds a text chunk's tokens to *new_n_past (it sets an image chunk's): start it at n_past
+                new_past = llama_cpp.llama_pos(n_past)
                 if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
                     done = mtmd.mtmd_helper_eval_chunk_single(self.ctx, self.llm.ctx, chunk, n_past, 0,
                                                               self.llm.n_batch, i == count - 1,

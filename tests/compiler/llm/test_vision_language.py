@@ -86,7 +86,8 @@ def test_the_build_is_verified_from_images_and_records_its_parts(family_host):
     assert (vision.runtime_settings["image_min_tokens"], vision.runtime_settings["image_max_tokens"]) == bounds
     images = m.numerics.generation["images"]
     assert images["prompt_tokens_equal"] and images["greedy_equal"] and images["feature_cosine"] > 0.9999
-    assert all(case["matched"] == case["tokens"] for case in images["cases"]) and len(images["cases"]) == 4
+    assert all(case["matched"] == case["tokens"] for case in images["cases"]) and len(images["cases"]) == 5
+    assert images["cases"][-1]["images"] == ["disc-7.png", "bars-3.png"]  # two images in one prompt
     # the memory plan counts the mmproj file's weights beside the decoder's
     assert m.llm.memory_plan.weight_bytes >= m.files[MMPROJ].bytes + m.files[GGUF].bytes * 0.9
 
