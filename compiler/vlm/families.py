@@ -2,12 +2,13 @@
 reference is fed an image, and how a prompt's image placeholder becomes the family's tokens.
 
 Each `VisionFamily` is written from the family's own transformers code (its processor and model classes) and
-checked against the runtimes that run it (tests/compiler/vlm). A family not listed here is refused by the front
+checked against the runtimes that run it (tests/compiler/vlm/test_vision_language.py). A family not listed here is refused by the front
 end by name (`compiler.frontend.huggingface`), never read as a text decoder with its vision tower left out.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,6 @@ class VisionFamily:
 
     def processor(self, folder: Path):
         module, _, name = self.image_processor.rpartition(".")
-        import importlib
-
         return getattr(importlib.import_module(module), name).from_pretrained(str(folder), local_files_only=True)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from compiler.errors import RunError
 from compiler.isolated.environment import clean_env
 from targets.backend import Generation
+from targets.vision import IMAGE_PLACEHOLDER
 
 RUNTIME = Path(__file__).with_name("runtime.py")
 
@@ -119,8 +120,6 @@ class LlamaCppRunner:
     # -- prompts with images ----------------------------------------------------------------------------------
     def _with_images(self, op: str, prompt: str, pixels: Sequence[np.ndarray], scratch: str, **request) -> dict:
         """One request whose images travel as .npy files in ``scratch`` and whose prompt marks them mtmd's way."""
-        from targets.vision import IMAGE_PLACEHOLDER
-
         if self.vision is None:
             raise RunError(f"{self._gguf.name} was loaded without its vision part")
         files = []

@@ -24,7 +24,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -38,7 +38,8 @@ from compiler.build.manifest import describe
 from compiler.errors import QuantizeError, RunError, UsageError
 from compiler.llm.verify import PromptCase, ReferencePerplexity, reference_cases, verify_generation
 from compiler.reproducibility import content_digest
-from targets.backend import Backend, BuildData, DecoderRunner, Generation, Lowered, NotRunnable
+from targets.backend import (Backend, BuildData, DecoderRunner, Generation, GenerationPlan, Lowered,
+                             NotRunnable)
 from targets.host import HostInfo
 from targets.manifest import Manifest
 from targets.decoder import LanguageModelRecord, MemoryPlan, plan_memory
@@ -414,10 +415,12 @@ def _better(candidate: Numerics, best: Numerics) -> bool:
     return _perplexity(candidate) < _perplexity(best) * (1 - PERPLEXITY_TIE)
 
 
-def verify_decoder(cell: Cell, lowered: Lowered, path: Path, form: str, inputs: DecoderInputs, run: BuildRun
+def verify_decoder(cell: Cell, lowered: Lowered, path: Path, form: str, inputs: DecoderInputs, run: BuildRun,
+                   then: Callable[[GenerationPlan, Numerics], tuple[Numerics, str]] | None = None
                    ) -> tuple[Numerics, str]:
     """Generate with one form of the artifact and compare with the reference (not-run where it cannot run here);
-    with the stage that failed where it failed."""
+    with the stage that failed where it failed. ``then`` checks more on the same loaded runtime (a vision-language
+    artifact's image prompts), given the text's numerics."""
     cases = inputs.cases
     try:
         plan = cell.backend.plan_generate(path, lowered.options, cell.target, run.ctx.host, form)
@@ -432,7 +435,11 @@ def verify_decoder(cell: Cell, lowered: Lowered, path: Path, form: str, inputs: 
         error = RunError(f"running the artifact failed: {type(exc).__name__}: {exc}")
         return Numerics("failed", cell.precision, reason=str(error), runner=plan.runner.description,
                         proxy=plan.proxy), error.stage
-    return numerics, "MISMATCH" if numerics.status == "failed" else ""
+    stage = "MISMATCH" if numerics.status == "failed" else ""
+    if then is None:
+        return numerics, stage
+    numerics, more = then(plan, numerics)
+    return numerics, stage or more
 
 
 def _is_weight_file(rel: str) -> bool:

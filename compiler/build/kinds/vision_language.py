@@ -23,7 +23,7 @@ from compiler.errors import RunError, UsageError
 from compiler.vlm.families import fit_image
 from compiler.vlm.images import fixed_images
 from compiler.vlm.verify import reference_image_cases, verify_images
-from targets.backend import Backend, Lowered, NotRunnable
+from targets.backend import Backend, GenerationPlan, Lowered
 from targets.decoder import MemoryPlan
 from targets.model import VisionLanguageModel
 from targets.numerics import Numerics
@@ -58,7 +58,8 @@ class VisionLanguageKind(DecoderKind):
         if planned["context"] < need:
             asked = f"--context {request.llm.context}" if request.llm.context else f"the context {planned['context']}"
             raise UsageError(f"{asked}: on target {target.id}, {model.name} needs at least {need} tokens: an image "
-                             f"takes up to {model.vision.max_image_tokens} ({PREPROCESSOR_NOTE}) and a prompt "
+                             f"takes up to {model.vision.max_image_tokens} (preprocessor_config.json: the most "
+                             "pixels over the pixels one token covers) and a prompt "
                              f"{TEXT_BESIDE_IMAGE} more")
         return planned
 
@@ -72,38 +73,33 @@ class VisionLanguageKind(DecoderKind):
 
     def verify_form(self, cell: Cell, lowered: Lowered, path: Path, form: str, inputs: DecoderInputs, run: BuildRun
                     ) -> tuple[Numerics, str]:
-        numerics, stage = verify_decoder(cell, lowered, path, form, inputs, run)
-        if numerics.status == "not-run" or not inputs.images:
-            return numerics, stage
-        try:
-            plan = cell.backend.plan_generate(path, lowered.options, cell.target, run.ctx.host, form)
-        except NotRunnable as exc:
-            return replace(numerics, status="not-run", reason=str(exc)), ""
-        run.ctx.progress(f"{cell.target.id}: generating from {len(inputs.images)} image prompts to verify")
-        vision_precision = lowered.decoder.vision_precision or "fp16"
-        try:
-            ok, reasons, errors, record = verify_images(plan.runner, inputs.images, cell.precision,
-                                                        cell.target.tolerance(cell.precision),
-                                                        cell.target.tolerance(vision_precision))
-        except Exception as exc:  # the artifact was built; running it with images failed: kept for inspection
-            error = RunError(f"running the artifact with images failed: {type(exc).__name__}: {exc}")
-            return replace(numerics, status="failed", reason=str(error)), error.stage
-        generation = dict(numerics.generation or {})
-        generation["images"] = record
-        generation["summary"] = f"{generation.get('summary', '')}; {record['summary']}".strip("; ")
-        status = numerics.status if ok else "failed"
-        reason = "; ".join(r for r in (numerics.reason, *reasons) if r)
-        numerics = replace(numerics, status=status, reason=reason, outputs=tuple(numerics.outputs) + tuple(errors),
-                           generation=generation,
-                           inputs=f"{numerics.inputs}; {len(inputs.images)} image prompts over "
-                                  f"{len({c.images for c in inputs.images})} fixed images")
-        return numerics, stage or ("MISMATCH" if status == "failed" else "")
+        def images(plan: GenerationPlan, numerics: Numerics) -> tuple[Numerics, str]:
+            """The image prompts on the runtime the text prompts ran on."""
+            if not inputs.images:
+                return numerics, ""
+            run.ctx.progress(f"{cell.target.id}: generating from {len(inputs.images)} image prompts to verify")
+            vision_precision = lowered.decoder.vision_precision or "fp16"
+            try:
+                ok, reasons, errors, record = verify_images(plan.runner, inputs.images, cell.precision,
+                                                            cell.target.tolerance(cell.precision),
+                                                            cell.target.tolerance(vision_precision))
+            except Exception as exc:  # the artifact was built; running it with images failed: kept for inspection
+                error = RunError(f"running the artifact with images failed: {type(exc).__name__}: {exc}")
+                return replace(numerics, status="failed", reason=str(error)), error.stage
+            generation = dict(numerics.generation or {})
+            generation["images"] = record
+            generation["summary"] = f"{generation.get('summary', '')}; {record['summary']}".strip("; ")
+            status = numerics.status if ok else "failed"
+            checked = replace(numerics, status=status, reason="; ".join(r for r in (numerics.reason, *reasons) if r),
+                              outputs=tuple(numerics.outputs) + tuple(errors), generation=generation,
+                              inputs=f"{numerics.inputs}; {len(inputs.images)} image prompts over "
+                                     f"{len({c.images for c in inputs.images})} fixed images")
+            return checked, "MISMATCH" if status == "failed" else ""
+
+        return verify_decoder(cell, lowered, path, form, inputs, run, images)
 
     def vision_record(self, model: VisionLanguageModel, form: Any, memory: MemoryPlan) -> VisionRecord:
         per_image = model.vision.max_image_tokens
         return VisionRecord(spec=model.vision, files=dict(form.parts), encoder_precision=form.vision_precision,
                             runtime_settings=dict(form.vision_settings), image_tokens_per_image=per_image,
                             images_per_context=memory.context // per_image if per_image else 0)
-
-
-PREPROCESSOR_NOTE = "preprocessor_config.json max_pixels over the pixels one token covers"
