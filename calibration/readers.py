@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -80,7 +80,8 @@ def _split(arrays: Mapping[str, np.ndarray], inputs, where: str) -> list[dict[st
 
 
 def load_samples(
-    path: str | Path, signature, limit: int | None = None, seed: int = 0, tokenizer: Path | None = None
+    path: str | Path, signature, limit: int | None = None, seed: int = 0, tokenizer: Path | None = None,
+    preprocess: Callable[[Path], tuple[Mapping[str, np.ndarray], str]] | None = None,
 ) -> CalibrationSet:
     """Read samples for ``signature`` (a `targets.signature.Signature`-like object with ``inputs``).
 
@@ -88,6 +89,9 @@ def load_samples(
     `.npz` files (same layout) and/or `.npy` files (single-input models); a folder of PNG/JPEG
     images (see `calibration.images`); or a `.txt` file for language models, one sample per line
     (see `calibration.text`). With ``limit``, a seeded random subset of that many samples is kept.
+
+    ``preprocess`` (a model's own processor, e.g. an exported Hugging Face model's) turns any path that is not
+    arrays (.npy/.npz) into batched inputs instead of chipfit's readers; they are checked the same way.
     """
     path = Path(path)
     inputs = list(signature.inputs)
@@ -97,6 +101,11 @@ def load_samples(
             f"{path}: calibration/sample data not found (give a .npz file, a folder of .npy/.npz or images, "
             "or a .txt file for language models)"
         )
+    arrays_given = path.suffix in (".npy", ".npz") or path.is_dir() and any(
+        p.suffix in (".npy", ".npz") for p in path.iterdir())
+    if preprocess is not None and not arrays_given:
+        batched, origin = preprocess(path)
+        return _finish(list(from_arrays(batched, signature, origin).samples), origin, limit, seed)
     if path.is_file() and path.suffix == ".txt":
         from calibration.text import read_text
 

@@ -218,6 +218,12 @@ def emulated_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     del copy.graph.node[:]
     copy.graph.node.extend(nodes)
     copy.opset_import.append(helper.make_opsetid(_DOMAIN, 1))
+    for opset in copy.opset_import:
+        # onnx's reference evaluator implements Quantize/DequantizeLinear from opset 19 only; every op changed at
+        # 19 (Pad, Resize, Cast, Reshape, ...) gained options and kept its default meaning, so an older graph (an
+        # exporter's opset 17 or 18) runs unchanged at 19
+        if opset.domain in ("", "ai.onnx") and opset.version < 19:
+            opset.version = 19
     return copy
 
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from targets.cost import GraphCost
 from targets.decoder import LanguageModelRecord
 from targets.errors import SchemaError, UsageError
+from targets.export import ExportRecord
 from targets.files import sha256_file
 from targets.host import HostFacts
 from targets.numerics import Numerics
@@ -141,6 +142,8 @@ class Manifest:
     backend_choice: BackendChoice | None = None
     #: the machine that built and verified the artifact (its ISA decides which execution verified it)
     host: HostFacts | None = None
+    #: a model exported from a framework's folder (optimum): the exporter, task, processor and reference check
+    export: ExportRecord | None = None
 
     @property
     def size_bytes(self) -> int:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from targets.decoder import DecoderSpec
+from targets.export import ExportRecord
 from targets.signature import Signature
 from targets.vision import VisionSpec
 
@@ -54,6 +55,12 @@ class TracedModel:
     #: Precision of ``onnx_model`` after the precision stage ("fp32" as traced), and the passes that made it.
     graph_precision: str = "fp32"
     passes: tuple[Mapping[str, Any], ...] = ()
+    #: a Hugging Face folder exported by optimum: how (the manifest's ``export``)
+    export: ExportRecord | None = None
+    #: turns a user's raw sample files (sentences, images, WAVs) into the inputs, with the model's own processor:
+    #: path -> (input name -> batch of samples, where they came from); None where samples are arrays only
+    preprocess: Callable[[Path], tuple[dict[str, np.ndarray], str]] | None = field(default=None, repr=False,
+                                                                                   compare=False)
 
 
 

@@ -68,6 +68,10 @@ class ModelSource:
     trust_remote_code: bool = option(False, name="trust_remote_code",
                                      help="run a Hugging Face model directory's own Python code (its auto_map); "
                                           "recorded in the manifest")
+    task: str | None = option(None, name="task",
+                              help="a Hugging Face folder other than a decoder LM: the task optimum exports it for, "
+                                   "e.g. text-classification, feature-extraction (default: from config.json's "
+                                   "architectures)")
 
 
 @dataclass(frozen=True)

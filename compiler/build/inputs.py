@@ -47,6 +47,13 @@ def _tokenizer(request: BuildRequest) -> Path | None:
     return Path(request.data.tokenizer) if request.data.tokenizer else None
 
 
+def _bundled(model: TracedModel) -> str:
+    if model.export is not None:  # not the user's data: chipfit's few made-up inputs, through the model's processor
+        return (f"chipfit's reference {model.export.modality} inputs for {model.source} (made by its processor; pass "
+                "--calibration for samples like the model's real data)")
+    return f"bundled samples of {model.source}"
+
+
 def calibration_set(model: TracedModel, request: BuildRequest, needed: Sequence[str]) -> CalibrationSet | None:
     """The calibration samples; ``needed``: the targets whose cells quantize from them (none: read only if given)."""
     calibration = request.data.calibration
@@ -54,10 +61,11 @@ def calibration_set(model: TracedModel, request: BuildRequest, needed: Sequence[
         if calibration == "random":
             return random_samples(model.signature.concretized())
         if calibration:
-            return load_samples(calibration, model.signature, limit=256, tokenizer=_tokenizer(request))
+            return load_samples(calibration, model.signature, limit=256, tokenizer=_tokenizer(request),
+                                preprocess=model.preprocess)
         if needed and model.samples:
             arrays = {t.name: model.samples[t.name] for t in model.signature.inputs}
-            return from_arrays(arrays, model.signature, f"bundled samples of {model.source}")
+            return from_arrays(arrays, model.signature, _bundled(model))
     except CalibrationError as exc:
         raise UsageError(f"--calibration: {exc}") from exc
     if needed:
@@ -74,7 +82,7 @@ def verification_inputs(model: TracedModel, request: BuildRequest, calibration: 
     if request.data.samples:
         try:
             samples = load_samples(request.data.samples, model.signature, limit=VERIFY_SAMPLES,
-                                   tokenizer=_tokenizer(request))
+                                   tokenizer=_tokenizer(request), preprocess=model.preprocess)
         except CalibrationError as exc:
             raise UsageError(f"--samples: {exc}") from exc
         return samples.batched(), f"{len(samples)} samples from {request.data.samples}"
@@ -99,7 +107,8 @@ def evaluation_set(model: TracedModel, request: BuildRequest, calibration: Calib
     """What quantized graphs are judged on: --eval, else the bundled labelled samples, else verification inputs."""
     if request.data.eval:
         try:
-            samples = load_samples(request.data.eval, model.signature, tokenizer=_tokenizer(request))
+            samples = load_samples(request.data.eval, model.signature, tokenizer=_tokenizer(request),
+                                   preprocess=model.preprocess)
             labels = load_labels(request.data.eval, len(samples))
         except CalibrationError as exc:
             raise UsageError(f"--eval: {exc}") from exc

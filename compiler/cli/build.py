@@ -41,7 +41,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     progress = (lambda m: None) if args.quiet else print_progress
     progress(f"tracing {args.model}")
     with contextlib.redirect_stdout(sys.stderr):
-        model = load_model(args.model, overrides, trust_remote_code=bool(settings.get("trust_remote_code")))
+        model = load_model(args.model, overrides, trust_remote_code=bool(settings.get("trust_remote_code")),
+                           task=settings.get("task"))
         dumps = FusionOptions(enabled=settings.pop("fusion", True), explain=settings.pop("explain_fusion", False),
                               dump_after=tuple(args.dump_after), dump_all=Path(args.dump_all) if args.dump_all else None)
         options = BuildOptions(target_ids, Path(args.output), fusion=dumps, force=args.force, **settings)
@@ -137,7 +138,7 @@ def _quantization_lines(results) -> list[str]:
             continue
         seen.add(key)
         settings = ", ".join(f"{k} {v}" for k, v in q["settings"].items() if k != "precision")
-        lines.append(f"\n{q['settings']['precision']} ({settings}) for {', '.join(dict.fromkeys(targets))}:")
+        lines.append(f"\n{q['settings'].get('precision', r.precision)} ({settings}) for {', '.join(dict.fromkeys(targets))}:")
         lines.append(f"  {accuracy_text(q['accuracy'])}")
         if q.get("scheme", {}).get("refused"):
             refused, tried = q["scheme"]["refused"], q["scheme"]["tried"]

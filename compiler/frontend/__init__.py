@@ -5,7 +5,9 @@
 * ``"example"``: the bundled digits network (works offline, no file needed);
 * ``*.pt2``: a `torch.export.save` archive;
 * ``*.onnx``: an ONNX file (checked, shapes inferred, external data kept inside its folder);
-* a folder: a Hugging Face decoder LM as ``save_pretrained`` writes it (`compiler.frontend.huggingface`);
+* a folder: a Hugging Face decoder LM as ``save_pretrained`` writes it (`compiler.frontend.huggingface`), or any
+  other Hugging Face model (an encoder, a vision or speech model), exported by optimum for its task in optimum's
+  own environment (`compiler.frontend.optimum`);
 * ``*.pt``, ``*.pth``, ``*.bin``, ``*.ckpt``: refused, never unpickled.
 
 `trace_module` does the same for an in-memory module with example inputs.
@@ -24,20 +26,36 @@ from targets.model import TracedModel
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 
 
-def load_model(source: str | Path, inputs: Iterable[TensorSpec] = (), trust_remote_code: bool = False):
-    """A `TracedModel` (``.pt2``, ``.onnx``, the example), or a `DecoderModel` for a Hugging Face model folder."""
+def is_decoder_folder(path: str | Path) -> bool:
+    """A Hugging Face folder read as a decoder LM (or a vision-language model); other folders are exported."""
+    from compiler.frontend.huggingface import is_decoder_config, read_config
+
+    return Path(path).is_dir() and is_decoder_config(read_config(Path(path)))
+
+
+def load_model(source: str | Path, inputs: Iterable[TensorSpec] = (), trust_remote_code: bool = False,
+               task: str | None = None):
+    """A `TracedModel` (``.pt2``, ``.onnx``, the example, an exported Hugging Face folder), or a `DecoderModel`
+    for a Hugging Face decoder LM folder."""
     inputs = list(inputs)
     if str(source) == "example":
         from compiler.frontend.example import trace_example
 
         return trace_example(inputs)
     path = Path(source)
-    if path.is_dir():
+    if task and not path.is_dir():
+        raise UsageError(f"--task {task}: {path} is no Hugging Face model folder; --task chooses what optimum exports "
+                         "a folder for")
+    if path.is_dir() and (task is None or task == "text-generation") and is_decoder_folder(path):
         from compiler.frontend.huggingface import load_hf_directory
 
         if inputs:
             raise UsageError(f"--input: {path} is a model folder (a decoder LM); its inputs are token ids")
         return load_hf_directory(path, trust_remote_code)
+    if path.is_dir():
+        from compiler.frontend.optimum import load_exported
+
+        return load_exported(path, task, inputs, trust_remote_code)
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         raise UsageError(
@@ -60,7 +78,7 @@ def load_model(source: str | Path, inputs: Iterable[TensorSpec] = (), trust_remo
                      "and Hugging Face model folders")
 
 
-def signature_of(source: str | Path, inputs: Iterable[str] = ()):
+def signature_of(source: str | Path, inputs: Iterable[str] = (), task: str | None = None):
     """A model's inputs and outputs, without the full front end where it is not needed (for checking data
     files while planning): ONNX from the file, ``.pt2`` from the exported program's placeholders."""
     from targets.signature import parse_input_override
@@ -71,7 +89,7 @@ def signature_of(source: str | Path, inputs: Iterable[str] = ()):
         from compiler.frontend.pytorch import pt2_signature
 
         return pt2_signature(path, overrides)
-    return load_model(source, overrides).signature
+    return load_model(source, overrides, task=task).signature
 
 
 def concretize(model: TracedModel) -> TracedModel:
@@ -102,4 +120,4 @@ def trace_module(module, example_inputs, **kwargs) -> TracedModel:
     return trace(module, example_inputs, **kwargs)
 
 
-__all__ = ["concretize", "load_model", "trace_module", "TracedModel"]
+__all__ = ["concretize", "is_decoder_folder", "load_model", "trace_module", "TracedModel"]

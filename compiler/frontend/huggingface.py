@@ -32,7 +32,7 @@ def is_model_directory(path: Path) -> bool:
     return path.is_dir()
 
 
-def _config(folder: Path) -> dict[str, Any]:
+def read_config(folder: Path) -> dict[str, Any]:
     file = folder / "config.json"
     if not file.is_file():
         raise UsageError(f"{folder}: no config.json; a Hugging Face model folder is what `save_pretrained` writes "
@@ -43,7 +43,7 @@ def _config(folder: Path) -> dict[str, Any]:
         raise UsageError(f"{file}: not valid JSON ({exc})") from None
 
 
-def _safetensors_files(folder: Path) -> list[Path]:
+def safetensors_files(folder: Path) -> list[Path]:
     files = sorted(folder.glob("*.safetensors"))
     if files:
         return files
@@ -110,6 +110,36 @@ def _architecture(config: Mapping[str, Any], folder: Path, trust_remote_code: bo
         raise UsageError(f"{folder}/config.json: model_type {model_type!r} is no causal language model this transformers "
                          f"knows; decoder LMs it knows include {', '.join(sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)[:40])}...")
     return archs[0] if archs else known
+
+
+def is_decoder_config(config: Mapping[str, Any]) -> bool:
+    """A folder this module reads (a decoder LM, or a vision-language model it builds or refuses by name); other
+    folders (encoders, vision and speech models) are exported by `compiler.frontend.optimum`. A folder with its own
+    code (``auto_map``) is read here, where it is refused without --trust-remote-code."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+
+    model_type = config.get("model_type", "")
+    return ("auto_map" in config or "vision_config" in config and model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+            or model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not _encoder_only(config)
+            or model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and model_type not in _single_graph_types())
+
+
+def _encoder_only(config: Mapping[str, Any]) -> bool:
+    """BERT-style types transformers also lists as causal LMs (BertLMHeadModel): read as decoders only when the
+    folder's architecture is the causal LM class."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    archs = config.get("architectures") or []
+    causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.get("model_type", ""))
+    return bool(archs) and archs[0] != causal and not config.get("is_decoder", False)
+
+
+def _single_graph_types() -> set[str]:
+    """Image-text types that are dual encoders (CLIP-style), not generative vision-language models."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    return set(MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES)
 
 
 def is_vision_language(config: Mapping[str, Any]) -> bool:
@@ -187,9 +217,9 @@ def load_hf_directory(folder: Path, trust_remote_code: bool = False, name: str |
                       digest: bool = True) -> DecoderModel:
     """The folder as a `DecoderModel`; ``digest=False`` skips hashing its files (planning needs only the layout)."""
     folder = folder.resolve()
-    config = _config(folder)
+    config = read_config(folder)
     architecture = _architecture(config, folder, trust_remote_code)
-    files = _safetensors_files(folder)
+    files = safetensors_files(folder)
     shapes = _tensor_shapes(files)
     spec = decoder_spec(config, architecture, _text_shapes(config, shapes))
     tokenizer = _tokenizer(folder, spec.vocab_size)
@@ -242,11 +272,11 @@ def read_layout(path: Path, trust_remote_code: bool = False) -> tuple[DecoderSpe
     folder = path.parent if path.is_file() else path
     if path.is_file() and path.name != "config.json":
         raise UsageError(f"{path}: give a model folder or its config.json")
-    config = _config(folder)
+    config = read_config(folder)
     architecture = _architecture(config, folder, trust_remote_code)
     files = sorted(folder.glob("*.safetensors"))
     if files or path.is_dir() and any((folder / n).exists() for n in PICKLED_WEIGHTS):
-        shapes, basis = _tensor_shapes(_safetensors_files(folder)), "safetensors headers"
+        shapes, basis = _tensor_shapes(safetensors_files(folder)), "safetensors headers"
     else:
         shapes, basis = _shapes_from_config(config), "config.json (shapes of a standard decoder layer)"
     name = folder.name if path.is_dir() or path.name == "config.json" else path.stem
@@ -258,7 +288,7 @@ def read_vision_layout(path: Path) -> VisionSpec | None:
     settings and safetensors headers; None for a text decoder. A config.json alone cannot say the encoder's size."""
     path = path.resolve()
     folder = path.parent if path.is_file() else path
-    config = _config(folder)
+    config = read_config(folder)
     if not is_vision_language(config):
         return None
     files = sorted(folder.glob("*.safetensors"))

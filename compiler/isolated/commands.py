@@ -1,4 +1,5 @@
-"""``chipfit toolchain install BACKEND`` and ``chipfit toolchain list``: the isolated backends' environments."""
+"""``chipfit toolchain install NAME`` and ``chipfit toolchain list``: the environments of isolated backends and of
+front ends that cannot share chipfit's (optimum's exporters)."""
 
 from __future__ import annotations
 
@@ -7,42 +8,43 @@ import sys
 from pathlib import Path
 
 from compiler.errors import UsageError
-from compiler.isolated.environment import inspect_environment, install_environment, toolchains_dir
+from compiler.isolated.environment import Environment, inspect_environment, install_environment, toolchains_dir
 
 
-def _isolated_backends() -> tuple[dict[str, object], dict[str, str]]:
-    """Registered backends that declare an environment (other backends run in chipfit's own), and load errors."""
+def _environments() -> tuple[dict[str, Environment], dict[str, str]]:
+    """The environments chipfit can make: each registered backend's that declares one (other backends run in
+    chipfit's own) and each front end's; and the backends that failed to load."""
+    from compiler.frontend.optimum import ENVIRONMENT as OPTIMUM
     from targets.registry import backend_registry
 
     loaded, failed = backend_registry().load_all()
-    return {name: b for name, b in sorted(loaded.items()) if b.capabilities.isolated}, failed
+    environments = {name: b.environment for name, b in loaded.items() if b.capabilities.isolated}
+    environments[OPTIMUM.name] = OPTIMUM
+    return dict(sorted(environments.items())), failed
 
 
 def cmd_toolchain(args: argparse.Namespace) -> int:
     root = Path(args.dir) if args.dir else toolchains_dir()
-    isolated, failed = _isolated_backends()
+    isolated, failed = _environments()
     if args.action == "install":
         if not args.backend:
-            raise UsageError("toolchain install needs a backend name; backends with their own environment: "
-                             + (", ".join(isolated) or "none registered"))
+            raise UsageError("toolchain install needs a name; environments: " + ", ".join(isolated))
         if args.backend not in isolated:
-            known = ", ".join(isolated) or "none registered (is the plugin on the Python path?)"
             hint = f" ({failed[args.backend]})" if args.backend in failed else ""
-            raise UsageError(f"backend {args.backend!r} declares no isolated environment{hint}; those that do: {known}")
-        env = isolated[args.backend].environment
+            raise UsageError(f"{args.backend!r} declares no isolated environment{hint}; those that do: "
+                             f"{', '.join(isolated)} (is a plugin off the Python path?)")
+        env = isolated[args.backend]
         progress = (lambda m: None) if args.quiet else (lambda m: print(f"toolchain: {m}", file=sys.stderr, flush=True))
         state = install_environment(env, root, force=args.force, progress=progress)
         print(f"{args.backend}: complete at {state.path} ({len(state.packages)} packages, Python {state.python})")
         return 0
-    if not isolated:
-        print(f"no registered backend declares an isolated environment (root: {root})")
     incomplete = 0
-    for name, backend in isolated.items():
-        state = inspect_environment(backend.environment, root)
+    for name, environment in isolated.items():
+        state = inspect_environment(environment, root)
         status = "complete" if state.complete else "INCOMPLETE: " + "; ".join(state.problems)
         incomplete += not state.complete
         print(f"{name}: {status}\n  path: {state.path}" + (f"\n  python: {state.python}" if state.python else ""))
-        shown = backend.environment.reported if not args.all else tuple(state.packages)
+        shown = environment.reported if not args.all else tuple(state.packages)
         for package in shown:
             print(f"  {package}: {state.packages.get(package, 'missing')}")
         if state.exists and not args.all:
@@ -55,9 +57,11 @@ def cmd_toolchain(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    tc = sub.add_parser("toolchain", help="isolated backends' own environments: install one, or list them")
+    tc = sub.add_parser("toolchain", help="isolated environments (vendor SDKs, optimum's exporters): install one, or "
+                                          "list them")
     tc.add_argument("action", choices=("install", "list"))
-    tc.add_argument("backend", nargs="?", help="install: the backend whose environment to make")
+    tc.add_argument("backend", nargs="?", metavar="NAME",
+                    help="install: the environment to make (a backend's name, or optimum)")
     tc.add_argument("--dir", help="where environments live (default: $CHIPFIT_TOOLCHAINS_DIR, else "
                                   "<chipfit cache dir>/toolchains); builds read $CHIPFIT_TOOLCHAINS_DIR")
     tc.add_argument("--force", action="store_true", help="install: make it again even if complete")

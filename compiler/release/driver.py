@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from compiler import __version__
 from compiler.artifact import FAILED_SUFFIX, MANIFEST_NAME, STAGING_MARK, swap_into
 from compiler.errors import UsageError
+from compiler.frontend import is_decoder_folder
 from compiler.release.cache import CacheEntry, cache_key, digest_source_code, key_components, toolchain_of
 from compiler.release.cache_at import open_cache
 from compiler.release.config import ModelEntry, ReleaseConfig
@@ -202,7 +203,7 @@ def _plan(config: ReleaseConfig, registry=None) -> tuple[Any, list[CellPlan]]:
                     raise UsageError(f"{config.file}: model[{n}] ({model.name}): backend {request.backend!r}: target "
                                      f"{spec.id} is built by {', '.join(spec.backends)}")
                 request = _scoped_data(request, precision)
-                if Path(model.path).is_dir():
+                if is_decoder_folder(model.path):
                     _check_decoder(model, request, registry, n, config.file)
                 else:
                     _check_graph(model, spec, request, registry, n, config.file)
@@ -240,7 +241,8 @@ def _check_data(model: ModelEntry, request: BuildRequest, n: int, file: Path, si
     """Calibration, verification and evaluation samples checked against the model's inputs (names, shapes,
     dtypes, NaN/Inf) while planning, so bad data is refused before any cell is built, naming the release key."""
     from calibration.readers import CalibrationError, load_samples
-    from compiler.frontend import signature_of
+    from compiler.frontend import load_model, signature_of
+    from targets.signature import parse_input_override
 
     paths = {key: getattr(request.data, key) for key in ("calibration", "samples", "eval")}
     paths = {k: v for k, v in paths.items() if v and v != "random"}
@@ -248,11 +250,17 @@ def _check_data(model: ModelEntry, request: BuildRequest, n: int, file: Path, si
         return
     where = f"{file}: model[{n}] ({model.name})"
     if model.path not in signatures:
-        signatures[model.path] = signature_of(model.path, request.model.inputs)
+        if Path(model.path).is_dir():  # an exported folder: its samples are made by its own processor
+            loaded = load_model(model.path, [parse_input_override(t) for t in request.model.inputs],
+                                request.model.trust_remote_code, request.model.task)
+            signatures[model.path] = (loaded.signature, loaded.preprocess)
+        else:
+            signatures[model.path] = (signature_of(model.path, request.model.inputs), None)
     tokenizer = Path(request.data.tokenizer) if request.data.tokenizer else None
+    signature, preprocess = signatures[model.path]
     for key, path in paths.items():
         try:
-            load_samples(path, signatures[model.path], limit=8, tokenizer=tokenizer)
+            load_samples(path, signature, limit=8, tokenizer=tokenizer, preprocess=preprocess)
         except CalibrationError as exc:
             raise UsageError(f"{where}.{key}: {exc}") from None
 

@@ -76,13 +76,14 @@ class _Models:
     def __init__(self) -> None:
         self._traced: dict[tuple[str, tuple[str, ...]], Any] = {}
 
-    def get(self, path: str, inputs: list[str], trust_remote_code: bool = False):
+    def get(self, path: str, inputs: list[str], trust_remote_code: bool = False, task: str | None = None):
         from compiler.frontend import load_model
         from targets.signature import parse_input_override
 
-        key = (path, tuple(inputs), trust_remote_code)
+        key = (path, tuple(inputs), trust_remote_code, task)
         if key not in self._traced:
-            self._traced[key] = load_model(path, [parse_input_override(text) for text in inputs], trust_remote_code)
+            self._traced[key] = load_model(path, [parse_input_override(text) for text in inputs], trust_remote_code,
+                                           task)
         return self._traced[key]
 
 
@@ -101,7 +102,8 @@ def run(request: dict, models: _Models, toolchains: _Toolchains) -> list[dict]:
         registry = registry.including({spec.id: spec}, asked.spec_file)
     if request.get("toolchain"):
         toolchains.check(request["toolchain"], registry.get(cell.target))
-    model = replace(models.get(cell.model.path, list(cell.model.inputs), cell.model.trust_remote_code), name=cell.model.name)
+    model = replace(models.get(cell.model.path, list(cell.model.inputs), cell.model.trust_remote_code,
+                                cell.model.task), name=cell.model.name)
     options = BuildOptions(requests=[cell], out_dir=Path(request["out_dir"]),
                            cache_dir=Path(request["calibration_cache"]),
                            measure_latency=False)  # the release profiles every artifact afterwards, properly

@@ -218,7 +218,7 @@ class GraphKind:
             calibration=(CalibrationRecord(calibration.origin, calibration.digest, len(calibration),
                                            calibration.is_random) if calibration is not None else None),
             quantization=dict(chosen.report) if chosen.report else None, fusion=fusion_record, cost=cost,
-            notes=tuple(chosen.lowered.notes) + inputs.warnings, speed_checks=checks)
+            notes=tuple(chosen.lowered.notes) + inputs.warnings, speed_checks=checks, export=model.export)
         warnings = _memory_warnings(cell.target, chosen.files, cost)
         return Built(commit, manifest, chosen.failed_stage, chosen.latency, chosen.report, chosen.fusion,
                      warnings + (inputs.warnings if chosen.numerics.status != "not-run" else ()))
