@@ -119,7 +119,12 @@ def is_decoder_config(config: Mapping[str, Any]) -> bool:
     from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
                                                         MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
 
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
     model_type = config.get("model_type", "")
+    archs = config.get("architectures") or []
+    if model_type not in CONFIG_MAPPING_NAMES or archs and str(archs[0]).endswith("ForCausalLM"):
+        return True  # refused (or read) here, as a decoder LM: what an unknown type most likely is
     return ("auto_map" in config or "vision_config" in config and model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
             or model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not _encoder_only(config)
             or model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and model_type not in _single_graph_types())
