@@ -1,10 +1,18 @@
 """chipfit's artifacts against the runtimes a user already has, side by side, in interleaved rounds.
 
-    .venv/bin/python benchmarks/speed.py [--models resnet18,mobilenetv2,bert,llama] [--rounds 7] [--tune-trials N]
+    .venv/bin/python benchmarks/speed.py [--models resnet18,mobilenetv2,bert,llama,hf-bert,hf-vit] [--rounds 7]
+                                         [--tune-trials N]
 
 Models are built from Hugging Face configs with random weights (no download), batch 1:
 ResNet-18 and MobileNetV2 (224x224 images), a BERT-base-shaped encoder stack (hidden 768, 12 heads,
 FFN 3072, 4 layers, 128 tokens) and a Llama forward (2 layers of width 512, 64-token prefill).
+
+``hf-bert`` and ``hf-vit`` are Hugging Face folders (`compiler.frontend.optimum.synthetic`: BERT-base width, hidden
+768, 12 heads, 4 layers, a sequence classifier at 128 tokens; ViT-base width, 4 layers, 224x224 images) built the way
+a user builds them: ``chipfit build FOLDER`` (optimum's export in its environment, int8 calibrated through the model's
+processor on sentences / images) for host and x86-64-avx2. Their peers start from optimum's own export, unchanged:
+ONNX Runtime on it at ORT_ENABLE_ALL, after ONNX Runtime's transformer optimizer (`optimize_model`, model_type bert /
+vit: its attention and LayerNorm fusions, what optimum's ORTOptimizer runs), and ORT int8 QDQ of it as above.
 
 Contenders, all timed in the same interleaved rounds (this host's speed drifts 2-3x between minutes):
 
@@ -249,6 +257,81 @@ def tuned_tvm(name: str, work: Path, trials: int, example) -> dict[str, tuple[st
     return {f"chipfit host tvm fp32, tuned ({trials} trials)": ("fp32", lambda: plan.runner.run(batch))}
 
 
+HF_FOLDERS = {"hf-bert": ("bert", "bert"), "hf-vit": ("vit", "vit")}  # name -> (synthetic kind, ORT model_type)
+
+
+def hf_round(name: str, work: Path, progress) -> tuple[dict[str, tuple[str, Callable]], dict[str, tuple[str, Callable]]]:
+    """(chipfit's contenders, the peers) for a Hugging Face folder, all on the processor's first sample."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from compiler.build import BuildOptions, build
+    from compiler.frontend import load_model
+    from compiler.frontend.optimum import exported_graph, write_reference_inputs
+    from compiler.frontend.optimum.synthetic import hf_folder
+    from targets.host import detect_host
+    from targets.manifest import read_artifact
+    from targets.registry import backend_registry, target_registry
+
+    kind, model_type = HF_FOLDERS[name]
+    folder = hf_folder(work / name, kind, hidden=768, layers=4, heads=12)
+    start = time.perf_counter()
+    model = load_model(folder)
+    progress(f"  optimum export + check against transformers: {time.perf_counter() - start:.0f} s")
+    if kind == "bert":
+        calibration = work / "sentences.txt"
+        calibration.write_text("\n".join(f"sentence {i} about a model that runs on a small board." for i in range(32)))
+    else:
+        calibration = write_reference_inputs(work / "images", "image")
+    feed = {k: v[:1] for k, v in model.samples.items()}
+    targets, backends, host = target_registry(), backend_registry(), detect_host()
+    contenders: dict[str, tuple[str, Callable]] = {}
+    for precision in ("fp32", "int8"):
+        start = time.perf_counter()
+        results = build(model, BuildOptions(["host", "x86-64-avx2"], work / precision, precision=precision,
+                                            calibration=str(calibration)))
+        progress(f"  chipfit build {precision}: {time.perf_counter() - start:.0f} s")
+        for r in results:
+            if r.status != "verified":
+                print(f"  chipfit {r.target} {r.backend} {precision}: {r.status} {(r.message or '')[:160]}")
+                continue
+            m = read_artifact(Path(r.artifact)).manifest
+            plan = backends.get(m.backend.name).plan_run(Path(r.artifact), m.backend.options, m.signature,
+                                                         targets.get(m.target.id), host)
+            contenders[f"chipfit {r.target} {r.backend} {precision}"] = (precision,
+                                                                         lambda p=plan: p.runner.run(feed))
+    # optimum's own export, as it wrote it (the cached export folder chipfit checked against transformers)
+    plain = exported_graph(model)
+    peers: dict[str, tuple[str, Callable]] = {}
+    session, _ = _ort_session(plain)
+    peers["ORT fp32 (optimum's export, ENABLE_ALL)"] = ("fp32", lambda s=session: s.run(None, feed))
+    optimized = work / "peer-optimized.onnx"
+    optimize_model(str(plain), model_type=model_type, num_heads=12, hidden_size=768).save_model_to_file(str(optimized))
+    session, _ = _ort_session(optimized)
+    peers["ORT fp32 (optimum's export + transformer optimizer)"] = ("fp32", lambda s=session: s.run(None, feed))
+    samples = [{k: v[i:i + 1] for k, v in model.samples.items()} for i in range(len(next(iter(model.samples.values()))))]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(samples)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    best = None
+    for activation, reduce in ((QuantType.QUInt8, False), (QuantType.QInt8, False), (QuantType.QUInt8, True)):
+        out = work / f"peer-int8-{activation.name}{'-7bit' if reduce else ''}.onnx"
+        quantize_static(str(optimized), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=activation, weight_type=QuantType.QInt8, reduce_range=reduce)
+        s_, _ = _ort_session(out)
+        call = (lambda s=s_: s.run(None, feed))
+        seconds = statistics.median(_once(call) for _ in range(5))
+        if best is None or seconds < best[0]:
+            best = (seconds, activation.name + (", 7-bit weights" if reduce else ""), call)
+    peers[f"ORT int8 QDQ of the optimized export ({best[1]} activations, the fastest)"] = ("int8", best[2])
+    return contenders, peers
+
+
 def main() -> None:
     from compiler.speed import race
 
@@ -268,19 +351,21 @@ def main() -> None:
           f"torch {torch.__version__}\n")
     summary = []
     for name in args.models.split(","):
-        module, example, samples = build_model(name)
         print(f"== {name}")
         with tempfile.TemporaryDirectory(prefix=f"chipfit-speed-{name}-") as tmp:
             work = Path(tmp)
-            contenders: dict[str, tuple[str, Callable]] = {}
-            contenders |= chipfit_contenders(name, module, example, samples, work, print)
-            if args.tune_trials and name == "resnet18":
-                contenders |= tuned_tvm(name, work, args.tune_trials, example)
-            peers = (ort_peers(module, example, samples, work) | openvino_peers(module, example, samples, work)
-                     | executorch_peers(module, example, samples, work))
-            with torch.no_grad():
-                peers["torch eager fp32"] = ("fp32", lambda: module(example))
-                peers["torch eager fp32"][1]()
+            if name in HF_FOLDERS:
+                contenders, peers = hf_round(name, work, print)
+            else:
+                module, example, samples = build_model(name)
+                contenders = chipfit_contenders(name, module, example, samples, work, print)
+                if args.tune_trials and name == "resnet18":
+                    contenders |= tuned_tvm(name, work, args.tune_trials, example)
+                peers = (ort_peers(module, example, samples, work) | openvino_peers(module, example, samples, work)
+                         | executorch_peers(module, example, samples, work))
+                with torch.no_grad():
+                    peers["torch eager fp32"] = ("fp32", lambda: module(example))
+                    peers["torch eager fp32"][1]()
             everything = {**{k: v[1] for k, v in contenders.items()}, **{k: v[1] for k, v in peers.items()}}
             timed = race(everything, rounds=args.rounds, budget_s=args.budget_s)
         best_fp32 = min(timed[k].median_ms for k, (p, _) in peers.items() if p == "fp32")

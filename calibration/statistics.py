@@ -48,6 +48,27 @@ class Ranges:
     cached: bool  # True if this call read them from the cache instead of running the samples
 
 
+#: an activation whose calibrated range reaches past this is an additive mask (a large negative constant added to
+#: attention scores) or a sum of them: int8 steps of this size keep nothing of the small values it also carries
+UNBOUNDED = 1e6
+
+
+def unbounded_tensors(ranges: Ranges, limit: float = UNBOUNDED) -> set[str]:
+    """Tensors whose range in ``ranges`` is not finite or reaches past ``limit``: not to be quantized."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    found = set()
+    for name, data in load_tensors_data(ranges.path).data.items():
+        try:
+            lowest, highest = data.range_value
+        except AttributeError:
+            continue
+        lo, hi = float(np.min(lowest)), float(np.max(highest))
+        if not (np.isfinite(lo) and np.isfinite(hi)) or max(abs(lo), abs(hi)) > limit:
+            found.add(name)
+    return found
+
+
 class _Reader:
     """ONNX Runtime's CalibrationDataReader protocol over a `CalibrationSet`."""
 

@@ -112,6 +112,8 @@ def _describe_artifact(artifact, problems: list[str], drift: dict) -> str:
         "  outputs:   " + ", ".join(_shape(t) for t in m.signature.outputs),
         "  passes:    " + (", ".join(p.get("name", p.get("precision", "?")) for p in m.passes) or "none"),
     ]
+    if m.export:
+        lines += _export_lines(m.export)
     if m.calibration:
         c = m.calibration
         lines.append(f"  calibration: {c.samples} samples from {c.origin}" + (" (RANDOM data)" if c.random else ""))
@@ -174,6 +176,17 @@ def _describe_artifact(artifact, problems: list[str], drift: dict) -> str:
         lines.append(f"  WARNING: built with {pkg} {built}, this host has {now}: the artifact may not load here")
     return "\n".join(lines)
 
+
+
+def _export_lines(export) -> list[str]:
+    check = export.reference_check
+    outputs = ", ".join(f"{name} cos {o['cosine']:.6f} max|diff| {o['max_abs_diff']:.2e}"
+                        for name, o in check.get("outputs", {}).items())
+    return [f"  export:    {export.exporter} for {export.task} ({export.task_from}); "
+            + ", ".join(f"{k} {v}" for k, v in export.environment.items()),
+            f"    {export.modality} inputs made by the model's processor ({', '.join(export.processor) or 'none'}): "
+            f"{', '.join(export.inputs)}; fixed dims {json.dumps(dict(export.fixed_dims), sort_keys=True)}",
+            f"    checked against {check.get('against', '?')} on {check.get('samples', '?')} reference inputs: {outputs}"]
 
 
 def _llm_lines(llm) -> list[str]:

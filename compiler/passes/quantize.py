@@ -161,8 +161,15 @@ def quantize_int8(
     exclude: Iterable[str] = (),
     only: Sequence[str] | None = None,
 ) -> onnx.ModelProto:
-    """Static int8 QDQ quantization from precomputed ``ranges``; ``exclude`` nodes stay float."""
+    """Static int8 QDQ quantization from precomputed ``ranges``; ``exclude`` nodes stay float, and so does every
+    node reading or writing an unbounded tensor (an attention mask: `unbounded_tensors`)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from calibration.statistics import unbounded_tensors
+
+    masks = unbounded_tensors(ranges)
+    exclude = list(exclude) + [n.name for n in model.graph.node
+                               if n.name and masks.intersection([*n.input, *n.output])]
 
     extra = {"ActivationSymmetric": settings.symmetric_activations, "WeightSymmetric": True}
     if settings.activation_dtype in ("uint16", "int16"):

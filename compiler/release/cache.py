@@ -85,7 +85,15 @@ def digest_model_source(path: str) -> str:
         return digest_path(package)
     file = Path(path)
     if file.is_dir():
-        return digest_path(file)
+        from compiler.frontend import is_decoder_folder
+
+        if is_decoder_folder(file):
+            return digest_path(file)
+        from compiler.frontend.optimum import ENVIRONMENT
+        from compiler.isolated.environment import inspect_environment
+
+        # exported by optimum in its environment: another exporter stack makes another graph
+        return digest_json({"folder": digest_path(file), "exporter": inspect_environment(ENVIRONMENT).packages_digest()})
     h = hashlib.sha256(sha256_file(file).encode())
     if file.suffix.lower() == ".onnx":
         try:

@@ -22,7 +22,7 @@ import json
 import math
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -31,7 +31,7 @@ import onnx
 
 from compiler.cache_dir import default_cache_dir
 from compiler.errors import LoadError, UsageError
-from compiler.frontend.optimum.tasks import AUDIO, IMAGE, TEXT, ResolvedTask, resolve_task
+from compiler.frontend.optimum.tasks import AUDIO, IMAGE, IMAGE_TEXT, TEXT, ResolvedTask, resolve_task
 from compiler.isolated.environment import Environment, EnvironmentState, inspect_environment
 from compiler.isolated.handoff import run_isolated, write_request
 from targets.files import digest_path, sha256_file
@@ -67,11 +67,14 @@ SENTENCES = (
     "Hello world!",
     "Python's standard library ships with every interpreter.",
 )
-PROCESSOR_FILES = {TEXT: ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
-                          "sentencepiece.bpe.model"),
-                   IMAGE: ("preprocessor_config.json",), AUDIO: ("preprocessor_config.json",)}
+_TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+              "sentencepiece.bpe.model")
+#: per modality, the processor files a folder needs: one of each group
+PROCESSOR_FILES = {TEXT: (_TOKENIZER,), IMAGE: (("preprocessor_config.json",),),
+                   AUDIO: (("preprocessor_config.json",),), IMAGE_TEXT: (("preprocessor_config.json",), _TOKENIZER)}
 SAMPLE_KINDS = {TEXT: "a .txt file, one sentence per line", IMAGE: "a folder of PNG/JPEG images",
-                AUDIO: "a folder of PCM .wav files"}
+                AUDIO: "a folder of PCM .wav files",
+                IMAGE_TEXT: "a folder of PNG/JPEG images and one .txt file, line i the text paired with image i"}
 
 
 class ExportError(LoadError):
@@ -89,8 +92,9 @@ def optimum_state() -> EnvironmentState:
 
 
 def _check_processor(folder: Path, task: ResolvedTask) -> None:
-    names = PROCESSOR_FILES[task.modality]
-    if not any((folder / n).is_file() for n in names):
+    for names in PROCESSOR_FILES[task.modality]:
+        if any((folder / n).is_file() for n in names):
+            continue
         raise UsageError(f"{folder}: no {' or '.join(names[:2])}: a {task.name} model's {task.modality} inputs are made "
                          "by its processor, saved beside it (`AutoProcessor.from_pretrained(...).save_pretrained(DIR)`, "
                          "or the tokenizer / image processor / feature extractor alone)")
@@ -112,6 +116,10 @@ def write_reference_inputs(folder: Path, modality: str) -> Path:
         path = folder / "sentences.txt"
         path.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
         return path
+    if modality == IMAGE_TEXT:
+        write_reference_inputs(folder, IMAGE)
+        (folder / "texts.txt").write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+        return folder
     if modality == IMAGE:
         from PIL import Image
 
@@ -168,11 +176,17 @@ class ExportedInputs:
     def _check_kind(self, path: Path) -> None:
         from calibration.images import IMAGE_SUFFIXES
 
+        suffixes = [p.suffix.lower() for p in path.iterdir()] if path.is_dir() else []
+        images = bool(set(suffixes) & set(IMAGE_SUFFIXES))
         kind = (TEXT if path.is_file() and path.suffix == ".txt" else
-                IMAGE if path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()) else
-                AUDIO if path.is_dir() and any(p.suffix.lower() == ".wav" for p in path.iterdir()) else "")
+                IMAGE_TEXT if images and self.modality == IMAGE_TEXT and ".txt" in suffixes else IMAGE if images else
+                AUDIO if ".wav" in suffixes else "")
+        if kind == IMAGE_TEXT and suffixes.count(".txt") != 1:
+            raise UsageError(f"{path}: holds {suffixes.count('.txt')} .txt files; a {self.task} model's samples are "
+                             "images and one text file, line i the text paired with image i")
         if kind != self.modality:
-            given = {TEXT: "a text file", IMAGE: "a folder of images", AUDIO: "a folder of WAV files"}.get(kind, "neither")
+            given = {TEXT: "a text file", IMAGE: "a folder of images", AUDIO: "a folder of WAV files",
+                     IMAGE_TEXT: "a folder of images with a text file"}.get(kind, "neither")
             raise UsageError(f"{path}: a {self.task} model takes {self.modality} ({SAMPLE_KINDS[self.modality]}, or a "
                              f".npz of its inputs {', '.join(self.input_names)}); this is {given}")
 
@@ -231,13 +245,24 @@ def load_exported(folder: Path, task: str | None = None, overrides: Iterable[Ten
         name=folder.name, source=str(folder), source_kind="huggingface", source_digest=key,
         signature=signature, onnx_model=graph, reference=reference,
         samples={k: samples[k] for k in (t.name for t in signature.inputs)},
-        export=record, preprocess=ExportedInputs(**{**inputs.__dict__, "input_names": record.inputs}))
+        export=record, preprocess=replace(inputs, input_names=record.inputs))
+
+
+def _export_folder(key: str) -> Path:
+    return default_cache_dir() / "exports" / key[:32]
+
+
+def exported_graph(model: TracedModel) -> Path:
+    """optimum's graph for ``model`` (loaded by `load_exported`) as optimum wrote it, in the export cache: what a
+    benchmark's peers start from."""
+    folder = _export_folder(model.source_digest)
+    return folder / json.loads((folder / "status.json").read_text())["graph"]
 
 
 def _export(state: EnvironmentState, inputs: ExportedInputs, key: str) -> Path:
     """The export's folder in the cache (graph, processor arrays, reference outputs), made now if missing;
     whole or not at all."""
-    cache = default_cache_dir() / "exports" / key[:32]
+    cache = _export_folder(key)
     if (cache / "status.json").is_file():
         return cache
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -287,4 +312,5 @@ def reference_check(got: Mapping[str, np.ndarray], expected: Mapping[str, np.nda
     return {"against": "transformers", "samples": len(next(iter(expected.values()))), "outputs": outputs}
 
 
-__all__ = ["ENVIRONMENT", "ExportError", "ExportedInputs", "load_exported", "optimum_state"]
+__all__ = ["ENVIRONMENT", "ExportError", "ExportedInputs", "exported_graph", "load_exported", "optimum_state",
+           "write_reference_inputs"]

@@ -70,16 +70,24 @@ def _process(request, model_dir, np):
                                         max_length=request["sequence_length"], return_tensors="np")
         arrays = {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()}
     elif kind == "image":
-        from PIL import Image
         from transformers import AutoImageProcessor
 
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        images = []
-        for file in files:
-            with Image.open(file) as image:
-                images.append(image.convert("RGB"))
         processor = AutoImageProcessor.from_pretrained(model_dir)
-        arrays = {k: np.asarray(v, dtype=np.float32) for k, v in processor(images=images, return_tensors="np").items()}
+        arrays = {k: np.asarray(v, dtype=np.float32)
+                  for k, v in processor(images=_images(path), return_tensors="np").items()}
+    elif kind == "image+text":
+        # image i with line i of the folder's text file (lines repeat where there are fewer): one sample each
+        from transformers import AutoImageProcessor
+
+        images = _images(path)
+        (text_file,) = sorted(path.glob("*.txt"))
+        lines = [line.strip() for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts = [lines[i % len(lines)] for i in range(len(images))]
+        encoded = _tokenizer(model_dir)(texts, padding="max_length", truncation=True,
+                                        max_length=request["sequence_length"], return_tensors="np")
+        arrays = {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()}
+        pixels = AutoImageProcessor.from_pretrained(model_dir)(images=images, return_tensors="np")
+        arrays.update({k: np.asarray(v, dtype=np.float32) for k, v in pixels.items()})
     elif kind == "audio":
         from transformers import AutoFeatureExtractor
 
@@ -97,6 +105,16 @@ def _process(request, model_dir, np):
     if missing:
         raise RuntimeError(f"the model's processor made {sorted(arrays)}, not the graph's input(s) {missing}")
     return kept
+
+
+def _images(path):
+    from PIL import Image
+
+    images = []
+    for file in sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        with Image.open(file) as image:
+            images.append(image.convert("RGB"))
+    return images
 
 
 def _tokenizer(model_dir):

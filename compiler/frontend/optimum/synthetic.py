@@ -2,7 +2,8 @@
 processor files a user's folder has: for tests, benchmarks and trying the optimum front end offline.
 
 ``bert`` (sequence classification, a WordPiece tokenizer trained on the standard library's sources), ``vit``
-(image classification, a ViT image processor) and ``wav2vec2`` (CTC speech recognition, a feature extractor).
+(image classification, a ViT image processor), ``wav2vec2`` (CTC speech recognition, a feature extractor) and
+``clip`` (a dual encoder: the same tokenizer and a CLIP image processor).
 Widths default to tiny; ``benchmarks/speed.py`` asks for BERT-base and ViT-base widths.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-KINDS = ("bert", "vit", "wav2vec2")
+KINDS = ("bert", "vit", "wav2vec2", "clip")
 
 
 def _wordpiece(vocab_size: int):
@@ -59,6 +60,17 @@ def hf_folder(folder: Path, kind: str = "bert", hidden: int = 32, layers: int = 
         config = ViTConfig(image_size=size, patch_size=16 if size == 224 else 8, num_labels=5, **common)
         ViTForImageClassification(config).eval().save_pretrained(folder)
         ViTImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
+    elif kind == "clip":
+        from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+        tokenizer = _wordpiece(500)
+        text = dict(vocab_size=tokenizer.get_vocab_size(), max_position_embeddings=32, pad_token_id=0,
+                    eos_token_id=tokenizer.token_to_id("[SEP]"), bos_token_id=tokenizer.token_to_id("[CLS]"), **common)
+        vision = dict(image_size=32, patch_size=8, **common)
+        CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval().save_pretrained(folder)
+        PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]", bos_token="[CLS]",
+                                eos_token="[SEP]").save_pretrained(folder)
+        CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     else:
         from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
 

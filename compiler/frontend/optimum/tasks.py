@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from compiler.errors import UsageError
 
 TEXT, IMAGE, AUDIO = "text", "image", "audio"
+IMAGE_TEXT = "image+text"  # a dual encoder's: images and the sentences paired with them
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,8 @@ TASKS = (
     Task("automatic-speech-recognition", "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES", AUDIO,
          refused="an encoder-decoder speech model (Whisper-style) exports as an encoder and a decoder with its cache, "
                  "which chipfit builds as a multi-part model: not yet"),
-    Task("zero-shot-image-classification", "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES", IMAGE,
-         refused="a dual encoder (CLIP-style) takes images and texts batched apart, which chipfit's samples (one "
-                 "batch axis for every input) cannot feed yet"),
+    # a dual encoder (CLIP-style): one graph taking images and texts, each sample an image and its sentence
+    Task("zero-shot-image-classification", "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES", IMAGE_TEXT),
     Task("text2text-generation", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES", TEXT,
          refused="an encoder-decoder text model exports as several graphs with a cache: not built yet"),
 )
@@ -103,9 +103,9 @@ def resolve_task(config: Mapping[str, Any], folder: Path, asked: str | None) -> 
             raise UsageError(f"--task {asked}: transformers has no {asked} class for model_type {model_type!r}; "
                              f"its tasks: {', '.join(sorted({t.name for t in candidates}))}")
     else:
-        placed = [t for t in TASKS if any(a in _classes(c) for a in archs for c in _mapping(t.mapping).values())]
-        if archs and archs[0] in _classes(_mapping("MODEL_MAPPING_NAMES").get(model_type, ())):
-            placed = [t for t in TASKS if t.name == "feature-extraction"]  # the base class: hidden states out
+        placed = [t for t in TASKS if archs and any(archs[0] in _classes(c) for c in _mapping(t.mapping).values())]
+        if len(placed) > 1:  # a class that is also its type's base class (CLIPModel) is its specific task
+            placed = [t for t in placed if t.name != "feature-extraction"]
         if len({t.name for t in placed}) != 1:
             found = (f"its architectures {archs} place it in {sorted({t.name for t in placed})}" if placed else
                      f"its architectures {archs or '(none in config.json)'} name no task chipfit knows")
