@@ -64,7 +64,8 @@ def main() -> int:
     if request.get("threads"):
         plan.runner.set_threads(request["threads"])
     batch = manifest.signature.concretized()
-    inputs = seeded_inputs(batch, seed=0, symbolic_size=1)
+    inputs = seeded_inputs(batch, seed=0, symbolic_size=1,
+                           integer_ranges=manifest.export.integer_ranges if manifest.export else None)
 
     def run_once() -> None:
         plan.runner.run(inputs)

@@ -24,3 +24,6 @@ class ExportRecord:
     fixed_dims: Mapping[str, int] = field(default_factory=dict)  # symbolic dims bound to the processor's sizes
     #: the exported graph against transformers on the reference inputs: per output cosine and max abs difference
     reference_check: Mapping[str, Any] = field(default_factory=dict)
+    #: integer inputs (token ids, masks, token types): the smallest and largest value the processor made, for
+    #: inputs made up where no sample is at hand (profiling); a random id past the vocabulary crashes the graph
+    integer_ranges: Mapping[str, tuple[int, int]] = field(default_factory=dict)

@@ -156,8 +156,10 @@ def run_batched(
     return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
 
-def seeded_inputs(signature: Signature, seed: int = 0, symbolic_size: int = 2) -> dict[str, np.ndarray]:
-    """Deterministic inputs for verification: normal floats, small non-negative integers.
+def seeded_inputs(signature: Signature, seed: int = 0, symbolic_size: int = 2,
+                  integer_ranges: Mapping[str, tuple[int, int]] | None = None) -> dict[str, np.ndarray]:
+    """Deterministic inputs for verification: normal floats, small non-negative integers (within
+    ``integer_ranges[name]``, inclusive, where the model says which values an input takes).
 
     Symbolic dims get ``symbolic_size`` (2, not 1) so that a build that wrongly
     specialised the batch dimension fails verification instead of passing by luck.
@@ -171,5 +173,6 @@ def seeded_inputs(signature: Signature, seed: int = 0, symbolic_size: int = 2) -
         elif t.dtype == "bool":
             out[t.name] = rng.integers(0, 2, shape).astype(bool)
         else:
-            out[t.name] = rng.integers(0, 8, shape).astype(t.dtype)
+            lo, hi = (integer_ranges or {}).get(t.name, (0, 7))
+            out[t.name] = rng.integers(lo, hi + 1, shape).astype(t.dtype)
     return out

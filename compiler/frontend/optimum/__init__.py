@@ -240,7 +240,8 @@ def load_exported(folder: Path, task: str | None = None, overrides: Iterable[Ten
         exporter="optimum-onnx", task=resolved.name, task_from=resolved.how, modality=resolved.modality,
         environment={p: state.packages.get(p, "missing") for p in ENVIRONMENT.reported},
         processor=status["processor"], inputs=tuple(t.name for t in signature.inputs),
-        fixed_dims=dict(fixed), reference_check=check)
+        fixed_dims=dict(fixed), reference_check=check,
+        integer_ranges={k: (int(v.min()), int(v.max())) for k, v in samples.items() if v.dtype.kind in "iu"})
     return TracedModel(
         name=folder.name, source=str(folder), source_kind="huggingface", source_digest=key,
         signature=signature, onnx_model=graph, reference=reference,

@@ -160,3 +160,29 @@ def test_bad_folders_and_samples_exit_2_before_work(folders, user_inputs, tmp_pa
     assert not (tmp_path / "out" / "tiny-bert").exists()
     done = _chipfit("build", str(folders["bert"]), "-t", "host", "--task", "fill-mask-typo", "-o", str(tmp_path / "o"))
     assert done.returncode == 2 and "--task fill-mask-typo: not a task chipfit exports" in done.stderr
+
+
+def test_a_release_builds_and_profiles_an_exported_folder(folders, user_inputs, tmp_path):
+    release = tmp_path / "release.toml"
+    release.write_text(f'''name = "encoders"
+targets = ["x86-64-avx2"]
+
+[[model]]
+name = "bert"
+path = "{folders['bert']}"
+backend = "onnxruntime"
+precision = "int8"
+calibration = "{user_inputs['text']}"
+
+[profile]
+runs = 20
+budget_s = 1.0
+''')
+    done = _chipfit("release", str(release), "-o", str(tmp_path / "dist"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    index = json.loads((tmp_path / "dist" / "index.json").read_text())
+    (cell,) = index["cells"]
+    assert cell["status"] == "built"
+    # the profile timed made-up inputs inside the processor's ranges (a token type past 1 crashed the graph)
+    profile = json.loads((tmp_path / "dist" / "bert" / "int8" / "x86-64-avx2" / "profile.json").read_text())
+    assert profile["latency_method"].startswith("measured") and profile["latency_ms_p50"] > 0
