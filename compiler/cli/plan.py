@@ -82,7 +82,7 @@ def _f(value: float | None, fmt: str) -> str:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from compiler.cli.text import table
-    from compiler.frontend.huggingface import read_layout, read_vision_layout
+    from compiler.frontend.huggingface import is_decoder_config, read_config, read_layout, read_vision_layout
     from targets.registry import backend_registry, target_registry
 
     if args.context is not None and args.context < 1:
@@ -90,6 +90,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     path = Path(args.model)
     if not path.exists():
         raise UsageError(f"{path}: no such model folder or config.json")
+    folder = path if path.is_dir() else path.parent
+    if not is_decoder_config(read_config(folder)):
+        raise UsageError(f"{folder}: not a decoder LM (its config.json names {read_config(folder).get('architectures')}"
+                         "); `chipfit plan` estimates language models from their layout. Build it instead: `chipfit "
+                         "build` exports it with optimum and profiles the artifacts (memory, latency, energy)")
     spec, name, basis = read_layout(path, args.trust_remote_code)
     vision = read_vision_layout(path)
     targets = target_registry()
