@@ -101,25 +101,20 @@ def _ort_session(path: Path):
     return session, session.get_inputs()[0].name
 
 
-def ort_peers(module, example, samples, work: Path) -> dict[str, tuple[str, Callable[[], object]]]:
+def best_ort_int8(plain: Path, calibration: list[dict[str, np.ndarray]], feed: dict[str, np.ndarray],
+                  work: Path) -> tuple[str, Callable[[], object]] | None:
+    """ORT int8 QDQ (`quantize_static`, per-channel) of ``plain`` with uint8, int8 and uint8 + 7-bit weights
+    activations/weights (ONNX Runtime's own guidance for CPUs without VNNI), the fastest kept: (its label, its call)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    plain = work / "peer.onnx"
-    torch.onnx.export(module, (example,), str(plain), dynamo=True, input_names=["x"], external_data=False)
-    session, name = _ort_session(plain)
-    feed = {name: example.numpy()}
-    peers = {"ORT fp32 (plain export, ENABLE_ALL)": ("fp32", lambda s=session, f=feed: s.run(None, f))}
-    calibration = samples(32)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.items = iter([{name: c} for c in calibration])
+            self.items = iter(calibration)
 
         def get_next(self):
             return next(self.items, None)
 
     best = None
-    # ONNX Runtime's own guidance adds 7-bit weights (reduce_range) for CPUs without VNNI: the peer's best of all
     for activation, reduce in ((QuantType.QUInt8, False), (QuantType.QInt8, False), (QuantType.QUInt8, True)):
         out = work / f"peer-int8-{activation.name}{'-7bit' if reduce else ''}.onnx"
         try:
@@ -128,13 +123,23 @@ def ort_peers(module, example, samples, work: Path) -> dict[str, tuple[str, Call
         except Exception as exc:  # noqa: BLE001 - a peer that cannot quantize this model is reported, not fatal
             print(f"  ORT int8 ({activation.name}) failed: {type(exc).__name__}: {str(exc)[:120]}")
             continue
-        s, n = _ort_session(out)
-        call = (lambda s=s, f={n: example.numpy()}: s.run(None, f))
+        session, _ = _ort_session(out)
+        call = (lambda s=session: s.run(None, feed))
         seconds = statistics.median(_once(call) for _ in range(5))
         if best is None or seconds < best[0]:
             best = (seconds, activation.name + (", 7-bit weights" if reduce else ""), call)
+    return None if best is None else best[1:]
+
+
+def ort_peers(module, example, samples, work: Path) -> dict[str, tuple[str, Callable[[], object]]]:
+    plain = work / "peer.onnx"
+    torch.onnx.export(module, (example,), str(plain), dynamo=True, input_names=["x"], external_data=False)
+    session, name = _ort_session(plain)
+    feed = {name: example.numpy()}
+    peers = {"ORT fp32 (plain export, ENABLE_ALL)": ("fp32", lambda s=session, f=feed: s.run(None, f))}
+    best = best_ort_int8(plain, [{name: c} for c in samples(32)], feed, work)
     if best is not None:
-        peers[f"ORT int8 QDQ ({best[1]} activations, the faster)"] = ("int8", best[2])
+        peers[f"ORT int8 QDQ ({best[0]} activations, the faster)"] = ("int8", best[1])
     return peers
 
 
@@ -268,7 +273,6 @@ HF_BACKENDS = (("onnxruntime", ("host", "x86-64-avx2")), ("openvino", ("host",))
 
 def hf_round(name: str, work: Path, progress) -> tuple[dict[str, tuple[str, Callable]], dict[str, tuple[str, Callable]]]:
     """(chipfit's contenders, the peers) for a Hugging Face folder, all on the processor's first sample."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.transformers.optimizer import optimize_model
 
     from compiler.build import BuildOptions, build
@@ -318,31 +322,11 @@ def hf_round(name: str, work: Path, progress) -> tuple[dict[str, tuple[str, Call
     optimize_model(str(plain), model_type=model_type, num_heads=12, hidden_size=768).save_model_to_file(str(optimized))
     session, _ = _ort_session(optimized)
     peers["ORT fp32 (optimum's export + transformer optimizer)"] = ("fp32", lambda s=session: s.run(None, feed))
-    samples = [{k: v[i:i + 1] for k, v in model.samples.items()} for i in range(len(next(iter(model.samples.values()))))]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter(samples)
-
-        def get_next(self):
-            return next(self.items, None)
-
-    best = None
-    for activation, reduce in ((QuantType.QUInt8, False), (QuantType.QInt8, False), (QuantType.QUInt8, True)):
-        out = work / f"peer-int8-{activation.name}{'-7bit' if reduce else ''}.onnx"
-        try:  # quantize_static takes the plain export (the optimizer's contrib ops have no inferred types)
-            quantize_static(str(plain), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=activation, weight_type=QuantType.QInt8, reduce_range=reduce)
-        except Exception as exc:  # noqa: BLE001 - a peer that cannot quantize this model is reported, not fatal
-            print(f"  ORT int8 ({activation.name}) failed: {type(exc).__name__}: {str(exc)[:120]}")
-            continue
-        s_, _ = _ort_session(out)
-        call = (lambda s=s_: s.run(None, feed))
-        seconds = statistics.median(_once(call) for _ in range(5))
-        if best is None or seconds < best[0]:
-            best = (seconds, activation.name + (", 7-bit weights" if reduce else ""), call)
+    count = len(next(iter(model.samples.values())))
+    # quantized from the plain export: the optimizer's contrib ops have no inferred types for quantize_static
+    best = best_ort_int8(plain, [{k: v[i:i + 1] for k, v in model.samples.items()} for i in range(count)], feed, work)
     if best is not None:
-        peers[f"ORT int8 QDQ of optimum's export ({best[1]} activations, the fastest)"] = ("int8", best[2])
+        peers[f"ORT int8 QDQ of optimum's export ({best[0]} activations, the fastest)"] = ("int8", best[1])
     return contenders, peers
 
 

@@ -18,6 +18,7 @@ a rebuild not at all. The cache file is written atomically by onnxruntime.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import tempfile
@@ -53,8 +54,10 @@ class Ranges:
 UNBOUNDED = 1e6
 
 
-def unbounded_tensors(ranges: Ranges, limit: float = UNBOUNDED) -> set[str]:
-    """Tensors whose range in ``ranges`` is not finite or reaches past ``limit``: not to be quantized."""
+@functools.lru_cache(maxsize=16)
+def unbounded_tensors(ranges: Ranges, limit: float = UNBOUNDED) -> frozenset[str]:
+    """Tensors whose range in ``ranges`` is not finite or reaches past ``limit``: not to be quantized. Read once per
+    ranges file (the sensitivity analysis quantizes once per layer; the file's name is its content's digest)."""
     from onnxruntime.quantization.calibrate import load_tensors_data
 
     found = set()
@@ -66,7 +69,7 @@ def unbounded_tensors(ranges: Ranges, limit: float = UNBOUNDED) -> set[str]:
         lo, hi = float(np.min(lowest)), float(np.max(highest))
         if not (np.isfinite(lo) and np.isfinite(hi)) or max(abs(lo), abs(hi)) > limit:
             found.add(name)
-    return found
+    return frozenset(found)
 
 
 class _Reader:

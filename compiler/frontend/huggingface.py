@@ -114,37 +114,23 @@ def _architecture(config: Mapping[str, Any], folder: Path, trust_remote_code: bo
 
 def is_decoder_config(config: Mapping[str, Any]) -> bool:
     """A folder this module reads (a decoder LM, or a vision-language model it builds or refuses by name); other
-    folders (encoders, vision and speech models) are exported by `compiler.frontend.optimum`. A folder with its own
-    code (``auto_map``) is read here, where it is refused without --trust-remote-code."""
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
-
+    folders (encoders, vision and speech models, CLIP-style dual encoders) are exported by `compiler.frontend.optimum`."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+                                                        MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES)
 
     model_type = config.get("model_type", "")
     archs = config.get("architectures") or []
-    if model_type not in CONFIG_MAPPING_NAMES or archs and str(archs[0]).endswith("ForCausalLM"):
-        return True  # refused (or read) here, as a decoder LM: what an unknown type most likely is
-    return ("auto_map" in config or "vision_config" in config and model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-            or model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not _encoder_only(config)
-            or model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and model_type not in _single_graph_types())
-
-
-def _encoder_only(config: Mapping[str, Any]) -> bool:
-    """BERT-style types transformers also lists as causal LMs (BertLMHeadModel): read as decoders only when the
-    folder's architecture is the causal LM class."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    archs = config.get("architectures") or []
-    causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.get("model_type", ""))
-    return bool(archs) and archs[0] != causal and not config.get("is_decoder", False)
-
-
-def _single_graph_types() -> set[str]:
-    """Image-text types that are dual encoders (CLIP-style), not generative vision-language models."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES
-
-    return set(MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES)
+    if "auto_map" in config or model_type not in CONFIG_MAPPING_NAMES:
+        return True  # refused here: its own code without --trust-remote-code, or a type this transformers lacks
+    if model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        return model_type not in MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return False
+    # BERT-style types also list a causal-LM class (BertLMHeadModel): a decoder only where the folder's class is one
+    return (not archs or archs[0] == MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]
+            or str(archs[0]).endswith("ForCausalLM") or bool(config.get("is_decoder")))
 
 
 def is_vision_language(config: Mapping[str, Any]) -> bool:
